@@ -1,0 +1,231 @@
+"""The public API, Ray's names and semantics: init, remote, get, put, wait, cancel, shutdown."""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import os
+import threading
+from typing import Any, Callable
+
+from .config import Config
+from .driver import Driver, current_driver, require_driver, set_current_driver
+from .errors import ClusterError, ConfigError
+from .launcher import find_clusters, start_head
+from .options import TaskOptions
+from .refs import ObjectRef
+from .remote_function import RemoteFunction
+
+__all__ = ["init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
+           "cluster_resources", "available_resources", "ClusterContext"]
+
+_init_lock = threading.RLock()
+_atexit_registered = False
+_engine_hook: Callable[[], Driver] | None = None   # set inside engine processes: nested API use
+
+
+def _auto_client() -> Driver | None:
+    """Inside an engine, tasks reach the cluster through the engine's own client."""
+    return _engine_hook() if _engine_hook is not None else None
+
+
+class ClusterContext:
+    """What init() returns: where the cluster is and what it has. Usable as a context manager."""
+
+    def __init__(self, driver: Driver):
+        self._driver = driver
+
+    @property
+    def address(self) -> str:
+        return self._driver.conn["head"]
+
+    @property
+    def cluster_id(self) -> str:
+        return self._driver.cluster_id
+
+    @property
+    def address_info(self) -> dict:
+        c = self._driver.conn
+        return {"address": c["head"], "events": c.get("events"), "cluster_id": c["cluster_id"],
+                "connection_file": c.get("file", "")}
+
+    def status(self) -> dict:
+        return self._driver.query("status", timeout=10)
+
+    def __enter__(self) -> "ClusterContext":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutdown()
+
+    def _summary(self) -> tuple[list, dict]:
+        st = self.status()
+        return st["engines"], st["resources"]
+
+    def __repr__(self) -> str:
+        if self._driver.closed:
+            return "ClusterContext(closed)"
+        engines, res = self._summary()
+        return f"ClusterContext(address={self.address!r}, engines={len(engines)}, resources={res})"
+
+    def _repr_html_(self) -> str:
+        if self._driver.closed:
+            return "<b>jpar</b> cluster (closed)"
+        engines, res = self._summary()
+        rows = "".join(
+            f"<tr><td>{e['id']}</td><td>{e['node']}</td><td>{e['pid']}</td><td>{e['cpu']:.0f}%</td>"
+            f"<td>{e['rss'] / 2**20:.0f} MiB</td></tr>" for e in engines)
+        resources = ", ".join(f"{k}: {v:g}" for k, v in sorted(res.items()))
+        return (f"<div><b>jpar</b> cluster <code>{self.cluster_id}</code> at <code>{self.address}</code>"
+                f"<br>{len(engines)} engines; resources {resources}"
+                f"<table><tr><th>engine</th><th>node</th><th>pid</th><th>CPU</th><th>RSS</th></tr>{rows}</table></div>")
+
+
+def init(address: str | None = None, *, num_engines: int | None = None, num_cpus: float | None = None,
+         num_gpus: float | None = None, resources: dict | None = None, ignore_reinit_error: bool = True,
+         **config_overrides: Any) -> ClusterContext:
+    """Start a local cluster (head + one engine per core), or connect to a running one.
+
+    Calling it again returns the same cluster, so re-running a notebook cell is harmless.
+    ``address`` may be ``"auto"`` (the newest cluster on this machine), a head's
+    ``tcp://host:port`` or the path of a connection file.
+    """
+    global _atexit_registered
+    with _init_lock:
+        d = current_driver()
+        if d is not None and not d.closed:
+            return ClusterContext(d)
+        config = Config.from_env(num_engines=num_engines, num_cpus=num_cpus, num_gpus=num_gpus, **config_overrides)
+        if address is None:
+            n = config.num_engines or os.cpu_count() or 1
+            if n < 1:
+                raise ConfigError(f"num_engines must be >= 1, got {n}.")
+            conn, proc = start_head(config, n, owner=True, resources=resources)
+            try:
+                driver = Driver(conn, config, owns_cluster=True, process=proc)
+                driver.query("wait_engines", n, timeout=config.start_timeout_s)
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+        else:
+            conn = _resolve_address(address, config)
+            driver = Driver(conn, config)
+        set_current_driver(driver)
+        if not _atexit_registered:
+            atexit.register(shutdown)
+            _atexit_registered = True
+        return ClusterContext(driver)
+
+
+def _resolve_address(address: str, config: Config) -> dict:
+    import json
+
+    if os.path.isfile(address):
+        with open(address) as f:
+            conn = json.load(f)
+        conn["local"] = conn.get("host") == __import__("socket").gethostname()
+        return conn
+    clusters = find_clusters(config)
+    if address == "auto":
+        if not clusters:
+            raise ClusterError("init(address='auto') found no running cluster on this machine. "
+                               "Start one with `jpar start --head`, or call jpar.init() without an address.")
+        return clusters[0]
+    for conn in clusters:
+        if address in (conn["head"], conn.get("head_ipc")):
+            return conn
+    key = os.environ.get("JPAR_CLUSTER_KEY", "")
+    if not key:
+        raise ClusterError(
+            f"No connection file for {address} on this machine, so its key is unknown. Pass the path of the "
+            "cluster's connection file (cluster-*.json) as the address, or set JPAR_CLUSTER_KEY.")
+    return {"head": address, "key": key, "local": False, "cluster_id": "?"}
+
+
+def shutdown() -> None:
+    """Disconnect; a cluster this process started is stopped, with all its processes."""
+    with _init_lock:
+        d = current_driver()
+        if d is None:
+            return
+        set_current_driver(None)
+        d.close(stop_cluster=d.process is not None)
+
+
+def is_initialized() -> bool:
+    d = current_driver()
+    return d is not None and not d.closed
+
+
+def remote(*args, **options):
+    """Make a function a remote function (a task) — bare ``@remote`` or ``@remote(num_cpus=2, ...)``."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("@jpar.remote takes either a function/class or keyword options, e.g. @jpar.remote(num_cpus=2).")
+    return lambda target: _make_remote(target, options)
+
+
+def _make_remote(target, options: dict):
+    if inspect.isclass(target):
+        from .actor import make_actor_class
+
+        return make_actor_class(target, options)
+    if not callable(target):
+        raise TypeError(f"@jpar.remote expects a function or a class, got {type(target).__name__}.")
+    return RemoteFunction(target, TaskOptions.build(**options))
+
+
+def get(object_refs, *, timeout: float | None = None):
+    """The value(s) of one ref or a list of refs, in order; raises a task's error as soon as it is known."""
+    d = require_driver("jpar.get()")
+    if isinstance(object_refs, ObjectRef):
+        return d.get([object_refs], timeout)[0]
+    if isinstance(object_refs, (list, tuple)):
+        refs = list(object_refs)
+        for r in refs:
+            if not isinstance(r, ObjectRef):
+                raise TypeError(f"jpar.get() takes an ObjectRef or a list of ObjectRefs, found {type(r).__name__} "
+                                "in the list.")
+        return d.get(refs, timeout)
+    raise TypeError(f"jpar.get() takes an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}.")
+
+
+def put(value: Any) -> ObjectRef:
+    """Store a value in the cluster once; pass the ref to many tasks instead of the value."""
+    if isinstance(value, ObjectRef):
+        raise TypeError("Calling jpar.put() on an ObjectRef is not allowed; pass the ref itself to tasks.")
+    return require_driver("jpar.put()").put(value)
+
+
+def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True):
+    """Split refs into (ready, not_ready) once ``num_returns`` are ready or ``timeout`` passes."""
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
+        raise TypeError("jpar.wait() takes a list of ObjectRefs (wrap a single ref in a list).")
+    refs = list(object_refs)
+    if len(set(r.id for r in refs)) != len(refs):
+        raise ValueError("jpar.wait() got the same ObjectRef twice; pass each ref once.")
+    if not 0 <= num_returns <= len(refs):
+        raise ValueError(f"num_returns={num_returns} must be between 0 and the number of refs ({len(refs)}).")
+    if timeout is not None and timeout < 0:
+        raise ValueError("timeout must be >= 0 seconds or None.")
+    return require_driver("jpar.wait()").wait(refs, num_returns, timeout, fetch_local)
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task behind a ref: queued ones never run, running ones get KeyboardInterrupt
+    (``force=True`` kills the engine process instead); its get() raises TaskCancelledError."""
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"jpar.cancel() takes an ObjectRef, got {type(object_ref).__name__}.")
+    require_driver("jpar.cancel()").cancel(object_ref, force, recursive)
+
+
+def cluster_resources() -> dict:
+    """Total resources of the cluster, e.g. {'CPU': 2.0}."""
+    return require_driver("jpar.cluster_resources()").query("resources", timeout=30)
+
+
+def available_resources() -> dict:
+    """Resources not held by queued or running tasks right now."""
+    return require_driver("jpar.available_resources()").query("available", timeout=30)

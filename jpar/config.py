@@ -1,0 +1,91 @@
+"""Every tunable of jpar in one place: its default, its ``JPAR_*`` variable and its doc.
+
+This is the only module that reads ``os.environ`` for settings. Each field of
+:class:`Config` names its environment variable in its metadata; ``Config.from_env()``
+builds a config from the environment, and ``docs/`` renders the table from
+:data:`SETTINGS`, so the docs cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["Config", "SETTINGS", "runtime_dir"]
+
+
+def _setting(default, env: str, doc: str):
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Cluster and client settings; frozen so one value is shared safely across threads."""
+
+    num_engines: int = _setting(0, "JPAR_NUM_ENGINES", "Engines started by init() on this host; 0 means one per core.")
+    num_cpus: float = _setting(0.0, "JPAR_NUM_CPUS", "CPUs a host advertises; 0 means its core count.")
+    num_gpus: float = _setting(-1.0, "JPAR_NUM_GPUS", "GPUs a host advertises; -1 means count CUDA_VISIBLE_DEVICES.")
+    bind_host: str = _setting("127.0.0.1", "JPAR_BIND_HOST", "Interface the head and drivers bind TCP sockets to.")
+    head_port: int = _setting(0, "JPAR_HEAD_PORT", "TCP port of the head; 0 picks a free port.")
+    heartbeat_s: float = _setting(1.0, "JPAR_HEARTBEAT_S", "Seconds between heartbeats among head, engines and drivers.")
+    dead_after_s: float = _setting(10.0, "JPAR_DEAD_AFTER_S", "A peer silent this long is declared dead.")
+    start_timeout_s: float = _setting(30.0, "JPAR_START_TIMEOUT_S", "How long init() waits for the head and engines.")
+    prefetch: int = _setting(4, "JPAR_PREFETCH", "Tasks queued on an engine beyond the running one (hides dispatch latency).")
+    max_retries: int = _setting(3, "JPAR_MAX_RETRIES", "Default retries of a task whose engine died under it.")
+    metrics_interval_s: float = _setting(1.0, "JPAR_METRICS_INTERVAL_S", "Seconds between engine CPU/memory samples.")
+    log_level: str = _setting("WARNING", "JPAR_LOG_LEVEL", "Log level of head and engine processes.")
+    runtime_dir: str = _setting("", "JPAR_RUNTIME_DIR", "Where connection files and sockets live; empty means a per-user default.")
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Config":
+        """Defaults, then ``JPAR_*`` variables, then explicit keyword overrides (None is ignored)."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = os.environ.get(f.metadata["env"])
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(f: dataclasses.Field, raw: str):
+    kind = type(f.default)
+    try:
+        return kind(raw)
+    except ValueError:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"{f.metadata['env']}={raw!r} is not a valid {kind.__name__}. "
+            f"Set it to a {kind.__name__} or unset it to use the default {f.default!r}."
+        ) from None
+
+
+SETTINGS = tuple(
+    (f.name, f.metadata["env"], f.default, f.metadata["doc"]) for f in dataclasses.fields(Config)
+)
+
+
+def runtime_dir(config: Config) -> str:
+    """The directory holding connection files (mode 0700), created on first use."""
+    path = config.runtime_dir or os.path.join(
+        os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".local", "share"),
+        "jpar",
+    )
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def environ_snapshot() -> dict[str, str]:
+    """A copy of the environment for child processes (engines inherit the driver's)."""
+    return dict(os.environ)
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids named by CUDA_VISIBLE_DEVICES (empty when unset: no GPUs assumed)."""
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return [g for g in (s.strip() for s in raw.split(",")) if g and g != "-1"]

@@ -1,0 +1,499 @@
+"""The head process: sockets, liveness and the event stream around the pure scheduler.
+
+::
+
+    clients (DEALER) --Submit/Put/Release/Cancel/Query--> ROUTER --+
+    engines (DEALER) --EngineHello/TaskDone/Blocked-----> ROUTER --+--> Scheduler (pure)
+    engine ctl (DEALER) --Metrics/Heartbeat-------------> ROUTER --+        |
+                                                                         actions
+    engines <--Define/DriverInfo/Dispatch/CancelTask-- ROUTER <-------------+
+    clients <--Welcome/Answer/Objects/TaskFailed------ PUSH per client <----+
+    dashboards, sidebar <--Events (task transitions, metrics)-- PUB <-------+
+
+One thread, one loop: drain every queued message, feed the scheduler, then flush one
+batched Dispatch per engine and one Events message per loop turn. Local engines are
+children of the head; it respawns one that dies and requeues (or fails) its tasks. The
+head exits when the client that started it disappears, so a crashed notebook leaves no
+process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+from . import protocol as P
+from . import serialization, transport
+from .config import Config, runtime_dir
+from .errors import EngineCrashedError, ObjectLostError, ResourceError, TaskCancelledError
+from .scheduler import (CancelOnEngine, DispatchTask, Failure, FreeObjects, ReplyObjects, Scheduler,
+                        SendFailure, Transition)
+
+log = logging.getLogger("jpar.head")
+
+
+class Client:
+    __slots__ = ("no", "identity", "push", "pid", "kind", "owns", "last", "endpoint", "host")
+
+    def __init__(self, no, identity, push, hello: P.Hello):
+        self.no, self.identity, self.push = no, identity, push
+        self.pid, self.kind, self.owns, self.endpoint, self.host = (
+            hello.pid, hello.kind, hello.owns_cluster, hello.endpoint, hello.host)
+        self.last = time.monotonic()
+
+
+class EngineInfo:
+    __slots__ = ("id", "identity", "pid", "host", "node", "fns", "owners", "last", "proc", "metrics",
+                 "outbox", "started")
+
+    def __init__(self, eid, identity, hello: P.EngineHello, proc):
+        self.id, self.identity, self.pid, self.host, self.node = eid, identity, hello.pid, hello.host, hello.node
+        self.fns: set = set()
+        self.owners: set = set()
+        self.last = time.monotonic()
+        self.proc = proc
+        self.metrics = None
+        self.outbox: list = []
+        self.started = time.time()
+
+
+class Head:
+    def __init__(self, setup: dict):
+        self.setup = setup
+        self.config = Config.from_env(**setup.get("config", {}))
+        self.cluster_id = setup["cluster_id"]
+        self.key = bytes.fromhex(setup["key"])
+        self.signer = P.Signer(self.key)
+        self.rundir = setup["rundir"]
+        self.sched = Scheduler(prefetch=self.config.prefetch)
+        self.functions: dict[int, bytes] = {}
+        self.clients: dict[bytes, Client] = {}
+        self.clients_by_no: dict[int, Client] = {}
+        self.engines: dict[bytes, EngineInfo] = {}
+        self.engines_by_id: dict[int, EngineInfo] = {}
+        self.ctl_ids: dict[bytes, EngineInfo] = {}
+        self.next_client = 1
+        self.next_engine = 0
+        self.events: list = []
+        self.failures: dict[int, list] = {}
+        self.wait_engines: list = []            # (client_no, req_id, n)
+        self.children: dict[int, subprocess.Popen] = {}   # pid -> engine process
+        self.want_local = int(setup.get("num_engines", 0))
+        self.owner_pid = int(setup.get("owner_pid", 0))
+        self.stopping = False
+        self.started = time.time()
+        self.tasks_finished = 0
+
+    # ------------------------------------------------------------ start
+    def start(self) -> None:
+        host = self.config.bind_host
+        self.router, bound = transport.bind_router(
+            [f"ipc://{self.rundir}/head", f"tcp://{host}:{self.config.head_port or 0}"], self.signer)
+        self.head_ipc, self.head_tcp = bound
+        self.pub, self.pub_tcp = transport.bind_pub(f"tcp://{host}:0", self.signer)
+        for _ in range(self.want_local):
+            self._spawn_engine()
+        self.conn = {
+            "cluster_id": self.cluster_id, "key": self.key.hex(), "head": self.head_tcp, "head_ipc": self.head_ipc,
+            "events": self.pub_tcp, "pid": os.getpid(), "rundir": self.rundir, "started": self.started,
+            "host": socket.gethostname(), "protocol": P.PROTOCOL_VERSION,
+        }
+        self.conn_file = os.path.join(runtime_dir(self.config), f"cluster-{self.cluster_id}.json")
+        fd = os.open(self.conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.conn, f)
+
+    def _spawn_engine(self) -> None:
+        setup = {
+            "key": self.key.hex(), "head": f"ipc://{self.rundir}/head", "node": self.setup.get("node", ""),
+            "resources": self.setup.get("resources", {}), "parent_pid": os.getpid(), "rundir": self.rundir,
+            "log_level": self.config.log_level, "metrics_interval_s": self.config.metrics_interval_s,
+            "start_timeout_s": self.config.start_timeout_s,
+        }
+        log_path = os.path.join(self.rundir, f"engine-{self.next_engine + len(self.children)}.log")
+        with open(log_path, "ab") as logf:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "jpar.engine"], stdin=subprocess.PIPE, stdout=logf, stderr=logf,
+                env=self.setup.get("env") or None, cwd=self.setup.get("cwd") or None,
+            )
+        proc.stdin.write((json.dumps(setup) + "\n").encode())
+        proc.stdin.close()
+        self.children[proc.pid] = proc
+
+    # ------------------------------------------------------------ main loop
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *a: self._request_stop("SIGTERM"))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(json.dumps(self.conn), flush=True)
+        sys.stdout.close()
+        hb = self.config.heartbeat_s
+        next_check = time.monotonic() + 0.1
+        next_hb = time.monotonic() + hb
+        router = self.router
+        try:
+            while not self.stopping:
+                item = router.recv_from_nowait()
+                if item is None:
+                    if router.sock.poll(50):
+                        continue
+                else:
+                    n = 0
+                    while item is not None:
+                        self._handle(*item)
+                        n += 1
+                        if n >= 2000:
+                            break
+                        item = router.recv_from_nowait()
+                self._flush()
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + 0.1
+                    self._check_liveness(now)
+                if now >= next_hb:
+                    next_hb = now + hb
+                    for e in self.engines.values():
+                        router.send_to(e.identity + b"/ctl", P.Heartbeat())
+                    for c in self.clients.values():
+                        c.push.send(P.Heartbeat(), nowait=True)
+        finally:
+            self._shutdown()
+
+    def _request_stop(self, why: str) -> None:
+        log.info("stopping: %s", why)
+        self.stopping = True
+
+    # ------------------------------------------------------------ handling
+    def _handle(self, identity: bytes, msg: P.Message) -> None:
+        t = type(msg)
+        client = self.clients.get(identity)
+        if client is not None:
+            client.last = time.monotonic()
+            if t is P.Submit:
+                self._apply(self.sched.submit(client.no, msg.tasks))
+            elif t is P.RegisterFunction:
+                self.functions[msg.fn_id] = msg.blob
+            elif t is P.PutObjects:
+                for rec in msg.objects:
+                    self._apply(self.sched.put(client.no, (rec.object_id,), rec.status, (rec.blob,)))
+            elif t is P.Release:
+                self._apply(self.sched.release(client.no, msg.ids))
+            elif t is P.GetObjects:
+                self._apply(self.sched.get_objects(client.no, msg.req_id, msg.ids))
+            elif t is P.Cancel:
+                self._apply(self.sched.cancel(msg.task_id, msg.force, msg.recursive))
+            elif t is P.Query:
+                self._query(client, msg)
+            elif t is P.Goodbye:
+                self._client_gone(client, "said goodbye")
+                if msg.stop_cluster:
+                    self._request_stop(f"client {client.no} asked to stop the cluster")
+            return
+        eng = self.engines.get(identity)
+        if eng is not None:
+            eng.last = time.monotonic()
+            if t is P.TaskDone:
+                self.tasks_finished += len(msg.results)
+                self._apply(self.sched.tasks_done(eng.id, msg.results))
+            elif t is P.Blocked:
+                self._apply(self.sched.blocked(eng.id, msg.task_id, msg.blocked))
+            return
+        eng = self.ctl_ids.get(identity)
+        if eng is not None:
+            eng.last = time.monotonic()
+            if t is P.Metrics:
+                eng.metrics = msg
+                self.events.append(P.Event(time.time(), "metrics", eng.id, "sample", {
+                    "cpu": msg.cpu_percent, "rss": msg.rss, "shared": msg.shared, "task": msg.task_id,
+                    "node": eng.node, "pid": eng.pid}))
+            return
+        if t is P.Hello:
+            self._hello(identity, msg)
+        elif t is P.EngineHello:
+            self._engine_hello(identity, msg)
+        else:
+            log.warning("message %s from an unknown peer dropped", t.__name__)
+
+    def _hello(self, identity: bytes, msg: P.Hello) -> None:
+        no = self.next_client
+        self.next_client += 1
+        push = transport.connect_push(msg.endpoint, self.signer)
+        client = Client(no, identity, push, msg)
+        self.clients[identity] = client
+        self.clients_by_no[no] = client
+        self._apply(self.sched.client_added(no))
+        push.send(P.Welcome(no, self.cluster_id, {"head": self.head_tcp, "events": self.pub_tcp,
+                                                   "engines": len(self.engines)}))
+        self.events.append(P.Event(time.time(), "cluster", no, "client-joined",
+                                   {"kind": msg.kind, "pid": msg.pid, "host": msg.host}))
+
+    def _engine_hello(self, identity: bytes, msg: P.EngineHello) -> None:
+        eid = self.next_engine
+        self.next_engine += 1
+        eng = EngineInfo(eid, identity, msg, self.children.get(msg.pid))
+        self.engines[identity] = eng
+        self.engines_by_id[eid] = eng
+        self.ctl_ids[identity + b"/ctl"] = eng
+        resources = dict(msg.resources) or _default_resources()
+        self.router.send_to(identity, P.EngineWelcome(eid, self.config.heartbeat_s, self.config.dead_after_s))
+        self.events.append(P.Event(time.time(), "engine", eid, "alive", {"pid": msg.pid, "node": msg.node}))
+        self._apply(self.sched.engine_added(eid, msg.node or msg.host, resources))
+        self._answer_engine_waits()
+
+    def _answer_engine_waits(self) -> None:
+        still = []
+        for client_no, req_id, n in self.wait_engines:
+            if len(self.engines) >= n:
+                self._answer(client_no, req_id, len(self.engines))
+            else:
+                still.append((client_no, req_id, n))
+        self.wait_engines = still
+
+    def _query(self, client: Client, msg: P.Query) -> None:
+        what = msg.what
+        if what == "wait_engines":
+            self.wait_engines.append((client.no, msg.req_id, int(msg.arg)))
+            self._answer_engine_waits()
+            return
+        if what == "resources":
+            value = self.sched.resources()
+        elif what == "available":
+            value = self.sched.available()
+        elif what == "status":
+            value = self.status()
+        else:
+            value = None
+        self._answer(client.no, msg.req_id, value)
+
+    def _answer(self, client_no: int, req_id: int, value) -> None:
+        c = self.clients_by_no.get(client_no)
+        if c is not None:
+            c.push.send(P.Answer(req_id, value), nowait=True)
+
+    def status(self) -> dict:
+        engines = []
+        for e in self.engines_by_id.values():
+            m = e.metrics
+            q = self.sched.engines.get(e.id)
+            engines.append({"id": e.id, "pid": e.pid, "host": e.host, "node": e.node,
+                            "cpu": m.cpu_percent if m else 0.0, "rss": m.rss if m else 0,
+                            "shared": m.shared if m else 0, "task": m.task_id if m else 0,
+                            "queued": len(q.queue) if q else 0})
+        return {"cluster_id": self.cluster_id, "head": self.head_tcp, "pid": os.getpid(),
+                "uptime_s": time.time() - self.started, "engines": engines,
+                "clients": [{"no": c.no, "pid": c.pid, "kind": c.kind, "host": c.host}
+                            for c in self.clients.values()],
+                "resources": self.sched.resources(), "available": self.sched.available(),
+                "scheduler": self.sched.statistics(), "functions": len(self.functions)}
+
+    # ------------------------------------------------------------ actions
+    def _apply(self, actions: list) -> None:
+        now = None
+        for a in actions:
+            t = type(a)
+            if t is Transition:
+                if now is None:
+                    now = time.time()
+                info = None
+                if a.old is None:
+                    task = self.sched.tasks.get(a.task_id)
+                    if task is not None:
+                        info = {"name": task.spec.name, "deps": task.spec.deps, "parent": task.spec.parent,
+                                "owner": task.owner}
+                elif a.new.value in ("running", "assigned"):
+                    task = self.sched.tasks.get(a.task_id)
+                    info = {"engine": task.engine} if task is not None else None
+                self.events.append(P.Event(now, "task", a.task_id, a.new.value, info))
+            elif t is DispatchTask:
+                self._dispatch(a)
+            elif t is SendFailure:
+                self._failure(a)
+            elif t is ReplyObjects:
+                self._reply_objects(a)
+            elif t is CancelOnEngine:
+                e = self.engines_by_id.get(a.engine_id)
+                if e is not None:
+                    self.router.send_to(e.identity + b"/ctl", P.CancelTask(a.task_id, a.force))
+            elif t is FreeObjects:
+                pass  # values held here are dropped by the scheduler; the shm store hooks in here
+
+    def _dispatch(self, a: DispatchTask) -> None:
+        e = self.engines_by_id[a.engine_id]
+        task = self.sched.tasks[a.task_id]
+        spec = task.spec
+        if spec.fn_id not in e.fns:
+            blob = self.functions.get(spec.fn_id)
+            if blob is None:
+                log.error("task %x uses unknown function %x", spec.task_id, spec.fn_id)
+            else:
+                e.outbox.append(P.Define(spec.fn_id, blob))
+                e.fns.add(spec.fn_id)
+        if task.owner not in e.owners:
+            c = self.clients_by_no.get(task.owner)
+            if c is not None:
+                e.outbox.append(P.DriverInfo(c.no, c.endpoint))
+                e.owners.add(task.owner)
+        objs = self.sched.objects
+        deps = tuple((oid, objs[oid].status, objs[oid].blob) for oid in spec.deps)
+        e.outbox.append(P.DispatchRecord(spec.task_id, spec.fn_id, spec.name, spec.args, deps, spec.num_returns,
+                                         task.owner, task.attempt, spec.max_retries, spec.retry_exceptions,
+                                         a.gpu_ids, spec.actor))
+
+    def _failure(self, a: SendFailure) -> None:
+        detail = a.detail
+        if isinstance(detail, bytes):
+            blob = detail
+        else:
+            blob = serialization.dumps_error(_failure_error(a.kind, detail))
+        self.failures.setdefault(a.owner, []).extend(P.ObjectRecord(oid, P.ERROR, blob) for oid in a.object_ids)
+
+    def _reply_objects(self, a: ReplyObjects) -> None:
+        c = self.clients_by_no.get(a.client)
+        if c is None:
+            return
+        recs = []
+        for oid in a.object_ids:
+            obj = self.sched.objects.get(oid)
+            if obj is None:
+                recs.append(P.ObjectRecord(oid, P.ERROR, serialization.dumps_error(
+                    ObjectLostError(f"Object {oid:#x} was released before it could be read."))))
+            elif obj.status and not obj.blob:
+                kind, detail = obj.failure or (Failure.OBJECT_LOST, "")
+                recs.append(P.ObjectRecord(oid, P.ERROR, serialization.dumps_error(_failure_error(kind, detail))))
+            else:
+                recs.append(P.ObjectRecord(oid, obj.status, obj.blob))
+        c.push.send(P.Objects(a.req_id, recs), nowait=True)
+
+    def _flush(self) -> None:
+        for e in self.engines_by_id.values():
+            if e.outbox:
+                out, e.outbox = e.outbox, []
+                records = []
+                for item in out:
+                    if type(item) is P.DispatchRecord:
+                        records.append(item)
+                    else:
+                        if records:
+                            self.router.send_to(e.identity, P.Dispatch(records))
+                            records = []
+                        self.router.send_to(e.identity, item)
+                if records:
+                    self.router.send_to(e.identity, P.Dispatch(records))
+        if self.failures:
+            failures, self.failures = self.failures, {}
+            for owner, recs in failures.items():
+                c = self.clients_by_no.get(owner)
+                if c is not None:
+                    c.push.send(P.TaskFailed(recs), nowait=True)
+        if self.events:
+            events, self.events = self.events, []
+            self.pub.send(P.Events(events), nowait=True)
+
+    # ------------------------------------------------------------ liveness
+    def _check_liveness(self, now: float) -> None:
+        if self.owner_pid and os.getppid() != self.owner_pid:
+            self._request_stop("the process that started the cluster is gone")
+            return
+        for pid, proc in list(self.children.items()):
+            if proc.poll() is not None:
+                del self.children[pid]
+                eng = next((e for e in self.engines_by_id.values() if e.pid == pid), None)
+                log.warning("engine pid %d exited with %s", pid, proc.returncode)
+                if eng is not None:
+                    self._engine_gone(eng, f"exited with code {proc.returncode}")
+                if not self.stopping:
+                    self._spawn_engine()
+        dead_after = self.config.dead_after_s
+        for eng in [e for e in self.engines_by_id.values() if now - e.last > dead_after]:
+            if eng.proc is not None:
+                eng.proc.kill()
+            self._engine_gone(eng, f"silent for {now - eng.last:.1f} s")
+        for client in [c for c in self.clients.values() if now - c.last > dead_after]:
+            self._client_gone(client, f"silent for {now - client.last:.1f} s")
+
+    def _engine_gone(self, eng: EngineInfo, why: str) -> None:
+        self.engines.pop(eng.identity, None)
+        self.engines_by_id.pop(eng.id, None)
+        self.ctl_ids.pop(eng.identity + b"/ctl", None)
+        self.events.append(P.Event(time.time(), "engine", eng.id, "dead", {"why": why}))
+        self._apply(self.sched.engine_removed(eng.id))
+
+    def _client_gone(self, client: Client, why: str) -> None:
+        self.clients.pop(client.identity, None)
+        self.clients_by_no.pop(client.no, None)
+        client.push.close()
+        self.events.append(P.Event(time.time(), "cluster", client.no, "client-left", {"why": why}))
+        self._apply(self.sched.client_removed(client.no))
+        if client.owns and not self.stopping:
+            self._request_stop(f"owning client {client.no} left ({why})")
+
+    # ------------------------------------------------------------ stop
+    def _shutdown(self) -> None:
+        for e in self.engines_by_id.values():
+            self.router.send_to(e.identity, P.Shutdown("cluster stopping"))
+            self.router.send_to(e.identity + b"/ctl", P.Shutdown("cluster stopping"))
+        for c in self.clients.values():
+            c.push.send(P.Shutdown("cluster stopping"), nowait=True)
+        deadline = time.monotonic() + 3.0
+        for proc in self.children.values():
+            try:
+                proc.wait(timeout=max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        try:
+            os.unlink(self.conn_file)
+        except OSError:
+            pass
+        for ch in [self.router, self.pub] + [c.push for c in self.clients.values()]:
+            ch.close()
+        for name in os.listdir(self.rundir):
+            if name == "head" or name.startswith("engine-") and name.endswith(".log"):
+                try:
+                    os.unlink(os.path.join(self.rundir, name))
+                except OSError:
+                    pass
+        try:
+            os.rmdir(self.rundir)
+        except OSError:
+            pass
+
+
+def _failure_error(kind: Failure, detail) -> Exception:
+    if kind is Failure.CANCELLED:
+        return TaskCancelledError(str(detail))
+    if kind is Failure.ENGINE_CRASHED:
+        return EngineCrashedError(f"{detail}. Make the task use less memory or fix what kills its process, "
+                                  "or raise max_retries in .options().")
+    if kind is Failure.INFEASIBLE:
+        return ResourceError(str(detail))
+    return ObjectLostError(str(detail))
+
+
+def _default_resources() -> dict:
+    return {"CPU": float(os.cpu_count() or 1)}
+
+
+def new_cluster_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def main() -> None:
+    setup = json.loads(sys.stdin.readline())
+    sys.stdin.close()
+    logging.basicConfig(level=setup.get("config", {}).get("log_level", "WARNING"),
+                        format=f"%(asctime)s head[{os.getpid()}] %(levelname)s %(message)s")
+    head = Head(setup)
+    head.start()
+    head.run()
+
+
+if __name__ == "__main__":
+    main()
+

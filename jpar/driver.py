@@ -1,0 +1,402 @@
+"""The client side of a cluster: submit tasks, put values, receive results, wait for them.
+
+::
+
+    user threads --(lock)--> DEALER ---------------------> head ROUTER
+                                                              |
+    receiver thread <-- PULL <-- results, output (engines) ---+-- answers, failures (head)
+         |
+         +--> results table, futures, output handler; wakes get()/wait() via one Condition
+
+One ``Driver`` per process talks to one cluster: the notebook kernel's driver, or the
+engine-side client that tasks use to submit nested tasks. All sends go through one
+DEALER guarded by a lock; everything inbound lands on one PULL socket read by one
+receiver thread, which also sends heartbeats and batched releases of collected refs.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+from . import protocol as P
+from . import serialization, transport
+from .config import Config
+from .errors import ClusterError, GetTimeoutError, HeadDiedError, NotInitializedError
+from .refs import ObjectRef
+
+__all__ = ["Driver", "current_driver", "require_driver", "set_current_driver"]
+
+log = logging.getLogger("jpar.driver")
+
+_current: "Driver | None" = None
+
+
+def current_driver() -> "Driver | None":
+    return _current
+
+
+def set_current_driver(driver: "Driver | None") -> None:
+    global _current
+    _current = driver
+
+
+def require_driver(what: str = "This call") -> "Driver":
+    d = _current
+    if d is None or d.closed:
+        if d is None:
+            from . import api
+
+            d = api._auto_client()
+        if d is None or d.closed:
+            raise NotInitializedError(what)
+    return d
+
+
+def default_output_handler(chunk: P.OutputRecord, context: Any) -> None:
+    """Print a task's output on this process's stdout/stderr, prefixed like Ray does."""
+    stream = sys.stderr if chunk.stream == "stderr" else sys.stdout
+    prefix = f"({chunk.name} pid={chunk.pid}, engine={chunk.engine_id}) "
+    text = chunk.text
+    lines = text.splitlines(keepends=True)
+    try:
+        stream.write("".join(prefix + line for line in lines))
+        stream.flush()
+    except (ValueError, OSError):
+        pass
+
+
+class Driver:
+    """A connection to one cluster's head, with the results that came back."""
+
+    def __init__(self, conn: dict, config: Config, *, owns_cluster: bool = False, kind: str = "driver",
+                 process=None):
+        self.config = config
+        self.conn = conn
+        self.kind = kind
+        self.process = process                    # the head's Popen when this driver started it
+        self.signer = P.Signer(bytes.fromhex(conn["key"]))
+        self.closed = False
+        self.lock = threading.Lock()               # guards the DEALER
+        self.cond = threading.Condition()
+        self.results: dict[int, tuple[int, bytes]] = {}
+        self.released: collections.deque = collections.deque()
+        self.errors_seen = 0
+        self._futures: dict[int, list] = {}
+        self._fn_sent: set = set()
+        self._req = itertools.count(1)
+        self._answers: dict[int, Any] = {}
+        self._requested: set = set()              # object ids asked of the head (not ours)
+        self.output_handler: Callable[[P.OutputRecord, Any], None] = default_output_handler
+        self.submit_context: Callable[[], Any] | None = None   # notebook layer: which cell submits
+        self.task_context: dict[int, Any] = {}
+        self.current_task: int = 0                 # set by the engine while a task runs (parent id)
+        self.wait_hook: Callable[[Callable[[], bool], float | None], None] | None = None
+        self.last_heard = time.monotonic()
+
+        rundir = conn.get("rundir", "")
+        ident = uuid.uuid4().hex[:12]
+        if conn.get("local", True) and rundir:
+            ep = f"ipc://{rundir}/c-{ident}"
+        else:
+            ep = f"tcp://{config.bind_host}:0"
+        self.pull, bound = transport.bind_pull([ep], self.signer)
+        self.endpoint = bound[0]
+        head = conn["head_ipc"] if conn.get("local", True) and conn.get("head_ipc") else conn["head"]
+        self.dealer = transport.connect_dealer(head, self.signer, identity=ident.encode())
+        self._send(P.Hello(kind, os.getpid(), socket.gethostname(), self.endpoint, owns_cluster))
+        welcome = self.pull.recv(timeout_ms=int(config.start_timeout_s * 1000))
+        if not isinstance(welcome, P.Welcome):
+            self._close_sockets()
+            raise ClusterError(
+                f"The head at {head} did not answer within {config.start_timeout_s} s. "
+                "Check that the cluster is running (`jpar status`) and that the key matches its connection file."
+            )
+        self.client_no = welcome.client_no
+        self.cluster_id = welcome.cluster_id
+        self.info = welcome.info
+        self._ids = itertools.count(1)
+        self._thread = threading.Thread(target=self._receive_loop, name="jpar-driver-recv", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ sending
+    def _send(self, msg: P.Message) -> None:
+        with self.lock:
+            self.dealer.send(msg)
+
+    def new_ids(self, n: int = 1) -> int:
+        """A fresh task/object id (n consecutive ids for n returns); no round trip."""
+        first = next(self._ids)
+        for _ in range(n - 1):
+            next(self._ids)
+        return (self.client_no << 40) | first
+
+    def ensure_function(self, fn_id: int, name: str, blob_factory: Callable[[], bytes]) -> None:
+        if fn_id not in self._fn_sent:
+            self._send(P.RegisterFunction(fn_id, name, blob_factory()))
+            self._fn_sent.add(fn_id)
+
+    def submit(self, spec: P.TaskSpec) -> None:
+        if self.submit_context is not None:
+            self.task_context[spec.task_id] = self.submit_context()
+        self._send(P.Submit([spec]))
+
+    def put(self, value: Any) -> ObjectRef:
+        oid = self.new_ids()
+        blob = serialization.dumps(value)
+        self._send(P.PutObjects([P.ObjectRecord(oid, P.OK, blob)]))
+        self.results[oid] = (P.OK, blob)
+        return ObjectRef(oid, self.client_no, self)
+
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        self._send(P.Cancel(ref.id, force, recursive))
+
+    def query(self, what: str, arg: Any = None, timeout: float | None = None) -> Any:
+        """Ask the head something and wait for the answer."""
+        req = next(self._req)
+        self._send(P.Query(req, what, arg))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            while req not in self._answers:
+                self._check_alive()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise GetTimeoutError(f"The head did not answer {what!r} within {timeout} s.")
+                self.cond.wait(0.2 if left is None else min(left, 0.2))
+            return self._answers.pop(req)
+
+    # ------------------------------------------------------------ receiving
+    def _receive_loop(self) -> None:
+        hb = self.config.heartbeat_s
+        next_hb = time.monotonic() + hb
+        pull = self.pull
+        try:
+            while not self.closed:
+                msg = pull.recv(timeout_ms=int(hb * 1000 / 2))
+                while msg is not None:
+                    self._handle(msg)
+                    msg = pull.recv_nowait()
+                now = time.monotonic()
+                if now >= next_hb or len(self.released) > 1000:
+                    self._flush_released()
+                    if now >= next_hb:
+                        self._send(P.Heartbeat())
+                        next_hb = now + hb
+                        if now - self.last_heard > self.config.dead_after_s:
+                            self._head_lost()
+        except Exception:  # sockets closed under us at shutdown
+            if not self.closed:
+                log.exception("driver receiver stopped")
+
+    def _head_lost(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def _check_alive(self) -> None:
+        if self.closed:
+            raise HeadDiedError(
+                "The cluster's head stopped answering (it was shut down or crashed). "
+                "Call jpar.init() again to start a new cluster."
+            )
+
+    def _flush_released(self) -> None:
+        ids = []
+        rel = self.released
+        while rel:
+            ids.append(rel.popleft())
+        if ids:
+            for oid in ids:
+                self.results.pop(oid, None)
+            self._send(P.Release(ids))
+
+    def _handle(self, msg: P.Message) -> None:
+        self.last_heard = time.monotonic()
+        t = type(msg)
+        if t is P.Results or t is P.TaskFailed or t is P.Objects:
+            self._store(msg.objects)
+        elif t is P.Output:
+            for chunk in msg.chunks:
+                try:
+                    self.output_handler(chunk, self.task_context.get(chunk.task_id))
+                except Exception:
+                    log.exception("output handler failed")
+        elif t is P.Answer:
+            with self.cond:
+                self._answers[msg.req_id] = msg.value
+                self.cond.notify_all()
+        elif t is P.Heartbeat:
+            pass
+        elif t is P.Shutdown:
+            self._head_lost()
+
+    def _store(self, records) -> None:
+        callbacks = []
+        with self.cond:
+            results = self.results
+            for oid, status, blob in records:
+                if oid in results and oid not in self._requested:
+                    continue  # first arrival wins (e.g. a result racing its cancellation)
+                self._requested.discard(oid)
+                results[oid] = (status, blob)
+                if status:
+                    self.errors_seen += 1
+                if self._futures:
+                    cbs = self._futures.pop(oid, None)
+                    if cbs:
+                        callbacks.append((cbs, status, blob))
+            self.cond.notify_all()
+        for cbs, status, blob in callbacks:
+            for fut in cbs:
+                _complete(fut, status, blob)
+
+    # ------------------------------------------------------------ waiting
+    def _request_missing(self, refs) -> None:
+        """Ask the head for refs owned by someone else that we have not got yet."""
+        ids = [r.id for r in refs if r.owner != self.client_no and r.id not in self.results
+               and r.id not in self._requested]
+        if ids:
+            self._requested.update(ids)
+            self._send(P.GetObjects(next(self._req), ids))
+
+    def get(self, refs: list, timeout: float | None) -> list:
+        """Values of ``refs`` in order; raises the first error as soon as it is known."""
+        self._request_missing(refs)
+        results = self.results
+        deadline = None if timeout is None else time.monotonic() + timeout
+        i, n = 0, len(refs)
+        seen_errors = -1
+        while True:
+            while i < n and refs[i].id in results and refs[i].id not in self._requested:
+                if results[refs[i].id][0]:
+                    break
+                i += 1
+            if i < n and refs[i].id in results and results[refs[i].id][0]:
+                break  # an error: raise it now
+            if i == n:
+                break
+            if seen_errors != self.errors_seen:
+                seen_errors = self.errors_seen
+                bad = next((r for r in refs[i:] if results.get(r.id, (0,))[0]), None)
+                if bad is not None:
+                    break
+            self._wait_for(lambda: refs[i].id in results or self.errors_seen != seen_errors, deadline, timeout)
+        out = []
+        for r in refs:
+            entry = results.get(r.id)
+            if entry is None:
+                continue
+            out.append(serialization.load_result(*entry))
+        return out
+
+    def _wait_for(self, pred: Callable[[], bool], deadline: float | None, timeout: float | None) -> None:
+        if self.wait_hook is not None:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self.wait_hook(pred, left)
+        else:
+            with self.cond:
+                while not pred():
+                    self._check_alive()
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    self.cond.wait(1.0 if left is None else min(left, 1.0))
+        self._check_alive()
+        if deadline is not None and not pred() and time.monotonic() >= deadline:
+            raise GetTimeoutError(
+                f"get() timed out after {timeout} s; the tasks keep running. "
+                "Call get() again later, wait() for some of them, or cancel() them."
+            )
+
+    def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool = True):
+        self._request_missing(refs)
+        results = self.results
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def enough() -> bool:
+            return sum(1 for r in refs if r.id in results and r.id not in self._requested) >= num_returns
+
+        if not enough():
+            try:
+                self._wait_for(enough, deadline, timeout)
+            except GetTimeoutError:
+                pass
+        ready, not_ready = [], []
+        for r in refs:
+            (ready if len(ready) < num_returns and r.id in results and r.id not in self._requested
+             else not_ready).append(r)
+        return ready, not_ready
+
+    def future(self, ref: ObjectRef) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.set_running_or_notify_cancel()
+        with self.cond:
+            entry = self.results.get(ref.id)
+            if entry is None or ref.id in self._requested:
+                self._futures.setdefault(ref.id, []).append(fut)
+                fut._jpar_ref = ref  # keeps the value alive until the future completes
+        if entry is not None and ref.id not in self._requested:
+            _complete(fut, *entry)
+        else:
+            self._request_missing([ref])
+        return fut
+
+    def ref_state(self, ref: ObjectRef) -> str:
+        entry = self.results.get(ref.id)
+        if entry is None:
+            return "pending"
+        return "failed" if entry[0] else f"ready, {len(entry[1])} bytes"
+
+    # ------------------------------------------------------------ closing
+    def close(self, stop_cluster: bool = False) -> None:
+        if self.closed and not stop_cluster:
+            return
+        try:
+            self._flush_released()
+            self._send(P.Goodbye(stop_cluster))
+        except Exception:
+            pass
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        self._thread.join(timeout=2.0)
+        self._close_sockets()
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=self.config.start_timeout_s)
+            except Exception:
+                self.process.kill()
+                self.process.wait()
+            for f in (self.process.stdin, self.process.stdout):
+                if f is not None:
+                    f.close()
+            self.process = None
+
+    def _close_sockets(self) -> None:
+        self.pull.close()
+        self.dealer.close()
+        if self.endpoint.startswith("ipc://"):
+            try:
+                os.unlink(self.endpoint[len("ipc://"):])
+            except OSError:
+                pass
+
+
+def _complete(fut: concurrent.futures.Future, status: int, blob: bytes) -> None:
+    if fut.done():
+        return
+    try:
+        fut.set_result(serialization.load_result(status, blob))
+    except BaseException as exc:  # the task's error, delivered through the future
+        fut.set_exception(exc)
+
+

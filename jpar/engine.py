@@ -1,0 +1,395 @@
+"""The engine process: receive tasks from the head, run them, send results to their owners.
+
+::
+
+    head ROUTER --Dispatch/Define/DriverInfo--> work DEALER --> main thread: run task
+         ^                                                        |        |
+         +---------------- TaskDone (batched) <-------------------+        +--> PUSH to the owner
+         |                                                                      (Results, Output)
+    ctl DEALER <--CancelTask/Heartbeat--  control thread: cancels, metrics, output flushes
+
+The main thread runs one task at a time, in the order the head queued them. A task that
+calls ``jpar.get`` on something not ready tells the head it is blocked and, while it
+waits, runs the engine's other queued tasks inline, so nested tasks never deadlock.
+Output printed by a task is captured (never written to inherited file descriptors) and
+sent to the task's owner, tagged with the task id. The engine exits when its head goes
+silent or its parent process (the head, for local engines) disappears.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+
+from . import protocol as P
+from . import serialization, transport
+
+log = logging.getLogger("jpar.engine")
+
+# Frames of the engine itself above the user's function in a traceback.
+_ENGINE_FRAMES = 1
+
+
+class _Cancel(BaseException):
+    """Raised in the main thread by the control thread's SIGINT to stop a cancelled task."""
+
+
+class TaskStream:
+    """sys.stdout/sys.stderr of an engine: text goes to the running task's owner."""
+
+    def __init__(self, engine: "Engine", name: str):
+        self._engine = engine
+        self.name = name
+        self.encoding = "utf-8"
+        self.errors = "replace"
+
+    def write(self, text: str) -> int:
+        if text:
+            self._engine.add_output(self.name, text)
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise OSError("jpar engine streams have no file descriptor")
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+
+class Engine:
+    def __init__(self, setup: dict):
+        self.setup = setup
+        self.signer = P.Signer(bytes.fromhex(setup["key"]))
+        self.identity = os.urandom(8).hex().encode()
+        self.work = transport.connect_dealer(setup["head"], self.signer, identity=self.identity)
+        self.engine_id = -1
+        self.functions: dict[int, object] = {}
+        self.blobs: dict[int, bytes] = {}
+        self.owners: dict[int, str] = {}
+        self.push: dict[int, transport.Channel] = {}
+        self.push_lock = threading.Lock()
+        self.queue: deque = deque()
+        self.cancelled: set = set()
+        self.running: list = []                  # stack of DispatchRecords (nested runs)
+        self.done: list = []                     # TaskDone records not yet sent
+        self.results: dict[int, list] = {}       # owner -> ObjectRecords not yet sent
+        self.output: list = []                   # (owner, OutputRecord) not yet sent
+        self.output_lock = threading.Lock()
+        self.stop = False
+        self.hostname = socket.gethostname()
+        self.pid = os.getpid()
+        self.parent_pid = setup.get("parent_pid") or 0
+        self.last_from_head = time.monotonic()
+        self.client = None
+
+    # ------------------------------------------------------------ life cycle
+    def run(self) -> None:
+        res = self.setup.get("resources", {})
+        self.work.send(P.EngineHello(self.pid, self.hostname, self.setup.get("node") or self.hostname, res))
+        welcome = None
+        deadline = time.monotonic() + float(self.setup.get("start_timeout_s", 30))
+        while welcome is None and time.monotonic() < deadline:
+            msg = self.work.recv(timeout_ms=200)
+            if isinstance(msg, P.EngineWelcome):
+                welcome = msg
+            if self._orphaned():
+                return
+        if welcome is None:
+            log.error("no welcome from the head at %s; exiting", self.setup["head"])
+            return
+        self.engine_id = welcome.engine_id
+        self.heartbeat_s = welcome.heartbeat_s
+        self.dead_after_s = welcome.dead_after_s
+        sys.stdout = TaskStream(self, "stdout")
+        sys.stderr = TaskStream(self, "stderr")
+        signal.signal(signal.SIGINT, self._on_sigint)
+        from . import api
+        api._engine_hook = self._make_client
+        ctl = threading.Thread(target=self._control_loop, name="jpar-engine-ctl", daemon=True)
+        ctl.start()
+        try:
+            while not self.stop:
+                self._pump(timeout_ms=200 if not self.queue else 0)
+                while self.queue and not self.stop:
+                    self._run_next()
+                    self._pump(timeout_ms=0)
+                    if len(self.queue) < 2 or len(self.done) >= 32:
+                        self._flush()
+                self._flush()
+        finally:
+            self.stop = True
+            if self.client is not None:
+                self.client.close()
+            self.work.close()
+            for ch in self.push.values():
+                ch.close()
+
+    def _orphaned(self) -> bool:
+        return bool(self.parent_pid) and os.getppid() != self.parent_pid
+
+    # ------------------------------------------------------------ messages from the head
+    def _pump(self, timeout_ms: int) -> None:
+        msg = self.work.recv(timeout_ms=timeout_ms)
+        while msg is not None:
+            self._handle(msg)
+            msg = self.work.recv_nowait()
+
+    def _handle(self, msg: P.Message) -> None:
+        self.last_from_head = time.monotonic()
+        t = type(msg)
+        if t is P.Dispatch:
+            self.queue.extend(msg.tasks)
+        elif t is P.Define:
+            self.blobs[msg.fn_id] = msg.blob
+        elif t is P.DriverInfo:
+            self.owners[msg.client_no] = msg.endpoint
+        elif t is P.Shutdown:
+            self.stop = True
+
+    # ------------------------------------------------------------ running tasks
+    def _run_next(self) -> None:
+        rec: P.DispatchRecord = self.queue.popleft()
+        if rec.task_id in self.cancelled:
+            self.cancelled.discard(rec.task_id)
+            return
+        self.running.append(rec)
+        gpu_env = None
+        if rec.gpu_ids:
+            gpu_env = os.environ.get("CUDA_VISIBLE_DEVICES")
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in rec.gpu_ids)
+        status, objects = P.OK, ()
+        try:
+            fn = self._function(rec.fn_id)
+            args, kwargs = self._arguments(rec)
+            value = fn(*args, **kwargs)
+            objects = self._split_returns(rec, value)
+        except _Cancel:
+            status = -1
+        except KeyboardInterrupt:
+            status = -1 if rec.task_id in self.cancelled else P.ERROR
+            if status == P.ERROR:
+                objects = self._error(rec, sys.exc_info()[1])
+        except BaseException as exc:  # the user's exception is the task's result
+            if self._retryable(rec, exc):
+                status = P.RETRY
+            else:
+                status = P.ERROR
+                objects = self._error(rec, exc)
+        finally:
+            self.running.pop()
+            if gpu_env is not None or rec.gpu_ids:
+                if gpu_env is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = gpu_env
+        if status == -1:  # cancelled: the head already told the owner
+            self.cancelled.discard(rec.task_id)
+            self.done.append(P.DoneRecord(rec.task_id, rec.attempt, P.ERROR, ()))
+            return
+        if status != P.RETRY:
+            self.results.setdefault(rec.owner, []).extend(P.ObjectRecord(*o) for o in objects)
+        self.done.append(P.DoneRecord(rec.task_id, rec.attempt, status, objects))
+
+    def _function(self, fn_id: int):
+        fn = self.functions.get(fn_id)
+        if fn is None:
+            fn = self.functions[fn_id] = pickle.loads(self.blobs.pop(fn_id))
+        return fn
+
+    def _arguments(self, rec: P.DispatchRecord):
+        args, kwargs = pickle.loads(rec.args)
+        if rec.deps:
+            from .refs import ArgRef
+
+            values = {}
+            for oid, status, blob in rec.deps:
+                values[oid] = serialization.load_result(status, blob)
+            args = tuple(values[a.id] if type(a) is ArgRef else a for a in args)
+            if kwargs:
+                kwargs = {k: (values[v.id] if type(v) is ArgRef else v) for k, v in kwargs.items()}
+        return args, kwargs
+
+    def _split_returns(self, rec: P.DispatchRecord, value) -> tuple:
+        n = rec.num_returns
+        if n == 1:
+            return ((rec.task_id, P.OK, serialization.dumps(value)),)
+        values = list(value)
+        if len(values) != n:
+            raise ValueError(f"{rec.name} declared num_returns={n} but returned {len(values)} values")
+        return tuple((rec.task_id + i, P.OK, serialization.dumps(v)) for i, v in enumerate(values))
+
+    def _error(self, rec: P.DispatchRecord, exc: BaseException) -> tuple:
+        blob = serialization.dumps_exception(exc, rec.name, skip_frames=_ENGINE_FRAMES)
+        return tuple((rec.task_id + i, P.ERROR, blob) for i in range(rec.num_returns))
+
+    def _retryable(self, rec: P.DispatchRecord, exc: BaseException) -> bool:
+        r = rec.retry_exceptions
+        if not r or rec.attempt >= rec.max_retries or not isinstance(exc, Exception):
+            return False
+        if r is True:
+            return True
+        return isinstance(exc, pickle.loads(r))
+
+    def _flush(self) -> None:
+        """Send finished tasks' output, results (to owners) and done notices (to the head)."""
+        if self.output:
+            self.flush_output()
+        if self.results:
+            results, self.results = self.results, {}
+            with self.push_lock:
+                for owner, objects in results.items():
+                    ch = self._owner_channel(owner)
+                    if ch is not None:
+                        ch.send(P.Results(objects), nowait=True)
+        if self.done:
+            done, self.done = self.done, []
+            self.work.send(P.TaskDone(done))
+
+    def _owner_channel(self, owner: int):
+        ch = self.push.get(owner)
+        if ch is None:
+            ep = self.owners.get(owner)
+            if ep is None:
+                return None
+            ch = self.push[owner] = transport.connect_push(ep, self.signer)
+        return ch
+
+    # ------------------------------------------------------------ output
+    def add_output(self, stream: str, text: str) -> None:
+        rec = self.running[-1] if self.running else None
+        if rec is None:
+            return
+        chunk = P.OutputRecord(rec.task_id, self.engine_id, self.pid, rec.name, stream, text)
+        with self.output_lock:
+            self.output.append((rec.owner, chunk))
+
+    def flush_output(self) -> None:
+        with self.output_lock:
+            pending, self.output = self.output, []
+        if not pending:
+            return
+        by_owner: dict[int, list] = {}
+        for owner, chunk in pending:
+            by_owner.setdefault(owner, []).append(chunk)
+        with self.push_lock:
+            for owner, chunks in by_owner.items():
+                ch = self._owner_channel(owner)
+                if ch is not None:
+                    ch.send(P.Output(chunks), nowait=True)
+
+    # ------------------------------------------------------------ control thread
+    def _control_loop(self) -> None:
+        from . import metrics
+
+        ctl = transport.connect_dealer(self.setup["head"], self.signer, identity=self.identity + b"/ctl")
+        sampler = metrics.Sampler()
+        interval = float(self.setup.get("metrics_interval_s", 1.0))
+        next_sample = 0.0
+        try:
+            while not self.stop:
+                msg = ctl.recv(timeout_ms=50)
+                if msg is not None:
+                    self.last_from_head = time.monotonic()
+                    if isinstance(msg, P.CancelTask):
+                        self._cancel(msg.task_id, msg.force)
+                    elif isinstance(msg, P.Shutdown):
+                        self.stop = True
+                        break
+                if self.output:
+                    self.flush_output()
+                now = time.monotonic()
+                if now >= next_sample:
+                    next_sample = now + interval
+                    cur = self.running[-1].task_id if self.running else 0
+                    s = sampler.sample()
+                    ctl.send(P.Metrics(s.cpu_percent, s.rss, s.shared, cur))
+                if self._orphaned() or now - self.last_from_head > self.dead_after_s:
+                    log.error("head gone (silent %.1fs); engine exits", now - self.last_from_head)
+                    os._exit(3)
+        finally:
+            ctl.close()
+
+    def _cancel(self, task_id: int, force: bool) -> None:
+        running = [r.task_id for r in self.running]
+        if task_id in running:
+            if force:
+                os._exit(4)  # the head requeues what this engine held, except the cancelled task
+            self.cancelled.add(task_id)
+            os.kill(self.pid, signal.SIGINT)
+        else:
+            self.cancelled.add(task_id)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.running and self.running[-1].task_id in self.cancelled:
+            raise _Cancel()
+
+    # ------------------------------------------------------------ nested API use inside tasks
+    def _make_client(self):
+        """The client tasks use for nested submissions; its waits run other tasks inline."""
+        if self.client is None:
+            from .config import Config
+            from .driver import Driver
+
+            conn = {"key": self.setup["key"], "head": self.setup["head"], "head_ipc": self.setup["head"],
+                    "rundir": self.setup.get("rundir", ""), "local": self.setup.get("head", "").startswith("ipc://")}
+            self.client = Driver(conn, Config.from_env(), kind="engine-client")
+            self.client.wait_hook = self._nested_wait
+        if self.running:
+            self.client.current_task = self.running[-1].task_id
+        return self.client
+
+    def _nested_wait(self, pred, timeout: float | None) -> None:
+        """Wait inside a task for other results, running queued tasks meanwhile."""
+        rec = self.running[-1] if self.running else None
+        if rec is not None:
+            self.work.send(P.Blocked(rec.task_id, True))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not pred() and not self.stop:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if self.queue:
+                    self._run_next()
+                    self._flush()
+                    self._pump(timeout_ms=0)
+                else:
+                    self._flush()
+                    self._pump(timeout_ms=1)
+                if self.client.closed:
+                    break
+        finally:
+            if rec is not None:
+                self.work.send(P.Blocked(rec.task_id, False))
+
+
+def main() -> None:
+    setup = json.loads(sys.stdin.readline())
+    logging.basicConfig(level=setup.get("log_level", "WARNING"),
+                        format=f"%(asctime)s engine[{os.getpid()}] %(levelname)s %(message)s")
+    sys.stdin.close()
+    Engine(setup).run()
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,61 @@
+"""Task options: one keyword-only dataclass, validated in one place, Ray's names."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["TaskOptions"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskOptions:
+    """What ``@jpar.remote(...)`` and ``.options(...)`` accept for functions."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: dict | None = None
+    num_returns: int = 1
+    max_retries: int | None = None          # None: the config default (3) for engine crashes
+    retry_exceptions: Any = False           # False, True, or a list/tuple of exception types
+    name: str | None = None                 # shown in the dashboard and output prefixes
+
+    def __post_init__(self):
+        if self.num_cpus < 0 or self.num_gpus < 0:
+            raise ConfigError("num_cpus and num_gpus must be >= 0.")
+        if self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
+            raise ConfigError("num_gpus above 1 must be a whole number (fractions share one GPU).")
+        if not isinstance(self.num_returns, int) or self.num_returns < 1:
+            raise ConfigError(f"num_returns must be an integer >= 1, got {self.num_returns!r}.")
+        if self.max_retries is not None and (not isinstance(self.max_retries, int) or self.max_retries < -1):
+            raise ConfigError("max_retries must be an integer >= 0 (or -1 for unlimited).")
+        for k, v in (self.resources or {}).items():
+            if k in ("CPU", "GPU"):
+                raise ConfigError(f"Use num_cpus/num_gpus instead of resources={{{k!r}: ...}}.")
+            if not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"resources[{k!r}] must be a number >= 0, got {v!r}.")
+        r = self.retry_exceptions
+        if not isinstance(r, bool) and not (
+            isinstance(r, (list, tuple)) and all(isinstance(t, type) and issubclass(t, BaseException) for t in r)
+        ):
+            raise ConfigError("retry_exceptions must be True, False, or a list of exception classes.")
+
+    @classmethod
+    def build(cls, base: "TaskOptions | None" = None, **changes) -> "TaskOptions":
+        """Validated options; unknown names get a clear error listing the known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(f"Unknown option(s) {unknown} for a remote function. Known: {sorted(known)}.")
+        return dataclasses.replace(base, **changes) if base is not None else cls(**changes)
+
+    def resource_tuple(self) -> tuple:
+        res = [("CPU", float(self.num_cpus))]
+        if self.num_gpus:
+            res.append(("GPU", float(self.num_gpus)))
+        for k, v in sorted((self.resources or {}).items()):
+            res.append((k, float(v)))
+        return tuple(res)

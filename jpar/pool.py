@@ -1,0 +1,770 @@
+"""multiprocessing.Pool's API on a jpar cluster: chunks of work become tasks the cluster balances.
+
+Built on the public API only (``jpar.remote``, ``ObjectRef.future``, ``jpar.cancel``), so a pool
+spans every engine of the current cluster, remote hosts included. Data flow::
+
+    Pool.map_async(func, items)               Pool.imap(func, generator)
+      |  split into chunks (default:             |  feeder thread: chunks grow until
+      |  ~4 per CPU, as the stdlib does)         |  each takes ~TARGET_CHUNK_SECONDS
+      v                                          v
+    _Submitter ----- at most `window` chunk tasks in flight ----> engines: _run_task()
+      |  the rest wait in a local deque                             |  initializer once per
+      |  (cheap to cancel: terminate, shutdown)                     |  engine process per pool
+      ^                                                             v
+    completion thread <-- ref.future() done-callback (receiver thread) <-- result/exception
+      |  launch the next pending chunk, then store the chunk's values in its
+      |  ApplyResult / MapResult / IMapIterator, run user callbacks, wake get()/next()
+      v
+    AsyncResult.get(timeout) / IMapIterator.next(timeout)
+
+Balancing is dynamic: there is no round-robin assignment of chunks to workers; every chunk is
+an ordinary task, and the cluster's scheduler hands it to whichever engine is free.
+User callbacks run on the pool's completion thread, never on jpar's receiver thread, so a
+callback may itself call ``jpar.get`` or submit more work.
+"""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.pool as _mp_pool
+import queue
+import threading
+import time
+import traceback
+import uuid
+import warnings
+from typing import Any, Callable, Iterable, Iterator
+
+from jpar.errors import JparError
+
+__all__ = [
+    "Pool",
+    "AsyncResult",
+    "ApplyResult",
+    "MapResult",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "TimeoutError",
+    "RemoteTraceback",
+    "MaybeEncodingError",
+    "INIT",
+    "RUN",
+    "CLOSE",
+    "TERMINATE",
+]
+
+_log = logging.getLogger("jpar.pool")
+
+# The stdlib's state names, so code (and tests) that read ``pool._state`` keep working.
+INIT, RUN, CLOSE, TERMINATE = _mp_pool.INIT, _mp_pool.RUN, _mp_pool.CLOSE, _mp_pool.TERMINATE
+RemoteTraceback = _mp_pool.RemoteTraceback
+MaybeEncodingError = _mp_pool.MaybeEncodingError
+
+#: chunk tasks in flight per cluster CPU when the pool may use the whole cluster (prefetch)
+PREFETCH_PER_CPU = 4
+#: ... and never fewer than this many in flight, so small clusters still pipeline
+MIN_WINDOW = 16
+#: imap over an iterable of unknown length: grow chunks until one takes about this long
+TARGET_CHUNK_SECONDS = 0.01
+#: ... but never beyond this many items per chunk
+MAX_ADAPTIVE_CHUNK = 65_536
+
+
+class TimeoutError(multiprocessing.TimeoutError, JparError, builtins.TimeoutError):
+    """A pool result was not ready in time.
+
+    Is ``multiprocessing.TimeoutError`` (what the stdlib pool raises), the builtin
+    ``TimeoutError`` and a ``jpar.JparError``, so every existing ``except`` clause catches it.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine side: the one task body every Pool and Executor chunk runs.
+# ---------------------------------------------------------------------------------------------
+
+MODE_MAP, MODE_STARMAP, MODE_APPLY = 0, 1, 2
+
+# Pool tokens whose initializer already ran in this (engine) process.
+_initialized_tokens: set[str] = set()
+
+
+class InitializerError(Exception):
+    """Raised on an engine when a pool's initializer failed; carries the original exception."""
+
+    def __init__(self, exc: BaseException, tb: str):
+        super().__init__(exc, tb)
+        self.exc = exc
+        self.tb = tb
+
+
+def _run_task(setup: tuple | None, func: Callable, payload: Any, mode: int) -> Any:
+    """Run one chunk (or one apply call) on an engine.
+
+    ``setup`` is None or ``(token, initializer, initargs)``: the initializer runs the first time
+    this engine process sees the token, i.e. once per engine per pool. Map chunks return
+    ``(seconds, [values])`` so the driver can size later chunks; apply calls return the value.
+    """
+    if setup is not None:
+        token = setup[0]
+        if token not in _initialized_tokens:
+            try:
+                setup[1](*setup[2])
+            except Exception as exc:
+                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                raise InitializerError(exc, tb) from None
+            _initialized_tokens.add(token)
+    if mode == MODE_APPLY:
+        args, kwds = payload
+        return func(*args, **kwds)
+    t0 = time.perf_counter()
+    if mode == MODE_MAP:
+        out = list(map(func, payload))
+    else:
+        out = list(itertools.starmap(func, payload))
+    return time.perf_counter() - t0, out
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver side: helpers shared with jpar.executor.
+# ---------------------------------------------------------------------------------------------
+
+_remote_run_task = None
+
+
+def remote_run_task():
+    """The RemoteFunction for ``_run_task`` (made once: its definition ships once per cluster)."""
+    global _remote_run_task
+    if _remote_run_task is None:
+        import jpar
+
+        _remote_run_task = jpar.remote(_run_task)
+    return _remote_run_task
+
+
+def ensure_cluster() -> int:
+    """Start a local cluster if none is running (as ``multiprocessing.Pool()`` starts workers);
+    return the cluster's CPU count."""
+    import jpar
+
+    if not jpar.is_initialized():
+        jpar.init()
+    return max(1, int(jpar.cluster_resources().get("CPU", 1)))
+
+
+def unwrap_error(err: BaseException, traceback_type: type = RemoteTraceback) -> BaseException:
+    """The user's own exception for a failed task, as the stdlib pools give it.
+
+    jpar raises a class deriving from both ``jpar.TaskError`` and the user's type; the stdlib
+    raises exactly the user's type with the remote traceback chained as ``__cause__``. Other
+    errors (cancellation, a crashed engine, an unpicklable value) are returned unchanged.
+    """
+    import jpar
+
+    if isinstance(err, jpar.TaskError) and isinstance(err.cause, BaseException):
+        exc = err.cause
+        if isinstance(exc, InitializerError):
+            exc = exc.exc
+        exc.__cause__ = traceback_type('\n"""\n%s"""' % err.remote_traceback.rstrip("\n"))
+        return exc
+    return err
+
+
+def _original_pickling_error(exc: BaseException) -> BaseException:
+    """The stdlib pool raises the pickling error itself; jpar's SerializationError names the
+    argument. Give the former, with the latter's message as a note."""
+    import jpar
+
+    orig = exc.__cause__
+    if isinstance(exc, jpar.SerializationError) and isinstance(orig, Exception):
+        orig.add_note(str(exc))
+        return orig
+    return exc
+
+
+def cancelled_error(what: str = "the task") -> BaseException:
+    import jpar
+
+    return jpar.TaskCancelledError(what)
+
+
+def default_chunksize(n: int, workers: int) -> int:
+    """The stdlib's rule: about four chunks per worker, so a slow chunk cannot leave the others
+    idle for long, while per-task overhead stays amortised over many items."""
+    chunksize, extra = divmod(n, workers * 4)
+    return chunksize + 1 if extra else max(chunksize, 1)
+
+
+class Ticket:
+    """One task of a Pool/Executor: its arguments until submitted, then its ref."""
+
+    __slots__ = ("args", "on_done", "ref", "state")
+
+    PENDING, INFLIGHT, DONE, CANCELLED = range(4)
+
+    def __init__(self, args: tuple, on_done: Callable[[bool, Any], None]):
+        self.args = args
+        self.on_done = on_done
+        self.ref = None
+        self.state = Ticket.PENDING
+
+
+class Submitter:
+    """Keeps at most ``window`` tasks in flight, queues the rest, and routes completions.
+
+    Completions are handed from jpar's receiver thread to this submitter's own thread
+    (started lazily), which submits the next queued task and then runs ``on_done(ok, value)``.
+    """
+
+    def __init__(self, window: int, traceback_type: type = RemoteTraceback, name: str = "jpar-pool"):
+        self.window = window
+        self._traceback_type = traceback_type
+        self._name = name
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._pending: collections.deque[Ticket] = collections.deque()
+        self._inflight: set[Ticket] = set()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.launched = 0
+
+    # -- submission -----------------------------------------------------------------------
+
+    def submit(self, args: tuple, on_done: Callable[[bool, Any], None]) -> Ticket:
+        t = Ticket(args, on_done)
+        with self._lock:
+            if len(self._inflight) < self.window and not self._pending:
+                t.state = Ticket.INFLIGHT
+                self._inflight.add(t)
+            else:
+                self._pending.append(t)
+                return t
+        self._launch(t)
+        return t
+
+    def _launch(self, t: Ticket) -> None:
+        args, t.args = t.args, None          # the task owns its (pickled) arguments now
+        try:
+            ref = remote_run_task().remote(*args)
+            del args
+            fut = ref.future()
+        except BaseException as exc:         # e.g. an unpicklable argument: fail this task only
+            if self._traceback_type is RemoteTraceback:
+                exc = _original_pickling_error(exc)
+            self._ensure_thread()
+            self._queue.put((t, None, exc))
+            return
+        t.ref = ref
+        self.launched += 1
+        self._ensure_thread()
+        q = self._queue
+        fut.add_done_callback(lambda f, t=t: q.put((t, f, None)))
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=f"{self._name}-results",
+                                                    daemon=True)
+                    self._thread.start()
+
+    # -- completion thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            item = q.get()
+            if item is None:
+                with self._lock:
+                    if self._stopping and not self._inflight and not self._pending:
+                        self._thread = None
+                        return
+                continue
+            t, fut, exc = item
+            if fut is not None:
+                try:
+                    value, ok = fut.result(), True
+                except BaseException as e:
+                    value, ok = unwrap_error(e, self._traceback_type), False
+            else:
+                value, ok = exc, False
+            t.ref = None
+            nxt = []
+            with self._lock:
+                self._inflight.discard(t)
+                t.state = Ticket.DONE
+                while self._pending and len(self._inflight) < self.window:
+                    n = self._pending.popleft()
+                    n.state = Ticket.INFLIGHT
+                    self._inflight.add(n)
+                    nxt.append(n)
+            for n in nxt:
+                self._launch(n)
+            on_done, t.on_done = t.on_done, None
+            if on_done is not None:
+                self._call(on_done, ok, value)
+            with self._lock:
+                idle = not self._inflight and not self._pending
+                if idle:
+                    self._changed.notify_all()
+                    if self._stopping:
+                        self._thread = None
+                        return
+
+    @staticmethod
+    def _call(fn: Callable, *args) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            _log.exception("exception in a jpar pool/executor callback")
+
+    # -- control ---------------------------------------------------------------------------
+
+    def wait_room(self, max_pending: int, stop: threading.Event | None = None) -> None:
+        """Block while more than ``max_pending`` tasks wait locally (backpressure for feeders)."""
+        with self._lock:
+            while len(self._pending) > max_pending and not (stop is not None and stop.is_set()):
+                self._changed.wait(0.1)
+
+    def cancel(self, t: Ticket, force: bool = False) -> bool:
+        """Cancel one task: drop it if still queued here, else ``jpar.cancel`` its ref."""
+        import jpar
+
+        with self._lock:
+            if t.state == Ticket.PENDING:
+                try:
+                    self._pending.remove(t)
+                except ValueError:
+                    pass
+                t.state = Ticket.CANCELLED
+                t.args = None
+                self._changed.notify_all()
+                return True
+            if t.state != Ticket.INFLIGHT:
+                return False
+            t.state = Ticket.CANCELLED
+            ref = t.ref
+        if ref is not None:
+            try:
+                jpar.cancel(ref, force=force)
+            except JparError:
+                pass
+        return True
+
+    def drain_pending(self) -> list[Ticket]:
+        """Remove and return every task not yet submitted to the cluster."""
+        with self._lock:
+            out = list(self._pending)
+            self._pending.clear()
+            for t in out:
+                t.state = Ticket.CANCELLED
+                t.args = None
+            self._changed.notify_all()
+        return out
+
+    def inflight(self) -> list[Ticket]:
+        with self._lock:
+            return list(self._inflight)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            return self._changed.wait_for(lambda: not self._inflight and not self._pending, timeout)
+
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._inflight or self._pending)
+
+    def stop_when_idle(self) -> None:
+        """Let the completion thread exit once nothing is in flight."""
+        with self._lock:
+            self._stopping = True
+            started = self._thread is not None
+        if started:
+            self._queue.put(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+
+class ApplyResult:
+    """What ``apply_async`` returns: the stdlib's ``AsyncResult`` API."""
+
+    def __init__(self, callback: Callable | None = None, error_callback: Callable | None = None):
+        self._event = threading.Event()
+        self._callback = callback
+        self._error_callback = error_callback
+        self._success: bool | None = None
+        self._value: Any = None
+
+    def ready(self) -> bool:
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return bool(self._success)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` seconds (forever if None) for the result."""
+        self._event.wait(timeout)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The result; raises the task's exception, or ``TimeoutError`` after ``timeout`` seconds."""
+        self.wait(timeout)
+        if not self.ready():
+            raise TimeoutError(f"the result was not ready within {timeout} s; call get() again "
+                               "to keep waiting")
+        if self._success:
+            return self._value
+        raise self._value
+
+    def _set(self, ok: bool, value: Any) -> None:
+        self._success, self._value = ok, value
+        cb = self._callback if ok else self._error_callback
+        self._callback = self._error_callback = None
+        if cb is not None:
+            try:
+                cb(value)
+            except Exception:
+                _log.exception("exception in a Pool %s", "callback" if ok else "error_callback")
+        self._event.set()
+
+    def __repr__(self) -> str:
+        state = "pending" if not self.ready() else ("ok" if self._success else "failed")
+        return f"<jpar.pool.{type(self).__name__} {state}>"
+
+
+AsyncResult = ApplyResult
+
+
+class MapResult(ApplyResult):
+    """What ``map_async``/``starmap_async`` return: one list, in input order."""
+
+    def __init__(self, n_chunks: int, callback=None, error_callback=None):
+        super().__init__(callback, error_callback)
+        self._lock = threading.Lock()
+        self._chunks: list | None = [None] * n_chunks
+        self._left = n_chunks
+        if n_chunks == 0:
+            self._set(True, [])
+
+    def _chunk_done(self, i: int, ok: bool, value: Any) -> None:
+        with self._lock:
+            if self._chunks is None:    # an earlier chunk failed: the map already failed
+                return
+            if ok:
+                self._chunks[i] = value[1]
+                self._left -= 1
+                if self._left:
+                    return
+                chunks, self._chunks = self._chunks, None
+            else:
+                self._chunks = None
+        if ok:
+            self._set(True, list(itertools.chain.from_iterable(chunks)))
+        else:
+            self._set(False, value)
+
+
+class _Raise:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class IMapIterator:
+    """What ``imap`` returns: results in input order, each as soon as it and those before it arrived."""
+
+    _ordered = True
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._items: collections.deque = collections.deque()
+        self._waiting: dict[int, tuple[bool, Any]] = {}
+        self._next_chunk = 0            # ordered: the next chunk to move into _items
+        self._flushed = 0               # chunks moved into _items
+        self._total: int | None = None  # number of chunks, once the input is exhausted
+
+    def __iter__(self) -> "IMapIterator":
+        return self
+
+    def next(self, timeout: float | None = None) -> Any:
+        """The next result, waiting up to ``timeout`` seconds; raises ``TimeoutError``."""
+        with self._cond:
+            if not self._items:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while not self._items:
+                    if self._total is not None and self._flushed >= self._total:
+                        raise StopIteration
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(f"no result within {timeout} s; call next() again to keep waiting")
+                    self._cond.wait(remaining)
+            item = self._items.popleft()
+        if type(item) is _Raise:
+            raise item.exc
+        return item
+
+    __next__ = next
+
+    def _flush(self, ok: bool, value: Any) -> None:
+        if ok:
+            self._items.extend(value[1])
+        else:
+            self._items.append(_Raise(value))
+        self._flushed += 1
+
+    def _chunk_done(self, i: int, ok: bool, value: Any) -> None:
+        with self._cond:
+            if self._ordered:
+                self._waiting[i] = (ok, value)
+                while self._next_chunk in self._waiting:
+                    self._flush(*self._waiting.pop(self._next_chunk))
+                    self._next_chunk += 1
+            else:
+                self._flush(ok, value)
+            self._cond.notify_all()
+
+    def _set_length(self, n_chunks: int) -> None:
+        with self._cond:
+            self._total = n_chunks
+            self._cond.notify_all()
+
+
+class IMapUnorderedIterator(IMapIterator):
+    """What ``imap_unordered`` returns: results in the order they arrive."""
+
+    _ordered = False
+
+
+# ---------------------------------------------------------------------------------------------
+# Pool
+# ---------------------------------------------------------------------------------------------
+
+
+class Pool:
+    """``multiprocessing.Pool`` on the jpar cluster (started if none is running).
+
+    processes: how many chunks may run at once (default: all the cluster's CPUs). Values above
+        the cluster's CPU count are accepted; concurrency is then the CPU count.
+    initializer, initargs: ``initializer(*initargs)`` runs once in each engine process, the first
+        time that process runs a task of this pool.
+    maxtasksperchild: accepted and validated like the stdlib's; engines are shared, long-lived
+        cluster processes, so they are not recycled (see docs/dropins.md).
+    context: accepted for compatibility and ignored (there is no start method: engines exist).
+    """
+
+    def __init__(self, processes: int | None = None, initializer: Callable | None = None,
+                 initargs: Iterable = (), maxtasksperchild: int | None = None, context: Any = None):
+        self._state = INIT
+        if processes is not None and processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if maxtasksperchild is not None and (
+                not isinstance(maxtasksperchild, int) or isinstance(maxtasksperchild, bool)
+                or maxtasksperchild <= 0):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        cpus = ensure_cluster()
+        self._processes = processes if processes is not None else cpus
+        self._workers = min(self._processes, cpus)
+        window = self._processes if self._processes < cpus else max(PREFETCH_PER_CPU * cpus, MIN_WINDOW)
+        self._maxtasksperchild = maxtasksperchild
+        self._setup = None
+        if initializer is not None:
+            self._setup = (uuid.uuid4().hex, initializer, tuple(initargs))
+        self._submitter = Submitter(window, RemoteTraceback, "jpar-pool")
+        self._feeders: set[threading.Thread] = set()
+        self._feeders_lock = threading.Lock()
+        self._stop_feeding = threading.Event()
+        self._state = RUN
+
+    # -- public API ------------------------------------------------------------------------
+
+    def apply(self, func: Callable, args: tuple = (), kwds: dict = {}) -> Any:
+        """``func(*args, **kwds)`` on an engine; blocks until the result is ready."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(self, func: Callable, args: tuple = (), kwds: dict = {},
+                    callback: Callable | None = None, error_callback: Callable | None = None) -> ApplyResult:
+        self._check_running()
+        result = ApplyResult(callback, error_callback)
+        self._submitter.submit((self._setup, func, (tuple(args), dict(kwds)), MODE_APPLY), result._set)
+        return result
+
+    def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
+        """``list(map(func, iterable))`` with the calls spread over the cluster."""
+        return self._map_async(func, iterable, MODE_MAP, chunksize).get()
+
+    def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
+                  callback: Callable | None = None, error_callback: Callable | None = None) -> MapResult:
+        return self._map_async(func, iterable, MODE_MAP, chunksize, callback, error_callback)
+
+    def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
+        """Like ``map``, but each item is unpacked: ``func(*item)``."""
+        return self._map_async(func, iterable, MODE_STARMAP, chunksize).get()
+
+    def starmap_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
+                      callback: Callable | None = None, error_callback: Callable | None = None) -> MapResult:
+        return self._map_async(func, iterable, MODE_STARMAP, chunksize, callback, error_callback)
+
+    def imap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> IMapIterator:
+        """Results in input order, each yielded as soon as it (and those before it) arrived.
+
+        chunksize None: about four chunks per worker for a sized input; for a generator, chunks
+        start at one item and grow until each takes about 10 ms on an engine.
+        """
+        return self._imap(IMapIterator(), func, iterable, chunksize)
+
+    def imap_unordered(self, func: Callable, iterable: Iterable,
+                       chunksize: int | None = None) -> IMapUnorderedIterator:
+        """Like ``imap``, but results come in the order they finish."""
+        return self._imap(IMapUnorderedIterator(), func, iterable, chunksize)
+
+    def close(self) -> None:
+        """Accept no more work; queued and running work still completes."""
+        if self._state == RUN:
+            self._state = CLOSE
+        self._submitter.stop_when_idle()
+
+    def terminate(self) -> None:
+        """Stop now: queued chunks are dropped and running ones cancelled; their results fail
+        with ``jpar.TaskCancelledError``."""
+        self._state = TERMINATE
+        self._stop_feeding.set()
+        sub = self._submitter
+        err = cancelled_error("this Pool task (the pool was terminated)")
+        for t in sub.drain_pending():
+            on_done, t.on_done = t.on_done, None
+            if on_done is not None:
+                sub._call(on_done, False, err)
+        for t in sub.inflight():
+            sub.cancel(t, force=True)
+        sub.stop_when_idle()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until all work finished (after ``close()`` or ``terminate()``)."""
+        if self._state == RUN:
+            raise ValueError("Pool is still running")
+        if self._state not in (CLOSE, TERMINATE):
+            raise ValueError("In unknown state")
+        with self._feeders_lock:
+            feeders = list(self._feeders)
+        for f in feeders:
+            f.join(timeout)
+        self._submitter.wait_idle(timeout)
+
+    def __enter__(self) -> "Pool":
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.terminate()
+
+    def __reduce__(self):
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__qualname__} state={self._state} pool_size={self._processes}>"
+
+    def __del__(self, _warn=warnings.warn, RUN=RUN):
+        if getattr(self, "_state", None) == RUN:
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
+            sub = getattr(self, "_submitter", None)
+            if sub is not None:
+                sub.stop_when_idle()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if self._state != RUN:
+            raise ValueError("Pool not running")
+
+    @staticmethod
+    def _check_chunksize(chunksize: int | None) -> None:
+        if chunksize is not None and chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+
+    def _map_async(self, func, iterable, mode, chunksize, callback=None, error_callback=None) -> MapResult:
+        self._check_running()
+        self._check_chunksize(chunksize)
+        if not isinstance(iterable, (list, tuple, range)):
+            iterable = list(iterable)
+        n = len(iterable)
+        if chunksize is None:
+            chunksize = default_chunksize(n, self._workers)
+        n_chunks = -(-n // chunksize)
+        result = MapResult(n_chunks, callback, error_callback)
+        submit, setup, done = self._submitter.submit, self._setup, result._chunk_done
+        for i in range(n_chunks):
+            chunk = iterable[i * chunksize:(i + 1) * chunksize]
+            submit((setup, func, chunk, mode), lambda ok, v, i=i: done(i, ok, v))
+        return result
+
+    def _imap(self, it: IMapIterator, func, iterable, chunksize) -> IMapIterator:
+        self._check_running()
+        self._check_chunksize(chunksize)
+        if isinstance(iterable, (list, tuple, range)):
+            n = len(iterable)
+            if chunksize is None:
+                chunksize = default_chunksize(n, self._workers)
+            n_chunks = -(-n // chunksize)
+            for i in range(n_chunks):
+                self._submit_chunk(it, i, func, iterable[i * chunksize:(i + 1) * chunksize])
+            it._set_length(n_chunks)
+            return it
+        feeder = threading.Thread(target=self._feed, args=(it, func, iter(iterable), chunksize),
+                                  name="jpar-pool-feeder", daemon=True)
+        with self._feeders_lock:
+            self._feeders.add(feeder)
+        feeder.start()
+        return it
+
+    def _submit_chunk(self, it: IMapIterator, i: int, func, chunk, stats: list | None = None) -> None:
+        done = it._chunk_done
+        if stats is None:
+            on_done = lambda ok, v, i=i: done(i, ok, v)  # noqa: E731
+        else:
+            def on_done(ok, v, i=i, n=len(chunk)):
+                if ok:
+                    stats[0] += v[0]
+                    stats[1] += n
+                done(i, ok, v)
+        self._submitter.submit((self._setup, func, chunk, MODE_MAP), on_done)
+
+    def _feed(self, it: IMapIterator, func, source: Iterator, chunksize: int | None) -> None:
+        """Feeder thread for an iterable of unknown length: chunk it lazily, with backpressure
+        (at most a window's worth of chunks wait locally), growing chunks when adaptive."""
+        adaptive = chunksize is None
+        size = 1 if adaptive else chunksize
+        stats = [0.0, 0]            # engine seconds, items: filled in by completions
+        i = 0
+        sub = self._submitter
+        try:
+            while not self._stop_feeding.is_set():
+                try:
+                    chunk = list(itertools.islice(source, size))
+                except Exception as exc:   # the user's iterable raised: that chunk fails
+                    it._chunk_done(i, False, exc)
+                    i += 1
+                    break
+                if not chunk:
+                    break
+                self._submit_chunk(it, i, func, chunk, stats if adaptive else None)
+                i += 1
+                sub.wait_room(sub.window, self._stop_feeding)
+                if adaptive and stats[1]:
+                    per_item = stats[0] / stats[1]
+                    ideal = int(TARGET_CHUNK_SECONDS / per_item) if per_item > 0 else MAX_ADAPTIVE_CHUNK
+                    size = max(1, min(ideal, 2 * size, MAX_ADAPTIVE_CHUNK))
+        finally:
+            it._set_length(i)
+            with self._feeders_lock:
+                self._feeders.discard(threading.current_thread())

@@ -1,0 +1,402 @@
+"""The wire protocol: typed messages, their frame layout, the version, and HMAC signing.
+
+Every message is a dataclass below with a numeric ``CODE``. On the wire a message is
+two or more frames::
+
+    [ signature, body, *buffers ]
+
+``body`` is ``pickle((PROTOCOL_VERSION, CODE, fields...))`` where fields holding
+records (NamedTuples, e.g. :class:`TaskSpec`) travel as plain tuples: pickling a
+NamedTuple costs ten times a tuple, and a batch holds thousands of them.
+``signature`` is HMAC-SHA256 over body and buffers with the per-cluster key. A
+receiver checks the signature before unpickling anything, then the version, then the
+code: a message failing any check raises :class:`~jpar.errors.ProtocolError`, which
+every loop logs and drops, so a stray or hostile frame never crashes a process.
+
+Who sends what (D = driver or any client, H = head, E = engine)::
+
+    D->H  Hello Goodbye Heartbeat RegisterFunction Submit PutObjects Release Cancel GetObjects Query
+    E->H  EngineHello TaskDone Blocked Metrics Heartbeat
+    H->E  Define DriverInfo Dispatch CancelTask Heartbeat Shutdown
+    H->D  Welcome Answer Objects TaskFailed
+    E->D  Results Output
+    H->*  Events (PUB stream: task transitions, engine metrics, for dashboards)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import pickle
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+from .errors import ProtocolError
+
+__all__ = ["PROTOCOL_VERSION", "Signer", "encode", "decode", "MESSAGES"]
+
+PROTOCOL_VERSION = 1
+
+# Result status codes carried in records.
+OK = 0
+ERROR = 1
+
+
+# ---------------------------------------------------------------- records
+class TaskSpec(NamedTuple):
+    """A task as submitted by a client."""
+
+    task_id: int          # also the id of its first return object
+    fn_id: int            # function (or actor method) definition shipped once
+    name: str             # for display: the function's qualified name
+    args: bytes           # pickled (args, kwargs); top-level refs are resolved on the engine
+    deps: tuple           # object ids the task waits for (top-level ref arguments)
+    num_returns: int
+    resources: tuple      # ((name, amount), ...) e.g. (("CPU", 1.0),)
+    max_retries: int
+    retry_exceptions: Any  # False, True, or pickled tuple of exception types
+    parent: int           # task id of the submitting task, 0 from a driver
+    actor: int            # actor id for a method call / creation, 0 for a plain task
+
+
+class DispatchRecord(NamedTuple):
+    """A task as handed to an engine: the spec plus the values of its dependencies."""
+
+    task_id: int
+    fn_id: int
+    name: str
+    args: bytes
+    deps: tuple           # ((object_id, status, blob), ...) in spec order
+    num_returns: int
+    owner: int            # client number that receives the result
+    attempt: int
+    max_retries: int
+    retry_exceptions: Any
+    gpu_ids: tuple
+    actor: int
+
+
+class ObjectRecord(NamedTuple):
+    object_id: int
+    status: int           # OK or ERROR (the blob is then a pickled exception)
+    blob: bytes
+
+
+class DoneRecord(NamedTuple):
+    task_id: int
+    attempt: int
+    status: int           # OK, ERROR, or RETRY (an exception retry_exceptions allows)
+    objects: tuple        # ((object_id, status, blob), ...)
+
+
+class OutputRecord(NamedTuple):
+    task_id: int
+    engine_id: int
+    pid: int
+    name: str
+    stream: str           # "stdout" or "stderr"
+    text: str
+
+
+class Event(NamedTuple):
+    """One entry of the head's event stream (dashboards, sidebar, `jpar status`)."""
+
+    time: float
+    kind: str             # "task", "engine", "metrics", "cluster"
+    key: int              # task id or engine id
+    state: str
+    info: Any             # dict with details (name, engine, deps, parent, error, cpu, rss...)
+
+
+RETRY = 2
+
+
+# ---------------------------------------------------------------- messages
+@dataclass(slots=True)
+class Message:
+    CODE: ClassVar[int] = 0
+    RECORDS: ClassVar[dict[str, type]] = {}
+
+
+def _msg(code: int, records: dict[str, type] | None = None):
+    def wrap(cls):
+        cls.CODE = code
+        cls.RECORDS = records or {}
+        return cls
+
+    return wrap
+
+
+@_msg(1)
+@dataclass(slots=True)
+class Hello(Message):
+    kind: str            # "driver" or "engine-client"
+    pid: int
+    host: str
+    endpoint: str        # where this client's PULL socket listens
+    owns_cluster: bool   # the head exits when this client goes away
+
+
+@_msg(2)
+@dataclass(slots=True)
+class Goodbye(Message):
+    stop_cluster: bool = False
+
+
+@_msg(3)
+@dataclass(slots=True)
+class Heartbeat(Message):
+    pass
+
+
+@_msg(4)
+@dataclass(slots=True)
+class RegisterFunction(Message):
+    fn_id: int
+    name: str
+    blob: bytes
+
+
+@_msg(5, {"tasks": TaskSpec})
+@dataclass(slots=True)
+class Submit(Message):
+    tasks: list
+
+
+@_msg(6, {"objects": ObjectRecord})
+@dataclass(slots=True)
+class PutObjects(Message):
+    objects: list
+
+
+@_msg(7)
+@dataclass(slots=True)
+class Release(Message):
+    ids: list
+
+
+@_msg(8)
+@dataclass(slots=True)
+class Cancel(Message):
+    task_id: int
+    force: bool
+    recursive: bool
+
+
+@_msg(9)
+@dataclass(slots=True)
+class GetObjects(Message):
+    req_id: int
+    ids: list
+
+
+@_msg(10)
+@dataclass(slots=True)
+class Query(Message):
+    req_id: int
+    what: str            # "resources", "available", "status", "wait_engines"
+    arg: Any = None
+
+
+@_msg(20)
+@dataclass(slots=True)
+class EngineHello(Message):
+    pid: int
+    host: str
+    node: str            # host group sharing resources (and, later, an object store)
+    resources: dict      # what this host advertises; only the first engine of a node sets it
+
+
+@_msg(21, {"results": DoneRecord})
+@dataclass(slots=True)
+class TaskDone(Message):
+    results: list
+
+
+@_msg(22)
+@dataclass(slots=True)
+class Blocked(Message):
+    task_id: int
+    blocked: bool
+
+
+@_msg(23)
+@dataclass(slots=True)
+class Metrics(Message):
+    cpu_percent: float
+    rss: int
+    shared: int
+    task_id: int
+
+
+@_msg(30)
+@dataclass(slots=True)
+class Define(Message):
+    fn_id: int
+    blob: bytes
+
+
+@_msg(31)
+@dataclass(slots=True)
+class DriverInfo(Message):
+    client_no: int
+    endpoint: str
+
+
+@_msg(32, {"tasks": DispatchRecord})
+@dataclass(slots=True)
+class Dispatch(Message):
+    tasks: list
+
+
+@_msg(33)
+@dataclass(slots=True)
+class CancelTask(Message):
+    task_id: int
+    force: bool
+
+
+@_msg(34)
+@dataclass(slots=True)
+class Shutdown(Message):
+    reason: str = ""
+
+
+@_msg(35)
+@dataclass(slots=True)
+class EngineWelcome(Message):
+    engine_id: int
+    heartbeat_s: float
+    dead_after_s: float
+
+
+@_msg(40)
+@dataclass(slots=True)
+class Welcome(Message):
+    client_no: int
+    cluster_id: str
+    info: dict
+
+
+@_msg(41)
+@dataclass(slots=True)
+class Answer(Message):
+    req_id: int
+    value: Any
+
+
+@_msg(42, {"objects": ObjectRecord})
+@dataclass(slots=True)
+class Objects(Message):
+    req_id: int
+    objects: list
+
+
+@_msg(43, {"objects": ObjectRecord})
+@dataclass(slots=True)
+class TaskFailed(Message):
+    objects: list        # error blobs for the returns of failed/cancelled tasks
+
+
+@_msg(50, {"objects": ObjectRecord})
+@dataclass(slots=True)
+class Results(Message):
+    objects: list
+
+
+@_msg(51, {"chunks": OutputRecord})
+@dataclass(slots=True)
+class Output(Message):
+    chunks: list
+
+
+@_msg(60, {"events": Event})
+@dataclass(slots=True)
+class Events(Message):
+    events: list
+
+
+MESSAGES: dict[int, type[Message]] = {
+    cls.CODE: cls
+    for cls in (
+        Hello, Goodbye, Heartbeat, RegisterFunction, Submit, PutObjects, Release, Cancel, GetObjects, Query,
+        EngineHello, TaskDone, Blocked, Metrics, Define, DriverInfo, Dispatch, CancelTask, Shutdown,
+        EngineWelcome, Welcome, Answer, Objects, TaskFailed, Results, Output, Events,
+    )
+}
+_FIELDS = {code: tuple(f.name for f in dataclasses.fields(cls)) for code, cls in MESSAGES.items()}
+
+
+# ---------------------------------------------------------------- framing and signing
+class Signer:
+    """HMAC-SHA256 over every frame of a message with the cluster key."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes):
+        if not key:
+            raise ProtocolError("An empty cluster key cannot sign messages; pass the key from the connection file.")
+        self._key = key
+
+    def sign(self, frames) -> bytes:
+        h = hmac.new(self._key, digestmod=hashlib.sha256)
+        for f in frames:
+            h.update(f)
+        return h.digest()
+
+    def verify(self, signature: bytes, frames) -> bool:
+        return hmac.compare_digest(signature, self.sign(frames))
+
+
+def encode(msg: Message, signer: Signer) -> list:
+    """A message as frames ``[signature, body]``."""
+    code = msg.CODE
+    values = [getattr(msg, name) for name in _FIELDS[code]]
+    if msg.RECORDS:
+        for i, name in enumerate(_FIELDS[code]):
+            if name in msg.RECORDS:
+                values[i] = [tuple(r) for r in values[i]]
+    body = pickle.dumps((PROTOCOL_VERSION, code, values), protocol=5)
+    return [signer.sign((body,)), body]
+
+
+def decode(frames, signer: Signer) -> Message:
+    """Frames back to a message; raises ProtocolError for anything not signed, not ours, or broken."""
+    if len(frames) < 2:
+        raise ProtocolError(f"expected [signature, body], got {len(frames)} frame(s)")
+    signature, body = frames[0], frames[1]
+    if not signer.verify(bytes(signature), [bytes(f) for f in frames[1:]]):
+        raise ProtocolError("bad or missing signature: the sender does not hold this cluster's key")
+    try:
+        version, code, values = pickle.loads(body)
+    except Exception as exc:  # signed but unreadable: a bug in a peer, still never fatal
+        raise ProtocolError(f"signed message could not be decoded: {exc!r}") from None
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {version} received, this process speaks {PROTOCOL_VERSION}: "
+            "run the same jpar version on every host"
+        )
+    cls = MESSAGES.get(code)
+    if cls is None or not isinstance(values, list) or len(values) != len(_FIELDS[code]):
+        raise ProtocolError(f"unknown message code {code!r} or wrong field count")
+    if cls.RECORDS:
+        for i, name in enumerate(_FIELDS[code]):
+            rec = cls.RECORDS.get(name)
+            if rec is not None:
+                try:
+                    values[i] = [rec._make(t) for t in values[i]]
+                except TypeError as exc:
+                    raise ProtocolError(f"malformed {rec.__name__} in {cls.__name__}: {exc}") from None
+    return cls(*values)
+
+
+def describe() -> list[tuple[int, str, tuple[str, ...]]]:
+    """(code, name, fields) of every message: the docs' protocol table is generated from this."""
+    return [(code, cls.__name__, _FIELDS[code]) for code, cls in sorted(MESSAGES.items())]
+
+
+__all__ += [cls.__name__ for cls in MESSAGES.values()] + [
+    "TaskSpec", "DispatchRecord", "ObjectRecord", "DoneRecord", "OutputRecord", "Event", "OK", "ERROR", "RETRY",
+    "describe",
+]

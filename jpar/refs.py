@@ -1,0 +1,86 @@
+"""ObjectRef: a handle to a value that lives (or will live) in the cluster.
+
+A ref holds no data, only an id and the number of the client that owns it, so keeping
+refs in IPython's ``Out[]`` history pins nothing large. The owner releases the value
+when the ref that ``.remote()`` or ``put()`` returned is garbage collected. A ref that
+was pickled (put inside a container argument, a result, or a stored object) may be
+alive elsewhere, so its owner keeps the value until the cluster stops: correctness
+first, a borrowing protocol can refine this later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any
+
+__all__ = ["ObjectRef", "ArgRef"]
+
+
+class ObjectRef:
+    """A future value in the cluster; pass it to tasks, ``jpar.get`` it, or ``await`` it."""
+
+    __slots__ = ("id", "owner", "_driver", "_escaped", "__weakref__")
+
+    def __init__(self, object_id: int, owner: int, driver: Any = None):
+        self.id = object_id
+        self.owner = owner
+        self._driver = driver          # set only on the owner's own refs: they release on collection
+        self._escaped = False
+
+    def __del__(self):
+        d = self._driver
+        if d is not None and not self._escaped:
+            try:
+                d.released.append(self.id)
+            except Exception:  # interpreter shutdown
+                pass
+
+    def __reduce__(self):
+        self._escaped = True
+        return (_rebuild_ref, (self.id, self.owner))
+
+    def __eq__(self, other):
+        return isinstance(other, ObjectRef) and other.id == self.id
+
+    def __hash__(self):
+        return hash(self.id)
+
+    def hex(self) -> str:
+        return f"{self.id:016x}"
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self.hex()})"
+
+    def _repr_html_(self) -> str:
+        from .driver import current_driver
+
+        d = current_driver()
+        state = d.ref_state(self) if d is not None else "unknown"
+        return f"<code>ObjectRef({self.hex()})</code> <small>{state}</small>"
+
+    def future(self) -> concurrent.futures.Future:
+        """A concurrent.futures.Future resolved when the value arrives."""
+        from .driver import require_driver
+
+        return require_driver("ObjectRef.future()").future(self)
+
+    def __await__(self):
+        return asyncio.wrap_future(self.future()).__await__()
+
+
+class ArgRef:
+    """Stands in for a top-level ref argument inside a task's pickled arguments; the engine
+    swaps it for the value. (Pickling the ObjectRef itself would mark it escaped.)"""
+
+    __slots__ = ("id",)
+
+    def __init__(self, object_id: int):
+        self.id = object_id
+
+    def __reduce__(self):
+        return (ArgRef, (self.id,))
+
+
+def _rebuild_ref(object_id: int, owner: int) -> ObjectRef:
+    return ObjectRef(object_id, owner)

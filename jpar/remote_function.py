@@ -1,0 +1,99 @@
+"""RemoteFunction: what ``@jpar.remote`` makes of a function, and its ``.remote()`` call."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import pickle
+from typing import Any, Callable, Generic, ParamSpec, TypeVar
+
+from . import protocol as P
+from . import serialization
+from .driver import require_driver
+from .options import TaskOptions
+from .refs import ArgRef, ObjectRef
+
+__all__ = ["RemoteFunction"]
+
+Params = ParamSpec("Params")
+R = TypeVar("R")
+
+
+class RemoteFunction(Generic[Params, R]):
+    """A function that runs as a task on the cluster: call ``.remote(...)``, not the function."""
+
+    def __init__(self, fn: Callable[Params, R], options: TaskOptions):
+        self._fn = fn
+        self._options = options
+        self._name = options.name or getattr(fn, "__qualname__", repr(fn))
+        self._blob: bytes | None = None
+        self._fn_id: int | None = None
+        self._resources = options.resource_tuple()
+        self._retry = (
+            options.retry_exceptions if isinstance(options.retry_exceptions, bool)
+            else pickle.dumps(tuple(options.retry_exceptions))
+        )
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"Remote functions cannot be called directly. Instead of running '{self._name}()', "
+            f"try '{self._name}.remote()'."
+        )
+
+    def options(self, **changes) -> "RemoteFunction[Params, R]":
+        """The same function with some options changed (Ray's ``f.options(num_cpus=2).remote()``)."""
+        new = RemoteFunction(self._fn, TaskOptions.build(self._options, **changes))
+        if changes.keys() <= {"num_cpus", "num_gpus", "resources", "num_returns", "max_retries",
+                              "retry_exceptions"}:
+            new._blob, new._fn_id = self._blob, self._fn_id   # same code: ship it once
+        return new
+
+    def _definition(self) -> tuple[int, bytes]:
+        if self._fn_id is None:
+            self._blob = serialization.dumps_function(self._fn, self._name)
+            self._fn_id = int.from_bytes(hashlib.blake2b(self._blob, digest_size=7).digest(), "big")
+        return self._fn_id, self._blob
+
+    def remote(self, *args: Params.args, **kwargs: Params.kwargs) -> Any:
+        """Submit a task; returns an ObjectRef (a list of them when num_returns > 1)."""
+        driver = require_driver(f"{self._name}.remote()")
+        fn_id, blob = self._definition()
+        driver.ensure_function(fn_id, self._name, lambda: blob)
+        args, kwargs, deps = _split_refs(args, kwargs)
+        payload = serialization.dumps_args(self._name, args, kwargs)
+        opts = self._options
+        n = opts.num_returns
+        task_id = driver.new_ids(n)
+        max_retries = driver.config.max_retries if opts.max_retries is None else opts.max_retries
+        if max_retries < 0:
+            max_retries = 1 << 30
+        driver.submit(P.TaskSpec(task_id, fn_id, self._name, payload, deps, n, self._resources,
+                                 max_retries, self._retry, driver.current_task, 0))
+        if n == 1:
+            return ObjectRef(task_id, driver.client_no, driver)
+        return [ObjectRef(task_id + i, driver.client_no, driver) for i in range(n)]
+
+    def __repr__(self) -> str:
+        return f"<jpar.RemoteFunction {self._name}>"
+
+
+def _split_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict, tuple]:
+    """Swap top-level ObjectRef arguments for placeholders and list them as dependencies."""
+    deps = []
+    if any(type(a) is ObjectRef for a in args):
+        new = []
+        for a in args:
+            if type(a) is ObjectRef:
+                deps.append(a.id)
+                new.append(ArgRef(a.id))
+            else:
+                new.append(a)
+        args = tuple(new)
+    if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
+        kwargs = dict(kwargs)
+        for k, v in kwargs.items():
+            if type(v) is ObjectRef:
+                deps.append(v.id)
+                kwargs[k] = ArgRef(v.id)
+    return args, kwargs, tuple(deps)

@@ -1,0 +1,663 @@
+"""The cluster's scheduler: a pure state machine (events in, actions out, transitions in a table).
+
+No sockets, threads, clocks or processes here: the controller feeds it events
+(``submit``, ``task_done``, ``engine_added``...) and carries out the actions it returns
+(:class:`DispatchTask`, :class:`SendFailure`, ...). That keeps every scheduling rule
+testable in microseconds and every task's story replayable from its transitions.
+
+Task states and the legal moves between them are in :data:`TRANSITIONS`::
+
+    WAITING --args ready--> QUEUED --placed--> ASSIGNED --engine reaches it--> RUNNING --> DONE
+       |                      |                   |  (prefetched)                 |  \\--> FAILED
+       +--> FAILED/CANCELLED  +--> FAILED/CANCELLED  +--> QUEUED (engine died)    +--> QUEUED (retry)
+
+Resources live per node (a host). Engines run one task at a time and may hold a short
+prefetch queue; an engine reserves the element-wise maximum of its queued tasks' demands
+(they run one after another), so prefetching costs no extra CPUs. Ready tasks wait in
+one FIFO per resource shape; a shape whose oldest task does not fit holds its demand
+back from younger tasks of other shapes, so big requests are not starved.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .protocol import TaskSpec
+
+__all__ = ["Scheduler", "TaskState", "TRANSITIONS", "DispatchTask", "SendFailure", "CancelOnEngine",
+           "ReplyObjects", "Transition", "Failure"]
+
+
+class TaskState(str, enum.Enum):
+    WAITING = "waiting"      # some top-level ref argument is not ready yet
+    QUEUED = "queued"        # ready, waiting for an engine with the resources free
+    ASSIGNED = "assigned"    # sent to an engine, behind another task in its queue
+    RUNNING = "running"      # the engine is running it (or it is blocked in a nested get)
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+S = TaskState
+TERMINAL = frozenset({S.DONE, S.FAILED, S.CANCELLED})
+
+TRANSITIONS: dict[tuple[TaskState | None, TaskState], str] = {
+    (None, S.WAITING): "submitted; some arguments are refs not ready yet",
+    (None, S.QUEUED): "submitted with all arguments ready",
+    (None, S.FAILED): "rejected at submit (no engine can ever satisfy it, or an argument failed or is lost)",
+    (S.WAITING, S.QUEUED): "the last argument became ready",
+    (S.WAITING, S.FAILED): "an argument failed, or its owner left",
+    (S.WAITING, S.CANCELLED): "cancelled before it could run",
+    (S.QUEUED, S.ASSIGNED): "placed behind another task on an engine (prefetch)",
+    (S.QUEUED, S.RUNNING): "placed on an idle engine",
+    (S.QUEUED, S.FAILED): "the last node able to run it left",
+    (S.QUEUED, S.CANCELLED): "cancelled before it could run",
+    (S.ASSIGNED, S.RUNNING): "the engine finished the task ahead of it",
+    (S.ASSIGNED, S.QUEUED): "its engine died before starting it",
+    (S.ASSIGNED, S.CANCELLED): "cancelled while prefetched",
+    (S.ASSIGNED, S.DONE): "finished (run while the task ahead was blocked)",
+    (S.ASSIGNED, S.FAILED): "raised (run while the task ahead was blocked)",
+    (S.RUNNING, S.DONE): "finished",
+    (S.RUNNING, S.FAILED): "raised, or its engine died with no retries left",
+    (S.RUNNING, S.QUEUED): "retried: its engine died, or it raised an exception retry_exceptions allows",
+    (S.RUNNING, S.CANCELLED): "cancelled while running",
+}
+
+
+class Failure(str, enum.Enum):
+    """Why the head (not the task) failed a task; the controller turns these into errors."""
+
+    CANCELLED = "cancelled"
+    ENGINE_CRASHED = "engine_crashed"
+    INFEASIBLE = "infeasible"
+    DEPENDENCY = "dependency"      # an argument failed: its error blob is propagated
+    OBJECT_LOST = "object_lost"
+
+
+# ---------------------------------------------------------------- actions
+class DispatchTask(NamedTuple):
+    engine_id: int
+    task_id: int
+    gpu_ids: tuple
+
+
+class SendFailure(NamedTuple):
+    """Tell a task's owner that its returns failed: ``kind`` plus a detail or an error blob."""
+
+    owner: int
+    task_id: int
+    object_ids: tuple
+    kind: Failure
+    detail: object       # str message, or bytes (the failed dependency's error blob)
+
+
+class CancelOnEngine(NamedTuple):
+    engine_id: int
+    task_id: int
+    force: bool
+
+
+class ReplyObjects(NamedTuple):
+    client: int
+    req_id: int
+    object_ids: tuple
+
+
+class Transition(NamedTuple):
+    task_id: int
+    old: TaskState | None
+    new: TaskState
+    stimulus: str
+
+
+class FreeObjects(NamedTuple):
+    object_ids: tuple
+
+
+# ---------------------------------------------------------------- state records
+@dataclass(slots=True)
+class Task:
+    spec: TaskSpec
+    owner: int
+    demand: dict
+    shape: tuple
+    state: TaskState | None = None
+    missing: int = 0
+    engine: int = -1
+    attempt: int = 0
+    gpu_ids: tuple = ()
+    started: bool = False
+    blocked: bool = False
+    children: list = field(default_factory=list)
+
+    @property
+    def return_ids(self) -> tuple:
+        tid = self.spec.task_id
+        return tuple(range(tid, tid + max(1, self.spec.num_returns)))
+
+
+@dataclass(slots=True)
+class Obj:
+    owner: int
+    ready: bool = False
+    status: int = 0
+    blob: bytes = b""
+    failure: tuple = ()                              # (Failure, detail) when the head failed it
+    held_by_owner: bool = True
+    task_refs: int = 0
+    waiters: list = field(default_factory=list)      # task ids waiting for it
+    requests: list = field(default_factory=list)     # (client, req_id) waiting for it
+
+
+@dataclass(slots=True)
+class Engine:
+    engine_id: int
+    node: str
+    queue: list = field(default_factory=list)        # task ids, in the order the engine runs them
+    reserved: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Node:
+    name: str
+    total: dict
+    used: dict = field(default_factory=dict)         # sum of engines' reservations
+    gpu_free: dict = field(default_factory=dict)     # gpu id -> free fraction
+    engines: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- the state machine
+class Scheduler:
+    """All scheduling state of one cluster; every public method is one event."""
+
+    def __init__(self, prefetch: int = 4):
+        self.prefetch = prefetch
+        self.tasks: dict[int, Task] = {}
+        self.objects: dict[int, Obj] = {}
+        self.engines: dict[int, Engine] = {}
+        self.nodes: dict[str, Node] = {}
+        self.clients: set[int] = set()
+        self.ready: dict[tuple, deque] = {}              # shape -> FIFO of task ids
+        self.counts: dict[TaskState, int] = {s: 0 for s in TaskState}
+        self.actions: list = []
+
+    # ---- helpers
+    def _move(self, task: Task, new: TaskState, stimulus: str) -> None:
+        old = task.state
+        if (old, new) not in TRANSITIONS:
+            raise AssertionError(f"illegal transition {old} -> {new} for task {task.spec.task_id} ({stimulus})")
+        task.state = new
+        if old is not None:
+            self.counts[old] -= 1
+        self.counts[new] += 1
+        self.actions.append(Transition(task.spec.task_id, old, new, stimulus))
+
+    def _take(self) -> list:
+        out, self.actions = self.actions, []
+        return out
+
+    # ---- clients
+    def client_added(self, client: int) -> list:
+        self.clients.add(client)
+        return self._take()
+
+    def client_removed(self, client: int) -> list:
+        """A client left (or died): cancel its unfinished tasks and release what it held."""
+        self.clients.discard(client)
+        for tid in [t for t, task in self.tasks.items() if task.owner == client and task.state not in TERMINAL]:
+            self._cancel_one(self.tasks[tid], force=False, notify=False, stimulus="owner left")
+        for oid in [o for o, obj in self.objects.items() if obj.owner == client]:
+            self.objects[oid].held_by_owner = False
+            self._maybe_free(oid)
+        self._schedule()
+        return self._take()
+
+    # ---- nodes and engines
+    def engine_added(self, engine_id: int, node: str, resources: dict) -> list:
+        n = self.nodes.get(node)
+        if n is None:
+            total = {k: float(v) for k, v in resources.items() if k != "GPU_IDS"}
+            n = self.nodes[node] = Node(node, total)
+            n.gpu_free = {g: 1.0 for g in resources.get("GPU_IDS", ())}
+        n.engines.append(engine_id)
+        self.engines[engine_id] = Engine(engine_id, node)
+        self._schedule()
+        return self._take()
+
+    def engine_removed(self, engine_id: int) -> list:
+        """An engine died or left: requeue what it held (a started task spends one retry)."""
+        eng = self.engines.pop(engine_id, None)
+        if eng is None:
+            return self._take()
+        node = self.nodes[eng.node]
+        node.engines.remove(engine_id)
+        self._unreserve(eng)
+        for tid in eng.queue:
+            task = self.tasks[tid]
+            self._release_gpus(task, node)
+            task.engine = -1
+            if task.state is S.ASSIGNED and not task.started:
+                self._move(task, S.QUEUED, "its engine died before starting it")
+                self._enqueue(task, front=True)
+            elif task.attempt < task.spec.max_retries:
+                task.attempt += 1
+                task.started = task.blocked = False
+                self._move(task, S.QUEUED, f"engine {engine_id} died under it; retry {task.attempt}")
+                self._enqueue(task, front=True)
+            else:
+                self._fail(task, Failure.ENGINE_CRASHED,
+                           f"engine {engine_id} died while running it and its {task.spec.max_retries} "
+                           "retries are spent", "engine died, no retries left")
+        eng.queue.clear()
+        if not node.engines:
+            del self.nodes[eng.node]
+            self._fail_infeasible()
+        self._schedule()
+        return self._take()
+
+    # ---- objects
+    def put(self, client: int, object_ids, status: int = 0, blobs=None) -> list:
+        for i, oid in enumerate(object_ids):
+            obj = self.objects.get(oid) or self.objects.setdefault(oid, Obj(owner=client))
+            self._resolve(oid, obj, status, blobs[i] if blobs else b"")
+        self._schedule()
+        return self._take()
+
+    def release(self, client: int, object_ids) -> list:
+        for oid in object_ids:
+            obj = self.objects.get(oid)
+            if obj is not None and obj.owner == client:
+                obj.held_by_owner = False
+                self._maybe_free(oid)
+        return self._take()
+
+    def get_objects(self, client: int, req_id: int, object_ids) -> list:
+        """A client asks for values it does not own; replied as each becomes ready."""
+        ready, lost = [], []
+        for oid in object_ids:
+            obj = self.objects.get(oid)
+            if obj is None:
+                lost.append(oid)
+            elif obj.ready:
+                ready.append(oid)
+            else:
+                obj.requests.append((client, req_id))
+        if ready:
+            self.actions.append(ReplyObjects(client, req_id, tuple(ready)))
+        if lost:
+            self.actions.append(SendFailure(client, req_id, tuple(lost), Failure.OBJECT_LOST,
+                                            "its owner released it or the cluster restarted"))
+        return self._take()
+
+    def _resolve(self, oid: int, obj: Obj, status: int, blob: bytes) -> None:
+        if obj.ready:
+            return
+        obj.ready, obj.status, obj.blob = True, status, blob
+        if obj.requests:
+            for client, req_id in obj.requests:
+                self.actions.append(ReplyObjects(client, req_id, (oid,)))
+            obj.requests = []
+        waiters, obj.waiters = obj.waiters, []
+        for tid in waiters:
+            task = self.tasks.get(tid)
+            if task is None or task.state is not S.WAITING:
+                continue
+            if status:
+                self._fail(task, Failure.DEPENDENCY, blob, f"argument {oid} failed")
+            else:
+                task.missing -= 1
+                if task.missing == 0:
+                    self._move(task, S.QUEUED, "the last argument became ready")
+                    self._enqueue(task)
+        self._maybe_free(oid)
+
+    def _maybe_free(self, oid: int) -> None:
+        obj = self.objects.get(oid)
+        if obj is not None and obj.ready and not obj.held_by_owner and obj.task_refs <= 0 and not obj.requests:
+            del self.objects[oid]
+            self.actions.append(FreeObjects((oid,)))
+
+    # ---- tasks
+    def submit(self, client: int, specs) -> list:
+        for spec in specs:
+            self._submit_one(client, spec)
+        self._schedule()
+        return self._take()
+
+    def _submit_one(self, client: int, spec: TaskSpec) -> None:
+        demand = {k: float(v) for k, v in spec.resources if v}
+        task = Task(spec, client, demand, tuple(sorted(demand.items())))
+        tid = spec.task_id
+        self.tasks[tid] = task
+        for oid in task.return_ids:
+            self.objects[oid] = Obj(owner=client)
+        parent = self.tasks.get(spec.parent) if spec.parent else None
+        if parent is not None and parent.state not in TERMINAL:
+            parent.children.append(tid)
+        if self.nodes and not self._feasible_anywhere(demand):
+            self._fail(task, Failure.INFEASIBLE, self._infeasible_message(task), "no node can ever run it")
+            return
+        failed = None
+        for oid in spec.deps:
+            obj = self.objects.get(oid)
+            if obj is None:
+                self._fail(task, Failure.OBJECT_LOST,
+                           f"its argument (object {oid:#x}) no longer exists: its owner released it or it "
+                           "belongs to another cluster. Keep the ObjectRef alive, or put() the value again.",
+                           "argument lost")
+                return
+            obj.task_refs += 1
+            if not obj.ready:
+                task.missing += 1
+                obj.waiters.append(tid)
+            elif obj.status and failed is None:
+                failed = obj.blob
+        if failed is not None:
+            self._fail(task, Failure.DEPENDENCY, failed, "an argument had failed")
+        elif task.missing:
+            self._move(task, S.WAITING, "submitted; some arguments are not ready")
+        else:
+            self._move(task, S.QUEUED, "submitted")
+            self._enqueue(task)
+
+    def task_done(self, engine_id: int, task_id: int, attempt: int, retry: bool, objects) -> list:
+        """The engine reports a result (or a retryable exception); ``objects`` = ((oid, status, blob), ...)."""
+        self._task_done(engine_id, task_id, attempt, retry, objects)
+        self._schedule()
+        return self._take()
+
+    def tasks_done(self, engine_id: int, records) -> list:
+        """A batch of TaskDone records from one engine."""
+        for r in records:
+            self._task_done(engine_id, r.task_id, r.attempt, r.status == 2, r.objects)
+        self._schedule()
+        return self._take()
+
+    def _task_done(self, engine_id, task_id, attempt, retry, objects) -> None:
+        task = self.tasks.get(task_id)
+        if task is None or task.state in TERMINAL or task.attempt != attempt or task.engine != engine_id:
+            return  # a late report for a cancelled or re-run task
+        self._off_engine(task)
+        if retry:
+            task.attempt += 1
+            self._move(task, S.QUEUED, f"raised a retryable exception; retry {task.attempt}")
+            self._enqueue(task)
+            return
+        failed = any(status for _, status, _ in objects)
+        self._move(task, S.FAILED if failed else S.DONE, "raised" if failed else "finished")
+        for oid, status, blob in objects:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                self._resolve(oid, obj, status, blob)
+        self._finish(task)
+
+    def blocked(self, engine_id: int, task_id: int, is_blocked: bool) -> list:
+        """A running task waits in a nested get(): its engine may run other tasks meanwhile."""
+        task = self.tasks.get(task_id)
+        eng = self.engines.get(engine_id)
+        if task is not None and eng is not None and task.engine == engine_id and task.state not in TERMINAL:
+            task.blocked = is_blocked
+            self._reserve(eng)
+            self._schedule()
+        return self._take()
+
+    def cancel(self, task_id: int, force: bool, recursive: bool) -> list:
+        task = self.tasks.get(task_id)
+        if task is not None and task.state not in TERMINAL:
+            self._cancel_one(task, force, notify=True, stimulus="jpar.cancel()")
+        if task is not None and recursive:
+            stack = list(task.children)
+            while stack:
+                child = self.tasks.get(stack.pop())
+                if child is not None:
+                    stack.extend(child.children)
+                    if child.state not in TERMINAL:
+                        self._cancel_one(child, force, notify=True, stimulus="parent cancelled")
+        self._schedule()
+        return self._take()
+
+    def _cancel_one(self, task: Task, force: bool, notify: bool, stimulus: str) -> None:
+        if task.engine >= 0:
+            self.actions.append(CancelOnEngine(task.engine, task.spec.task_id, force))
+            self._off_engine(task)
+        if notify:
+            self.actions.append(SendFailure(task.owner, task.spec.task_id, task.return_ids, Failure.CANCELLED,
+                                            task.spec.name))
+        self._move(task, S.CANCELLED, stimulus)
+        for oid in task.return_ids:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.ready, obj.status, obj.failure = True, 1, (Failure.CANCELLED, task.spec.name)
+                for client, req_id in obj.requests:
+                    self.actions.append(ReplyObjects(client, req_id, (oid,)))
+                obj.requests = []
+                self._fail_waiters(obj, Failure.CANCELLED, task.spec.name)
+                self._maybe_free(oid)
+        self._finish(task)
+
+    def _fail(self, task: Task, kind: Failure, detail, stimulus: str) -> None:
+        if task.engine >= 0:
+            self._off_engine(task)
+        self._move(task, S.FAILED, stimulus)
+        self.actions.append(SendFailure(task.owner, task.spec.task_id, task.return_ids, kind, detail))
+        for oid in task.return_ids:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.ready, obj.status = True, 1
+                if isinstance(detail, bytes):
+                    obj.blob = detail
+                else:
+                    obj.failure = (kind, detail)
+                for client, req_id in obj.requests:
+                    self.actions.append(ReplyObjects(client, req_id, (oid,)))
+                obj.requests = []
+                self._fail_waiters(obj, kind, detail)
+                self._maybe_free(oid)
+        self._finish(task)
+
+    def _fail_waiters(self, obj: Obj, kind: Failure, detail) -> None:
+        waiters, obj.waiters = obj.waiters, []
+        for tid in waiters:
+            t = self.tasks.get(tid)
+            if t is not None and t.state is S.WAITING:
+                if obj.blob:
+                    self._fail(t, Failure.DEPENDENCY, obj.blob, "an argument failed")
+                else:
+                    self._fail(t, kind, detail, "an argument failed")
+
+    def _finish(self, task: Task) -> None:
+        """A task reached a terminal state: drop its argument references and forget it."""
+        for oid in task.spec.deps:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.task_refs -= 1
+                self._maybe_free(oid)
+        del self.tasks[task.spec.task_id]
+
+    # ---- placement
+    def _enqueue(self, task: Task, front: bool = False) -> None:
+        q = self.ready.get(task.shape)
+        if q is None:
+            q = self.ready[task.shape] = deque()
+        q.appendleft(task.spec.task_id) if front else q.append(task.spec.task_id)
+
+    def _feasible_anywhere(self, demand: dict) -> bool:
+        return any(all(node.total.get(k, 0.0) >= v for k, v in demand.items()) for node in self.nodes.values())
+
+    def _infeasible_message(self, task: Task) -> str:
+        have = "; ".join(f"{n.name}: {n.total}" for n in self.nodes.values())
+        return (f"{task.spec.name} asks for {task.demand}, which no node can ever provide (nodes: {have}). "
+                "Lower num_cpus/num_gpus/resources in .options(), or start engines that advertise them.")
+
+    def _fail_infeasible(self) -> None:
+        for shape, q in list(self.ready.items()):
+            if q and self.nodes and not self._feasible_anywhere(dict(shape)):
+                for tid in list(q):
+                    task = self.tasks.get(tid)
+                    if task is not None and task.state is S.QUEUED:
+                        self._fail(task, Failure.INFEASIBLE, self._infeasible_message(task), "its last node left")
+                q.clear()
+
+    def _schedule(self) -> None:
+        """Place ready tasks, oldest first across shapes, until engines are full or nothing fits."""
+        if not self.ready or not self.engines:
+            return
+        held: dict[str, dict] = {}
+        stuck: set = set()
+        while True:
+            best, best_tid = None, None
+            for shape, q in self.ready.items():
+                if shape in stuck:
+                    continue
+                while q and (self.tasks.get(q[0]) is None or self.tasks[q[0]].state is not S.QUEUED):
+                    q.popleft()
+                if q and (best_tid is None or q[0] < best_tid):
+                    best, best_tid = shape, q[0]
+            if best is None:
+                break
+            task = self.tasks[best_tid]
+            eng = self._pick_engine(task, held)
+            if eng is None:
+                stuck.add(best)
+                self._hold(task, held)
+                continue
+            self.ready[best].popleft()
+            self._assign(task, eng)
+        for shape in [s for s, q in self.ready.items() if not q]:
+            del self.ready[shape]
+
+    def _pick_engine(self, task: Task, held: dict) -> Engine | None:
+        demand = task.demand
+        simple = "GPU" not in demand
+        limit = 1 + self.prefetch if simple else 1
+        best, best_len = None, limit
+        for eng in self.engines.values():
+            n = sum(1 for t in eng.queue if not self.tasks[t].blocked)
+            if n >= best_len:
+                continue
+            node = self.nodes[eng.node]
+            h = held.get(eng.node)
+            ok = True
+            for k, v in demand.items():
+                extra = v - eng.reserved.get(k, 0.0)
+                if extra > 0 and node.total.get(k, 0.0) - node.used.get(k, 0.0) - (h.get(k, 0.0) if h else 0.0) < extra - 1e-9:
+                    ok = False
+                    break
+            if ok and "GPU" in demand and not self._gpus_for(node, demand["GPU"]):
+                ok = False
+            if ok:
+                best, best_len = eng, n
+                if n == 0:
+                    break
+        return best
+
+    def _hold(self, task: Task, held: dict) -> None:
+        """Keep a stuck task's demand away from younger tasks on the nodes it could run on."""
+        for node in self.nodes.values():
+            if all(node.total.get(k, 0.0) >= v for k, v in task.demand.items()):
+                h = held.setdefault(node.name, {})
+                for k, v in task.demand.items():
+                    h[k] = h.get(k, 0.0) + v
+                return
+
+    def _assign(self, task: Task, eng: Engine) -> None:
+        node = self.nodes[eng.node]
+        if "GPU" in task.demand:
+            task.gpu_ids = self._gpus_for(node, task.demand["GPU"])
+            share = task.demand["GPU"] if task.demand["GPU"] < 1 else 1.0
+            for g in task.gpu_ids:
+                node.gpu_free[g] -= share
+        task.engine = eng.engine_id
+        idle = not any(not self.tasks[t].blocked for t in eng.queue)
+        eng.queue.append(task.spec.task_id)
+        self._reserve(eng)
+        if idle:
+            task.started = True
+            self._move(task, S.RUNNING, f"placed on idle engine {eng.engine_id}")
+        else:
+            self._move(task, S.ASSIGNED, f"prefetched on engine {eng.engine_id}")
+        self.actions.append(DispatchTask(eng.engine_id, task.spec.task_id, task.gpu_ids))
+
+    def _gpus_for(self, node: Node, amount: float) -> tuple:
+        if amount < 1:
+            for g, free in node.gpu_free.items():
+                if free >= amount - 1e-9:
+                    return (g,)
+            return ()
+        whole = [g for g, free in node.gpu_free.items() if free >= 1.0 - 1e-9]
+        return tuple(whole[: int(amount)]) if len(whole) >= int(amount) else ()
+
+    def _release_gpus(self, task: Task, node: Node | None) -> None:
+        if task.gpu_ids:
+            if node is not None:
+                share = task.demand["GPU"] if task.demand["GPU"] < 1 else 1.0
+                for g in task.gpu_ids:
+                    node.gpu_free[g] = min(1.0, node.gpu_free[g] + share)
+            task.gpu_ids = ()
+
+    def _off_engine(self, task: Task) -> None:
+        """Take a task off its engine's queue and start the next one there."""
+        eng = self.engines.get(task.engine)
+        self._release_gpus(task, self.nodes.get(eng.node) if eng is not None else None)
+        task.engine = -1
+        if eng is None:
+            return
+        try:
+            eng.queue.remove(task.spec.task_id)
+        except ValueError:
+            pass
+        self._reserve(eng)
+        for tid in eng.queue:
+            nxt = self.tasks[tid]
+            if not nxt.blocked:
+                if nxt.state is S.ASSIGNED:
+                    nxt.started = True
+                    self._move(nxt, S.RUNNING, f"engine {eng.engine_id} reached it")
+                break
+
+    def _reserve(self, eng: Engine) -> None:
+        """An engine reserves the maximum demand of its unblocked queued tasks."""
+        node = self.nodes[eng.node]
+        new: dict = {}
+        for tid in eng.queue:
+            t = self.tasks[tid]
+            if not t.blocked:
+                for k, v in t.demand.items():
+                    if v > new.get(k, 0.0):
+                        new[k] = v
+        for k in set(new) | set(eng.reserved):
+            node.used[k] = node.used.get(k, 0.0) + new.get(k, 0.0) - eng.reserved.get(k, 0.0)
+        eng.reserved = new
+
+    def _unreserve(self, eng: Engine) -> None:
+        node = self.nodes[eng.node]
+        for k, v in eng.reserved.items():
+            node.used[k] = node.used.get(k, 0.0) - v
+        eng.reserved = {}
+
+    # ---- read-only views
+    def resources(self) -> dict:
+        out: dict = {}
+        for node in self.nodes.values():
+            for k, v in node.total.items():
+                out[k] = out.get(k, 0.0) + v
+        return out
+
+    def available(self) -> dict:
+        out: dict = {}
+        for node in self.nodes.values():
+            for k, v in node.total.items():
+                out[k] = out.get(k, 0.0) + v - node.used.get(k, 0.0)
+        return out
+
+    def statistics(self) -> dict:
+        return {
+            "tasks": {s.value: n for s, n in self.counts.items()},
+            "objects": len(self.objects),
+            "engines": len(self.engines),
+            "nodes": len(self.nodes),
+            "clients": len(self.clients),
+        }

@@ -1,0 +1,124 @@
+"""Values, functions and exceptions to bytes and back.
+
+Plain values go through the C pickler (fast); anything it cannot pickle by reference
+safely, like functions and classes defined in a notebook (``__main__``), goes through
+cloudpickle, which ships them by value. Exceptions travel as the exception itself when
+it pickles, else as a stand-in carrying its type name and message, so an engine never
+fails to report a failure.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from .errors import SerializationError, TaskError
+
+__all__ = ["dumps", "loads", "dumps_function", "dumps_args", "dumps_exception", "remote_traceback"]
+
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
+def dumps(value: Any) -> bytes:
+    """Pickle a value; builtin scalars take the C pickler, the rest cloudpickle."""
+    if type(value) in _PLAIN:
+        return pickle.dumps(value, protocol=5)
+    return cloudpickle.dumps(value, protocol=5)
+
+
+loads = pickle.loads
+
+
+def dumps_args(name: str, args: tuple, kwargs: dict) -> bytes:
+    """Pickle a call's arguments; an unpicklable one is named in the error."""
+    if not kwargs and all(type(a) in _PLAIN for a in args):
+        return pickle.dumps((args, kwargs), protocol=5)
+    try:
+        return cloudpickle.dumps((args, kwargs), protocol=5)
+    except Exception:
+        pass
+    for i, a in enumerate(args):
+        _check_one(name, f"positional argument {i} ({type(a).__name__})", a)
+    for k, a in kwargs.items():
+        _check_one(name, f"keyword argument {k!r} ({type(a).__name__})", a)
+    raise SerializationError(f"The arguments of {name} could not be pickled.")
+
+
+def _check_one(name: str, what: str, value: Any) -> None:
+    try:
+        cloudpickle.dumps(value, protocol=5)
+    except Exception as exc:
+        raise SerializationError(
+            f"Cannot send {what} of {name} to an engine: {type(exc).__name__}: {exc}. "
+            "Arguments are pickled; pass something picklable (e.g. a file path instead of an open file, "
+            "or create the object inside the task)."
+        ) from exc
+
+
+def dumps_function(fn: Any, name: str) -> bytes:
+    """Pickle a function or class by value where needed (notebook definitions included)."""
+    try:
+        return cloudpickle.dumps(fn, protocol=5)
+    except Exception as exc:
+        raise SerializationError(
+            f"Cannot ship {name} to the engines: {type(exc).__name__}: {exc}. "
+            "It probably captures an unpicklable global (a lock, socket or open file): "
+            "create that object inside the function instead."
+        ) from exc
+
+
+class RemoteException(Exception):
+    """Stands in for an exception that could not be pickled on the engine."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+
+
+def dumps_exception(exc: BaseException, function_name: str, skip_frames: int = 0) -> bytes:
+    """A task's exception as a pickled TaskError carrying the remote traceback."""
+    tb = remote_traceback(exc, skip_frames)
+    cause: BaseException = exc
+    try:
+        blob = cloudpickle.dumps(cause, protocol=5)
+        pickle.loads(blob)  # an exception whose __init__ rejects its own args fails here
+    except Exception:
+        cause = RemoteException(type(exc).__qualname__, str(exc))
+    err = TaskError(function_name, tb, cause)
+    try:
+        return cloudpickle.dumps(err, protocol=5)
+    except Exception:
+        return cloudpickle.dumps(TaskError(function_name, tb, RemoteException(type(exc).__qualname__, str(exc))))
+
+
+def dumps_error(err: BaseException) -> bytes:
+    """A jpar-made error (cancelled, crashed...) for a result slot."""
+    return cloudpickle.dumps(err, protocol=5)
+
+
+def remote_traceback(exc: BaseException, skip_frames: int = 0) -> str:
+    """The traceback as text, without the first ``skip_frames`` (jpar's own engine frames)."""
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    lines = traceback.format_exception(type(exc), exc, tb)
+    return "".join(lines)
+
+
+def load_result(status: int, blob: bytes) -> Any:
+    """Turn a result slot into its value, or raise what the task raised."""
+    value = pickle.loads(blob)
+    if status:
+        if isinstance(value, TaskError):
+            raise value.as_instanceof_cause()
+        raise value
+    return value
+
+
+def python_tag() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
