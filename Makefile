@@ -24,5 +24,17 @@ lab: $(STAMP)
 	$(PY) -m pip install --quiet jupyterlab
 	$(VENV)/bin/jupyter lab --ip 127.0.0.1 notebooks/
 
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+# jpar beside its peers on ../shared/bench's workloads (benchmarks/README.md).
+# Quick mode: make bench BENCH_ARGS=--quick; a subset: BENCH_ARGS='--systems jpar,ray --workloads latency'
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -219,7 +219,9 @@ def verdicts(R):
 
 def ratio_table(R):
     """Rows: every jpar row. Columns: each peer's median and jpar's advantage over it."""
-    peers = peers_of(R)
+    keys = {(r["workload"], r["metric"], r["variant"]) for r in R["rows"] if r["system"] == "jpar"}
+    peers = [s for s in peers_of(R) if any(
+        r["system"] == s and (r["workload"], r["metric"], r["variant"]) in keys for r in R["rows"])]
     hdr = ["workload", "metric", "variant", "unit", "jpar"] + peers
     L = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     for r in R["rows"]:

@@ -72,7 +72,7 @@ class Head:
         self.key = bytes.fromhex(setup["key"])
         self.signer = P.Signer(self.key)
         self.rundir = setup["rundir"]
-        self.sched = Scheduler(prefetch=self.config.prefetch)
+        self.sched = Scheduler(prefetch=self.config.prefetch, prefetch_s=self.config.prefetch_s)
         self.functions: dict[int, bytes] = {}
         self.clients: dict[bytes, Client] = {}
         self.clients_by_no: dict[int, Client] = {}

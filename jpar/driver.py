@@ -97,11 +97,13 @@ class Driver:
         self._answers: dict[int, Any] = {}
         self._requested: set = set()              # object ids asked of the head (not ours)
         self.output_handler: Callable[[P.OutputRecord, Any], None] = default_output_handler
-        self.submit_context: Callable[[], Any] | None = None   # notebook layer: which cell submits
+        self.submit_context: Callable[[int], Any] | None = None   # notebook layer: which cell submits
         self.task_context: dict[int, Any] = {}
         self.current_task: int = 0                 # set by the engine while a task runs (parent id)
         self.wait_hook: Callable[[Callable[[], bool], float | None], None] | None = None
         self.last_heard = time.monotonic()
+        self._outbox: list = []                     # TaskSpecs not yet sent (batched)
+        self._waker = transport.Waker()
 
         rundir = conn.get("rundir", "")
         ident = uuid.uuid4().hex[:12]
@@ -131,7 +133,20 @@ class Driver:
     # ------------------------------------------------------------ sending
     def _send(self, msg: P.Message) -> None:
         with self.lock:
+            if self._outbox:
+                self._flush_locked()
             self.dealer.send(msg)
+
+    def flush(self) -> None:
+        """Send submissions still in the outbox (every blocking call does this first)."""
+        if self._outbox:
+            with self.lock:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        out, self._outbox = self._outbox, []
+        if out:
+            self.dealer.send(P.Submit(out))
 
     def new_ids(self, n: int = 1) -> int:
         """A fresh task/object id (n consecutive ids for n returns); no round trip."""
@@ -146,9 +161,16 @@ class Driver:
             self._fn_sent.add(fn_id)
 
     def submit(self, spec: P.TaskSpec) -> None:
+        """Queue a task; the receiver thread (or the next blocking call) sends queued ones in one batch."""
         if self.submit_context is not None:
-            self.task_context[spec.task_id] = self.submit_context()
-        self._send(P.Submit([spec]))
+            self.task_context[spec.task_id] = self.submit_context(spec.task_id)
+        with self.lock:
+            out = self._outbox
+            out.append(spec)
+            if len(out) == 1:
+                self._waker.wake()
+            elif len(out) >= 512:
+                self._flush_locked()
 
     def put(self, value: Any) -> ObjectRef:
         oid = self.new_ids()
@@ -158,7 +180,11 @@ class Driver:
         return ObjectRef(oid, self.client_no, self)
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
-        self._send(P.Cancel(ref.id, force, recursive))
+        self.cancel_ids([ref.id], force, recursive)
+
+    def cancel_ids(self, task_ids, force: bool = False, recursive: bool = True) -> None:
+        for tid in task_ids:
+            self._send(P.Cancel(tid, force, recursive))
 
     def query(self, what: str, arg: Any = None, timeout: float | None = None) -> Any:
         """Ask the head something and wait for the answer."""
@@ -179,9 +205,15 @@ class Driver:
         hb = self.config.heartbeat_s
         next_hb = time.monotonic() + hb
         pull = self.pull
+        poller = transport.Poller(pull, self._waker)
         try:
             while not self.closed:
-                msg = pull.recv(timeout_ms=int(hb * 1000 / 2))
+                ready = poller.poll(int(hb * 1000 / 2))
+                if self._outbox:
+                    with self.lock:
+                        self._waker.drain()
+                        self._flush_locked()
+                msg = pull.recv_nowait() if ready else None
                 while msg is not None:
                     self._handle(msg)
                     msg = pull.recv_nowait()
@@ -270,6 +302,7 @@ class Driver:
 
     def get(self, refs: list, timeout: float | None) -> list:
         """Values of ``refs`` in order; raises the first error as soon as it is known."""
+        self.flush()
         self._request_missing(refs)
         results = self.results
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -318,6 +351,7 @@ class Driver:
             )
 
     def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool = True):
+        self.flush()
         self._request_missing(refs)
         results = self.results
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -384,6 +418,8 @@ class Driver:
     def _close_sockets(self) -> None:
         self.pull.close()
         self.dealer.close()
+        if hasattr(self, "_waker"):
+            self._waker.close()
         if self.endpoint.startswith("ipc://"):
             try:
                 os.unlink(self.endpoint[len("ipc://"):])

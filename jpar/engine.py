@@ -133,8 +133,8 @@ class Engine:
                 while self.queue and not self.stop:
                     self._run_next()
                     self._pump(timeout_ms=0)
-                    if len(self.queue) < 2 or len(self.done) >= 32:
-                        self._flush()
+                    if len(self.done) >= len(self.queue) or len(self.done) >= 256:
+                        self._flush()  # geometric batching: eager when the queue runs low
                 self._flush()
         finally:
             self.stop = True
@@ -178,6 +178,7 @@ class Engine:
             gpu_env = os.environ.get("CUDA_VISIBLE_DEVICES")
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in rec.gpu_ids)
         status, objects = P.OK, ()
+        t0 = time.perf_counter()
         try:
             fn = self._function(rec.fn_id)
             args, kwargs = self._arguments(rec)
@@ -202,13 +203,14 @@ class Engine:
                     os.environ.pop("CUDA_VISIBLE_DEVICES", None)
                 else:
                     os.environ["CUDA_VISIBLE_DEVICES"] = gpu_env
+        took = time.perf_counter() - t0
         if status == -1:  # cancelled: the head already told the owner
             self.cancelled.discard(rec.task_id)
-            self.done.append(P.DoneRecord(rec.task_id, rec.attempt, P.ERROR, ()))
+            self.done.append(P.DoneRecord(rec.task_id, rec.attempt, P.ERROR, (), took))
             return
         if status != P.RETRY:
             self.results.setdefault(rec.owner, []).extend(P.ObjectRecord(*o) for o in objects)
-        self.done.append(P.DoneRecord(rec.task_id, rec.attempt, status, objects))
+        self.done.append(P.DoneRecord(rec.task_id, rec.attempt, status, objects, took))
 
     def _function(self, fn_id: int):
         fn = self.functions.get(fn_id)

@@ -22,6 +22,7 @@ class TaskOptions:
     max_retries: int | None = None          # None: the config default (3) for engine crashes
     retry_exceptions: Any = False           # False, True, or a list/tuple of exception types
     name: str | None = None                 # shown in the dashboard and output prefixes
+    placement: int = -1                     # jpar extension: run only on this engine id (-1: anywhere)
 
     def __post_init__(self):
         if self.num_cpus < 0 or self.num_gpus < 0:

@@ -168,6 +168,10 @@ def unwrap_error(err: BaseException, traceback_type: type = RemoteTraceback) -> 
         exc = err.cause
         if isinstance(exc, InitializerError):
             exc = exc.exc
+            try:
+                exc._jpar_initializer_failed = True
+            except AttributeError:
+                pass
         exc.__cause__ = traceback_type('\n"""\n%s"""' % err.remote_traceback.rstrip("\n"))
         return exc
     return err

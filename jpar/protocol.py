@@ -58,6 +58,7 @@ class TaskSpec(NamedTuple):
     retry_exceptions: Any  # False, True, or pickled tuple of exception types
     parent: int           # task id of the submitting task, 0 from a driver
     actor: int            # actor id for a method call / creation, 0 for a plain task
+    placement: int        # run only on this engine id; -1 for anywhere
 
 
 class DispatchRecord(NamedTuple):
@@ -88,6 +89,7 @@ class DoneRecord(NamedTuple):
     attempt: int
     status: int           # OK, ERROR, or RETRY (an exception retry_exceptions allows)
     objects: tuple        # ((object_id, status, blob), ...)
+    duration: float       # seconds the task ran (sizes the engine's prefetch queue)
 
 
 class OutputRecord(NamedTuple):

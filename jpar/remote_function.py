@@ -69,7 +69,7 @@ class RemoteFunction(Generic[Params, R]):
         if max_retries < 0:
             max_retries = 1 << 30
         driver.submit(P.TaskSpec(task_id, fn_id, self._name, payload, deps, n, self._resources,
-                                 max_retries, self._retry, driver.current_task, 0))
+                                 max_retries, self._retry, driver.current_task, 0, opts.placement))
         if n == 1:
             return ObjectRef(task_id, driver.client_no, driver)
         return [ObjectRef(task_id + i, driver.client_no, driver) for i in range(n)]

@@ -158,6 +158,8 @@ class Engine:
     node: str
     queue: list = field(default_factory=list)        # task ids, in the order the engine runs them
     reserved: dict = field(default_factory=dict)
+    avg_s: float = 0.01                              # moving average of its tasks' run time
+    depth: int = 1                                   # how many tasks it may hold (1 + prefetch)
 
 
 @dataclass(slots=True)
@@ -173,8 +175,9 @@ class Node:
 class Scheduler:
     """All scheduling state of one cluster; every public method is one event."""
 
-    def __init__(self, prefetch: int = 4):
+    def __init__(self, prefetch: int = 64, prefetch_s: float = 0.002):
         self.prefetch = prefetch
+        self.prefetch_s = prefetch_s
         self.tasks: dict[int, Task] = {}
         self.objects: dict[int, Obj] = {}
         self.engines: dict[int, Engine] = {}
@@ -242,6 +245,9 @@ class Scheduler:
             if task.state is S.ASSIGNED and not task.started:
                 self._move(task, S.QUEUED, "its engine died before starting it")
                 self._enqueue(task, front=True)
+            elif task.spec.placement == engine_id:
+                self._fail(task, Failure.ENGINE_CRASHED, f"engine {engine_id}, which it was pinned to, died",
+                           "its pinned engine died")
             elif task.attempt < task.spec.max_retries:
                 task.attempt += 1
                 task.started = task.blocked = False
@@ -252,6 +258,13 @@ class Scheduler:
                            f"engine {engine_id} died while running it and its {task.spec.max_retries} "
                            "retries are spent", "engine died, no retries left")
         eng.queue.clear()
+        for shape in [s for s in self.ready if s[0] == engine_id]:
+            pinned = self.ready.pop(shape)
+            for tid in pinned:
+                task = self.tasks.get(tid)
+                if task is not None and task.state is S.QUEUED:
+                    self._fail(task, Failure.ENGINE_CRASHED, f"engine {engine_id}, which it was pinned to, died",
+                               "its pinned engine died")
         if not node.engines:
             del self.nodes[eng.node]
             self._fail_infeasible()
@@ -329,7 +342,7 @@ class Scheduler:
 
     def _submit_one(self, client: int, spec: TaskSpec) -> None:
         demand = {k: float(v) for k, v in spec.resources if v}
-        task = Task(spec, client, demand, tuple(sorted(demand.items())))
+        task = Task(spec, client, demand, (spec.placement, *sorted(demand.items())))
         tid = spec.task_id
         self.tasks[tid] = task
         for oid in task.return_ids:
@@ -339,6 +352,10 @@ class Scheduler:
             parent.children.append(tid)
         if self.nodes and not self._feasible_anywhere(demand):
             self._fail(task, Failure.INFEASIBLE, self._infeasible_message(task), "no node can ever run it")
+            return
+        if spec.placement >= 0 and spec.placement not in self.engines:
+            self._fail(task, Failure.INFEASIBLE, f"{spec.name} was pinned to engine {spec.placement}, which does "
+                       f"not exist (engines: {sorted(self.engines)}). Pick a live engine id.", "no such engine")
             return
         failed = None
         for oid in spec.deps:
@@ -371,8 +388,13 @@ class Scheduler:
 
     def tasks_done(self, engine_id: int, records) -> list:
         """A batch of TaskDone records from one engine."""
+        eng = self.engines.get(engine_id)
         for r in records:
+            if eng is not None:
+                eng.avg_s += (r.duration - eng.avg_s) * 0.1
             self._task_done(engine_id, r.task_id, r.attempt, r.status == 2, r.objects)
+        if eng is not None:
+            eng.depth = 1 + min(self.prefetch, int(self.prefetch_s / max(eng.avg_s, 1e-6)))
         self._schedule()
         return self._take()
 
@@ -494,7 +516,7 @@ class Scheduler:
 
     def _fail_infeasible(self) -> None:
         for shape, q in list(self.ready.items()):
-            if q and self.nodes and not self._feasible_anywhere(dict(shape)):
+            if q and self.nodes and not self._feasible_anywhere(dict(shape[1:])):
                 for tid in list(q):
                     task = self.tasks.get(tid)
                     if task is not None and task.state is S.QUEUED:
@@ -532,11 +554,11 @@ class Scheduler:
     def _pick_engine(self, task: Task, held: dict) -> Engine | None:
         demand = task.demand
         simple = "GPU" not in demand
-        limit = 1 + self.prefetch if simple else 1
-        best, best_len = None, limit
-        for eng in self.engines.values():
-            n = sum(1 for t in eng.queue if not self.tasks[t].blocked)
-            if n >= best_len:
+        best, best_len = None, 1 << 30
+        pin = task.spec.placement
+        for eng in (self.engines.values() if pin < 0 else [self.engines[pin]] if pin in self.engines else []):
+            n = sum(1 for t in eng.queue if not self.tasks[t].blocked) if eng.queue else 0
+            if n >= best_len or n >= (eng.depth if simple else 1):
                 continue
             node = self.nodes[eng.node]
             h = held.get(eng.node)

@@ -17,7 +17,7 @@ import zmq
 from . import protocol
 from .errors import ProtocolError
 
-__all__ = ["Channel", "Poller", "context", "bind_router", "bind_pull", "bind_pub", "connect_dealer",
+__all__ = ["Channel", "Poller", "Waker", "context", "bind_router", "bind_pull", "bind_pub", "connect_dealer",
            "connect_push", "connect_sub", "Again"]
 
 log = logging.getLogger("jpar.transport")
@@ -51,7 +51,7 @@ class Channel:
 
     def send(self, msg: protocol.Message, nowait: bool = False) -> bool:
         try:
-            self.sock.send_multipart(protocol.encode(msg, self.signer), flags=zmq.DONTWAIT if nowait else 0, copy=False)
+            self.sock.send_multipart(protocol.encode(msg, self.signer), flags=zmq.DONTWAIT if nowait else 0)
             return True
         except zmq.Again:
             return False
@@ -59,7 +59,7 @@ class Channel:
     def send_to(self, identity: bytes, msg: protocol.Message) -> bool:
         """ROUTER only: send to the peer with this identity (dropped if it is gone)."""
         try:
-            self.sock.send_multipart([identity, *protocol.encode(msg, self.signer)], flags=zmq.DONTWAIT, copy=False)
+            self.sock.send_multipart([identity, *protocol.encode(msg, self.signer)], flags=zmq.DONTWAIT)
             return True
         except (zmq.Again, zmq.ZMQError):
             return False
@@ -124,7 +124,8 @@ class Poller:
         for ch in channels:
             self.add(ch)
 
-    def add(self, ch: Channel) -> None:
+    def add(self, ch) -> None:
+        """Watch a Channel (or a Waker) for input."""
         self._poller.register(ch.sock, zmq.POLLIN)
         self._by_sock[ch.sock] = ch
 
@@ -195,6 +196,36 @@ def connect_sub(endpoint: str, signer) -> Channel:
     sock.setsockopt(zmq.SUBSCRIBE, b"")
     sock.connect(endpoint)
     return Channel(sock, signer, endpoint)
+
+
+class Waker:
+    """Wakes a thread blocked in :meth:`Poller.poll` from any other thread (inproc pair)."""
+
+    def __init__(self):
+        name = f"inproc://jpar-wake-{id(self):x}"
+        self._recv = _socket(zmq.PAIR)
+        self._recv.bind(name)
+        self._send = _socket(zmq.PAIR)
+        self._send.connect(name)
+        self.sock = self._recv
+
+    def wake(self) -> None:
+        """Call with the owner's lock held (one sender at a time)."""
+        try:
+            self._send.send(b"", zmq.DONTWAIT)
+        except zmq.Again:
+            pass  # already many wake-ups pending: one is enough
+
+    def drain(self) -> None:
+        try:
+            while True:
+                self._recv.recv(zmq.DONTWAIT)
+        except zmq.Again:
+            pass
+
+    def close(self) -> None:
+        self._send.close(linger=0)
+        self._recv.close(linger=0)
 
 
 def raw_socket(kind: str, endpoint: str):
