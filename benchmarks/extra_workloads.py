@@ -21,24 +21,28 @@ TITLES = {"putget": "9. Small objects: put N small (64-byte) objects, then get t
 
 
 def _accessors(ad):
-    """(get_one, get_all, free_all) for a put() ref of this adapter, or None if unknown.
+    """(put, get_one, get_all, free_all) for this adapter's put refs, or None if unknown.
 
     The shared adapters have no 'get of a put ref' method: for jpar, Ray and Dask a put
     ref is a handle that result()/gather() resolve; serial's put is the object itself;
-    ipyparallel's is a name in engine 0's namespace that has to be pulled."""
+    ipyparallel's is a name in engine 0's namespace that has to be pulled. Dask's put
+    (scatter) names objects by a hash of their content by default, so putting equal
+    objects again while the last ones are being released races ("already forgotten"):
+    here it scatters with hash=False, a fresh key per put, like the other systems."""
     if ad.name == "serial":
-        return (lambda r: r), list, (lambda rs: None)
+        return ad.put, (lambda r: r), list, (lambda rs: None)
     if ad.name == "ipyparallel":
         def free_all(rs):
             names = [r.name for r in rs]
             ad.dv0.execute(f"for _k in {names!r}: globals().pop(_k, None)", block=True)
-        return ((lambda r: ad.dv0.pull(r.name, block=True)),
+        return (ad.put, (lambda r: ad.dv0.pull(r.name, block=True)),
                 (lambda rs: list(ad.dv0.pull([r.name for r in rs], block=True))), free_all)
     if ad.name in ("jpar", "ray", "ray_nice0", "dask"):
         def free_all(rs):
             for r in rs:
                 ad.free(r)
-        return ad.result, ad.gather, free_all
+        put = (lambda o: ad.client.scatter(o, hash=False)) if ad.name == "dask" else ad.put
+        return put, ad.result, ad.gather, free_all
     return None
 
 
@@ -48,15 +52,15 @@ def wl_putget(ad, cfg):
     acc = _accessors(ad)
     if acc is None:
         return []
-    get_one, get_all, free_all = acc
+    put, get_one, get_all, free_all = acc
     rec = W.Recorder()
     N, B = cfg["putget_ops"], cfg["putget_bytes"]
     # bytes, not tuples: Dask's scatter() would scatter a tuple's items one by one
     objs = [i.to_bytes(8, "little") * (B // 8) for i in range(N)]
     warm = objs[:cfg["putget_warmup"]]
-    refs = [ad.put(o) for o in warm]
+    refs = [put(o) for o in warm]
     assert get_all(refs) == warm
-    assert get_one(ad.put(warm[0])) == warm[0]
+    assert get_one(put(warm[0])) == warm[0]
     free_all(refs)
     del refs
     rows = []
@@ -65,7 +69,7 @@ def wl_putget(ad, cfg):
     for _ in W.reps(cfg["putget_reps"]):
         def one():
             t0 = W.perf()
-            refs = [ad.put(o) for o in objs]
+            refs = [put(o) for o in objs]
             t1 = W.perf()
             out = get_all(refs)
             t2 = W.perf()
@@ -85,7 +89,7 @@ def wl_putget(ad, cfg):
         def one():
             t0 = W.perf()
             for o in objs:
-                assert get_one(ad.put(o)) == o
+                assert get_one(put(o)) == o
             return W.perf() - t0
         seq.append(N / rec.rep(one))
     rows.append(W.row(f"{N} x (put one small object, get it back)", "put then get, one at a time",

@@ -158,7 +158,7 @@ class Engine:
     node: str
     queue: list = field(default_factory=list)        # task ids, in the order the engine runs them
     reserved: dict = field(default_factory=dict)
-    avg_s: float = 0.01                              # moving average of its tasks' run time
+    avg_s: float = -1.0                              # moving average of its tasks' run time (-1: none yet)
     depth: int = 1                                   # how many tasks it may hold (1 + prefetch)
 
 
@@ -391,7 +391,7 @@ class Scheduler:
         eng = self.engines.get(engine_id)
         for r in records:
             if eng is not None:
-                eng.avg_s += (r.duration - eng.avg_s) * 0.1
+                eng.avg_s = r.duration if eng.avg_s < 0 else eng.avg_s + (r.duration - eng.avg_s) * 0.2
             self._task_done(engine_id, r.task_id, r.attempt, r.status == 2, r.objects)
         if eng is not None:
             eng.depth = 1 + min(self.prefetch, int(self.prefetch_s / max(eng.avg_s, 1e-6)))

@@ -77,6 +77,10 @@ class RemoteException(Exception):
     def __init__(self, type_name: str, message: str):
         super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
+        self.message = message
+
+    def __reduce__(self):
+        return (RemoteException, (self.type_name, self.message))
 
 
 def dumps_exception(exc: BaseException, function_name: str, skip_frames: int = 0) -> bytes:

@@ -1,0 +1,198 @@
+"""The scheduler as a pure state machine: events in, actions out, no processes."""
+
+import pytest
+
+from jpar import protocol as P
+from jpar.scheduler import (TRANSITIONS, CancelOnEngine, DispatchTask, Failure, FreeObjects, ReplyObjects,
+                            Scheduler, SendFailure, TaskState, Transition)
+
+S = TaskState
+
+
+def spec(tid, deps=(), cpus=1.0, gpus=0.0, retries=3, parent=0, placement=-1, returns=1, **res):
+    resources = [("CPU", cpus)] + ([("GPU", gpus)] if gpus else []) + sorted(res.items())
+    return P.TaskSpec(tid, 1, f"t{tid}", b"", tuple(deps), returns, tuple(resources), retries, False, parent, 0,
+                      placement)
+
+
+def of(actions, kind):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def done(sched, eng, tid, status=P.OK, blob=b"v", attempt=None):
+    task = sched.tasks[tid]
+    rec = P.DoneRecord(tid, task.attempt if attempt is None else attempt, status, ((tid, status, blob),), 0.5)
+    return sched.tasks_done(eng, [rec])
+
+
+@pytest.fixture
+def sched():
+    s = Scheduler(prefetch=0)
+    s.client_added(1)
+    return s
+
+
+def test_every_transition_taken_is_in_the_table(sched):
+    acts = sched.engine_added(0, "n", {"CPU": 1})
+    acts += sched.submit(1, [spec(10), spec(11, deps=[10])])
+    acts += done(sched, 0, 10)
+    acts += done(sched, 0, 11)
+    moves = [(a.old, a.new) for a in of(acts, Transition)]
+    assert moves and all(m in TRANSITIONS for m in moves)
+    assert (None, S.QUEUED) in moves and (None, S.WAITING) in moves and (S.WAITING, S.QUEUED) in moves
+
+
+def test_illegal_transition_is_refused(sched):
+    sched.submit(1, [spec(1)])
+    with pytest.raises(AssertionError, match="illegal transition"):
+        sched._move(sched.tasks[1], S.DONE, "test")
+
+
+def test_queued_until_an_engine_joins(sched):
+    assert of(sched.submit(1, [spec(1)]), DispatchTask) == []
+    assert sched.tasks[1].state is S.QUEUED
+    assert of(sched.engine_added(0, "n", {"CPU": 1}), DispatchTask) == [DispatchTask(0, 1, ())]
+    assert sched.tasks[1].state is S.RUNNING
+
+
+def test_dependency_waits_then_runs_and_failure_propagates(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2, deps=[1]), spec(3, deps=[2])])
+    assert sched.tasks[2].state is S.WAITING
+    acts = done(sched, 0, 1)
+    assert DispatchTask(0, 2, ()) in acts
+    acts = done(sched, 0, 2, status=P.ERROR, blob=b"boom")
+    fails = of(acts, SendFailure)
+    assert [(f.task_id, f.kind, f.detail) for f in fails] == [(3, Failure.DEPENDENCY, b"boom")]
+    assert 3 not in sched.tasks
+
+
+def test_prefetch_depth_follows_task_duration():
+    s = Scheduler(prefetch=8, prefetch_s=0.002)
+    s.client_added(1)
+    s.engine_added(0, "n", {"CPU": 1})
+    s.submit(1, [spec(i) for i in range(1, 30)])
+    assert len(s.engines[0].queue) == 1            # unknown durations: one at a time
+    fast = [P.DoneRecord(1, 0, P.OK, ((1, P.OK, b""),), 1e-5)]
+    s.tasks_done(0, fast)
+    assert len(s.engines[0].queue) == 9            # short tasks: a deep prefetch queue
+    assert s.available()["CPU"] == 0.0             # ...that reserves one CPU, not nine
+
+
+def test_big_request_is_not_starved_by_younger_small_ones(sched):
+    sched.engine_added(0, "n", {"CPU": 2})
+    sched.engine_added(1, "n", {"CPU": 2})
+    sched.submit(1, [spec(1), spec(2), spec(3, cpus=2), spec(4), spec(5)])
+    assert sched.tasks[3].state is S.QUEUED
+    acts = done(sched, 0, 1)                      # one CPU frees: not enough for 3, and 4 must not take it
+    assert of(acts, DispatchTask) == []
+    acts = done(sched, 1, 2)
+    assert of(acts, DispatchTask)[0].task_id == 3
+
+
+def test_infeasible_fails_fast_with_the_numbers(sched):
+    sched.engine_added(0, "n", {"CPU": 2})
+    fails = of(sched.submit(1, [spec(1, cpus=4), spec(2, widgets=1)]), SendFailure)
+    assert [f.kind for f in fails] == [Failure.INFEASIBLE, Failure.INFEASIBLE]
+    assert "CPU" in fails[0].detail and "no node can ever provide" in fails[0].detail
+
+
+def test_custom_resources_and_gpus(sched):
+    sched.engine_added(0, "n", {"CPU": 3, "GPU": 2, "GPU_IDS": ["0", "1"], "disk": 1})
+    sched.engine_added(1, "n", {})
+    sched.engine_added(2, "n", {})
+    acts = sched.submit(1, [spec(1, gpus=1), spec(2, gpus=1), spec(3, gpus=1), spec(4, disk=1)])
+    got = {a.task_id: a.gpu_ids for a in of(acts, DispatchTask)}
+    assert sorted(got[1] + got[2]) == ["0", "1"] and 3 not in got
+    acts = done(sched, sched.tasks[1].engine, 1)
+    assert {a.task_id: a.gpu_ids for a in of(acts, DispatchTask)} == {3: got[1], 4: ()}
+
+
+def test_engine_death_retries_then_gives_up(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1, retries=1)])
+    sched.engine_added(1, "n", {})
+    acts = sched.engine_removed(0)
+    assert sched.tasks[1].attempt == 1 and DispatchTask(1, 1, ()) in acts
+    acts = sched.engine_removed(1)
+    fails = of(acts, SendFailure)
+    assert [(f.task_id, f.kind) for f in fails] == [(1, Failure.ENGINE_CRASHED)]
+
+
+def test_prefetched_task_on_a_dead_engine_keeps_its_retries():
+    s = Scheduler(prefetch=4, prefetch_s=1.0)
+    s.client_added(1)
+    s.engine_added(0, "n", {"CPU": 1})
+    s.engines[0].depth = 3
+    s.submit(1, [spec(1, retries=0), spec(2, retries=0)])
+    assert s.tasks[2].state is S.ASSIGNED
+    acts = s.engine_removed(0)
+    assert [f.task_id for f in of(acts, SendFailure)] == [1]   # it ran: no retries left
+    assert s.tasks[2].state is S.QUEUED and s.tasks[2].attempt == 0
+
+
+def test_late_report_from_a_previous_attempt_is_ignored(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.engine_added(1, "n", {})
+    sched.submit(1, [spec(1)])
+    eng = sched.tasks[1].engine
+    sched.engine_removed(eng)
+    acts = sched.tasks_done(eng, [P.DoneRecord(1, 0, P.OK, ((1, P.OK, b""),), 0.1)])
+    assert sched.tasks[1].state is S.RUNNING and of(acts, Transition) == []
+
+
+def test_cancel_queued_running_and_children(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2), spec(3, parent=1)])
+    acts = sched.cancel(1, force=False, recursive=True)
+    assert CancelOnEngine(0, 1, False) in acts
+    cancelled = {f.task_id for f in of(acts, SendFailure) if f.kind is Failure.CANCELLED}
+    assert cancelled == {1, 3}
+    assert of(acts, DispatchTask) == [DispatchTask(0, 2, ())]
+
+
+def test_objects_live_while_held_and_are_freed_after(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.put(1, [100], 0, [b"data"])
+    sched.submit(1, [spec(1, deps=[100])])
+    assert of(sched.release(1, [100]), FreeObjects) == []     # the pending task still needs it
+    acts = done(sched, 0, 1)
+    assert FreeObjects((100,)) in acts
+    assert of(sched.release(1, [1]), FreeObjects) == [FreeObjects((1,))]
+
+
+def test_get_objects_replies_when_ready_or_lost(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.client_added(2)
+    sched.submit(1, [spec(1)])
+    acts = sched.get_objects(2, 77, [1, 999])
+    assert [(f.kind, f.object_ids) for f in of(acts, SendFailure)] == [(Failure.OBJECT_LOST, (999,))]
+    acts = done(sched, 0, 1)
+    assert ReplyObjects(2, 77, (1,)) in acts
+
+
+def test_placement_pins_to_one_engine(sched):
+    sched.engine_added(0, "n", {"CPU": 2})
+    sched.engine_added(1, "n", {})
+    acts = sched.submit(1, [spec(1, placement=1), spec(2, placement=1), spec(3, placement=5)])
+    assert of(acts, DispatchTask) == [DispatchTask(1, 1, ())]
+    assert [f.task_id for f in of(acts, SendFailure)] == [3]
+    acts = sched.engine_removed(1)
+    assert [(f.task_id, f.kind) for f in of(acts, SendFailure)] == [(1, Failure.ENGINE_CRASHED),
+                                                                    (2, Failure.ENGINE_CRASHED)]
+
+
+def test_blocked_task_frees_its_engine(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2, parent=1)])
+    assert sched.tasks[2].state is S.QUEUED
+    acts = sched.blocked(0, 1, True)
+    assert DispatchTask(0, 2, ()) in acts
+
+
+def test_client_leaving_cancels_its_work(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2)])
+    acts = sched.client_removed(1)
+    assert CancelOnEngine(0, 1, False) in acts
+    assert sched.tasks == {} and sched.statistics()["tasks"]["cancelled"] == 2
