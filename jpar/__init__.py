@@ -5,6 +5,7 @@ from .api import (ClusterContext, available_resources, cancel, cluster_resources
 from .errors import (ActorDiedError, ActorError, ClusterError, ConfigError, EngineCrashedError, GetTimeoutError,
                      JparError, NotInitializedError, ObjectLostError, ObjectStoreFullError, ResourceError,
                      SerializationError, TaskCancelledError, TaskError)
+from . import hooks
 from .refs import ObjectRef
 from .remote_function import RemoteFunction
 
@@ -15,5 +16,5 @@ __all__ = [
     "cluster_resources", "available_resources", "ClusterContext", "ObjectRef", "RemoteFunction",
     "JparError", "ClusterError", "ConfigError", "NotInitializedError", "SerializationError", "ResourceError",
     "TaskError", "TaskCancelledError", "EngineCrashedError", "ActorError", "ActorDiedError",
-    "GetTimeoutError", "ObjectLostError", "ObjectStoreFullError", "__version__",
+    "GetTimeoutError", "ObjectLostError", "ObjectStoreFullError", "hooks", "__version__",
 ]

@@ -52,24 +52,34 @@ def set_current_driver(driver: "Driver | None") -> None:
 
 def require_driver(what: str = "This call") -> "Driver":
     d = _current
-    if d is None or d.closed:
-        if d is None:
-            from . import api
+    if d is None:
+        from . import api
 
-            d = api._auto_client()
-        if d is None or d.closed:
+        d = api._auto_client()
+        if d is None:
             raise NotInitializedError(what)
+    if d.closed:
+        d._check_alive()
     return d
 
 
+_mid_line: set = set()   # (task_id, stream) whose last chunk did not end a line
+
+
 def default_output_handler(chunk: P.OutputRecord, context: Any) -> None:
-    """Print a task's output on this process's stdout/stderr, prefixed like Ray does."""
+    """Print a task's output on this process's stdout/stderr, each line prefixed like Ray does."""
     stream = sys.stderr if chunk.stream == "stderr" else sys.stdout
     prefix = f"({chunk.name} pid={chunk.pid}, engine={chunk.engine_id}) "
-    text = chunk.text
-    lines = text.splitlines(keepends=True)
+    key = (chunk.task_id, chunk.stream)
+    parts = []
+    for line in chunk.text.splitlines(keepends=True):
+        parts.append(line if key in _mid_line else prefix + line)
+        if line.endswith("\n"):
+            _mid_line.discard(key)
+        else:
+            _mid_line.add(key)
     try:
-        stream.write("".join(prefix + line for line in lines))
+        stream.write("".join(parts))
         stream.flush()
     except (ValueError, OSError):
         pass
@@ -223,7 +233,8 @@ class Driver:
                     if now >= next_hb:
                         self._send(P.Heartbeat())
                         next_hb = now + hb
-                        if now - self.last_heard > self.config.dead_after_s:
+                        head_exited = self.process is not None and self.process.poll() is not None
+                        if head_exited or now - self.last_heard > self.config.dead_after_s:
                             self._head_lost()
         except Exception:  # sockets closed under us at shutdown
             if not self.closed:

@@ -281,9 +281,14 @@ class Engine:
         rec = self.running[-1] if self.running else None
         if rec is None:
             return
-        chunk = P.OutputRecord(rec.task_id, self.engine_id, self.pid, rec.name, stream, text)
         with self.output_lock:
-            self.output.append((rec.owner, chunk))
+            out = self.output
+            if out:
+                owner, last = out[-1]
+                if last.task_id == rec.task_id and last.stream == stream:
+                    out[-1] = (owner, last._replace(text=last.text + text))  # print() writes text, then "\n"
+                    return
+            out.append((rec.owner, P.OutputRecord(rec.task_id, self.engine_id, self.pid, rec.name, stream, text)))
 
     def flush_output(self) -> None:
         with self.output_lock:

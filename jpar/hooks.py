@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .driver import require_driver
+from .driver import current_driver, require_driver
 from .protocol import OutputRecord
 
-__all__ = ["set_submit_hook", "set_output_handler", "cancel_tasks", "engines", "status", "task_ids_done",
-           "OutputRecord"]
+__all__ = ["set_submit_hook", "set_output_handler", "set_front_end", "apply_front_end", "cancel_tasks", "engines",
+           "status", "task_ids_done", "OutputRecord"]
+
+_front_end: tuple | None = None   # (submit_hook, output_handler) for drivers made later
 
 
 def set_submit_hook(hook: Callable[[int], Any] | None) -> None:
@@ -25,6 +27,32 @@ def set_output_handler(handler: Callable[[OutputRecord, Any], None] | None) -> N
     from .driver import default_output_handler
 
     require_driver("set_output_handler()").output_handler = handler or default_output_handler
+
+
+def set_front_end(submit_hook: Callable[[int], Any] | None,
+                  output_handler: Callable[[OutputRecord, Any], None] | None) -> None:
+    """Set both hooks on the current driver (if any) and remember them for drivers that
+    init() makes later (see apply_front_end); ``set_front_end(None, None)`` forgets them."""
+    global _front_end
+    _front_end = None if submit_hook is None and output_handler is None else (submit_hook, output_handler)
+    d = current_driver()
+    if d is not None and not d.closed:
+        set_submit_hook(submit_hook)
+        set_output_handler(output_handler)
+
+
+def apply_front_end() -> bool:
+    """Give the current driver the remembered hooks if it lacks them; cheap and idempotent.
+    Returns whether a live driver now has them."""
+    d = current_driver()
+    if _front_end is None or d is None or d.closed:
+        return False
+    submit_hook, output_handler = _front_end
+    if d.submit_context is not submit_hook:
+        d.submit_context = submit_hook
+    if output_handler is not None and d.output_handler is not output_handler:
+        d.output_handler = output_handler
+    return True
 
 
 def cancel_tasks(task_ids, force: bool = False) -> None:

@@ -51,10 +51,11 @@ def start_head(config: Config, num_engines: int, *, owner: bool, resources: dict
         "node": node or socket.gethostname(), "env": env, "cwd": os.getcwd(),
         "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jpar.controller"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=open(os.path.join(rundir, "head.log"), "ab"), start_new_session=True, env=env,
-    )
+    with open(os.path.join(rundir, "head.log"), "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jpar.controller"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=log, start_new_session=True, env=env,
+        )
     proc.stdin.write((json.dumps(setup) + "\n").encode())
     proc.stdin.close()
     ready, _, _ = select.select([proc.stdout], [], [], config.start_timeout_s)

@@ -13,7 +13,7 @@ from .driver import require_driver
 from .options import TaskOptions
 from .refs import ArgRef, ObjectRef
 
-__all__ = ["RemoteFunction"]
+__all__ = ["RemoteFunction", "display_name"]
 
 Params = ParamSpec("Params")
 R = TypeVar("R")
@@ -25,7 +25,7 @@ class RemoteFunction(Generic[Params, R]):
     def __init__(self, fn: Callable[Params, R], options: TaskOptions):
         self._fn = fn
         self._options = options
-        self._name = options.name or getattr(fn, "__qualname__", repr(fn))
+        self._name = options.name or display_name(fn)
         self._blob: bytes | None = None
         self._fn_id: int | None = None
         self._resources = options.resource_tuple()
@@ -76,6 +76,12 @@ class RemoteFunction(Generic[Params, R]):
 
     def __repr__(self) -> str:
         return f"<jpar.RemoteFunction {self._name}>"
+
+
+def display_name(fn) -> str:
+    """A function's qualified name without the ``<locals>`` of enclosing functions."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    return name.rsplit("<locals>.", 1)[-1]
 
 
 def _split_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict, tuple]:

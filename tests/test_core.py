@@ -1,0 +1,260 @@
+"""The core API on a real local cluster (head + 2 engines on 127.0.0.1)."""
+
+import os
+import signal
+import time
+
+import pytest
+
+import jpar
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@jpar.remote
+def square(x):
+    return x * x
+
+
+@jpar.remote
+def add(a, b):
+    return a + b
+
+
+@jpar.remote
+def fail(msg):
+    raise ValueError(msg)
+
+
+@jpar.remote
+def pid():
+    return os.getpid()
+
+
+@jpar.remote
+def sleep_then(seconds, value=None):
+    time.sleep(seconds)
+    return value
+
+
+def test_issue_example(cluster):
+    assert jpar.get([square.remote(i) for i in range(4)]) == [0, 1, 4, 9]
+    assert jpar.get(square.remote(square.remote(2))) == 16
+    big = list(range(100_000))
+    assert jpar.get(jpar.put(big)) == big
+    refs = [sleep_then.remote(0), sleep_then.remote(0), sleep_then.remote(30)]
+    ready, not_ready = jpar.wait(refs, num_returns=2, timeout=20)
+    assert len(ready) == 2 and not_ready == [refs[2]]
+    jpar.cancel(refs[2])
+    with pytest.raises(jpar.TaskCancelledError):
+        jpar.get(refs[2], timeout=10)
+
+
+def test_init_is_idempotent_and_reports_resources(cluster):
+    again = jpar.init()
+    assert again.address == cluster.address and jpar.is_initialized()
+    assert jpar.cluster_resources() == {"CPU": 2.0}
+    assert 0.0 <= jpar.available_resources()["CPU"] <= 2.0
+    assert "engines=2" in repr(cluster) and "<table>" in cluster._repr_html_()
+
+
+def test_dag_of_refs_and_kwargs(cluster):
+    a, b = jpar.put(3), square.remote(4)
+    assert jpar.get(add.remote(a, b=b)) == 19
+    chain = square.remote(1)
+    for _ in range(20):
+        chain = add.remote(chain, 1)
+    assert jpar.get(chain) == 21
+
+
+def test_nested_refs_arrive_as_refs_and_can_be_got(cluster):
+    @jpar.remote
+    def first(refs):
+        assert isinstance(refs[0], jpar.ObjectRef)
+        return jpar.get(refs[0]) * 10
+
+    assert jpar.get(first.remote([square.remote(3)])) == 90
+
+
+def test_tasks_submit_tasks_without_deadlock(cluster):
+    @jpar.remote
+    def fan(n):
+        return sum(jpar.get([square.remote(i) for i in range(n)]))
+
+    # four parents on two engines, each waiting on children: blocked tasks lend their engine
+    assert jpar.get([fan.remote(5) for _ in range(4)]) == [30] * 4
+
+
+def test_get_preserves_order_and_raises_first_error_at_once(cluster):
+    slow = sleep_then.remote(20, "late")
+    bad = fail.remote("broken")
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="broken") as info:
+        jpar.get([slow, bad])
+    assert time.monotonic() - t0 < 10
+    err = info.value
+    assert isinstance(err, jpar.TaskError)
+    assert "raise ValueError(msg)" in err.remote_traceback
+    assert "jpar/engine.py" not in err.remote_traceback
+    jpar.cancel(slow)
+
+
+def test_get_timeout_is_a_timeout_error(cluster):
+    ref = sleep_then.remote(20)
+    with pytest.raises(TimeoutError):
+        jpar.get(ref, timeout=0.2)
+    with pytest.raises(jpar.GetTimeoutError):
+        jpar.get([ref], timeout=0)
+    jpar.cancel(ref)
+
+
+def test_cancel_running_task_interrupts_it(cluster):
+    ref = sleep_then.remote(30)
+    ready, _ = jpar.wait([ref], timeout=0.3)
+    assert ready == []
+    t0 = time.monotonic()
+    jpar.cancel(ref)
+    with pytest.raises(jpar.TaskCancelledError):
+        jpar.get(ref, timeout=10)
+    assert time.monotonic() - t0 < 5
+    assert jpar.get(square.remote(5), timeout=10) == 25   # the engine is still usable
+
+
+def test_cancel_waiting_task_and_its_dependents(cluster):
+    blocker = sleep_then.remote(30)
+    dependent = add.remote(blocker, 1)
+    jpar.cancel(blocker)
+    with pytest.raises(jpar.TaskCancelledError):
+        jpar.get(dependent, timeout=10)
+
+
+def test_failed_dependency_propagates(cluster):
+    with pytest.raises(ValueError, match="root cause"):
+        jpar.get(add.remote(fail.remote("root cause"), 1), timeout=10)
+
+
+def test_calling_remote_function_directly_is_a_type_error():
+    with pytest.raises(TypeError, match=r"square.remote\(\)"):
+        square(3)
+
+
+def test_unpicklable_argument_fails_at_submit(cluster):
+    import threading
+
+    with pytest.raises(jpar.SerializationError, match="positional argument 0"):
+        square.remote(threading.Lock())
+    assert jpar.get(square.remote(2)) == 4
+
+
+def test_bad_arguments_to_api_calls(cluster):
+    with pytest.raises(TypeError):
+        jpar.get(5)
+    with pytest.raises(TypeError):
+        jpar.get([square.remote(1), 5])
+    with pytest.raises(TypeError):
+        jpar.put(square.remote(1))
+    with pytest.raises(ValueError):
+        jpar.wait([square.remote(1)], num_returns=2)
+    with pytest.raises(jpar.ConfigError, match="Unknown option"):
+        square.options(num_cpu=2)
+
+
+def test_num_returns(cluster):
+    @jpar.remote(num_returns=3)
+    def three():
+        return 1, 2, 3
+
+    refs = three.remote()
+    assert jpar.get(refs) == [1, 2, 3]
+    with pytest.raises(ValueError, match="num_returns=2 but returned 3"):
+        jpar.get(three.options(num_returns=2).remote()[0], timeout=10)
+
+
+def test_infeasible_request_fails_fast(cluster):
+    with pytest.raises(jpar.ResourceError, match="no node can ever provide"):
+        jpar.get(square.options(num_cpus=8).remote(2), timeout=10)
+    with pytest.raises(jpar.ResourceError):
+        jpar.get(square.options(resources={"TPU": 1}).remote(2), timeout=10)
+
+
+def test_fractional_and_multi_cpu_requests_run(cluster):
+    assert jpar.get(square.options(num_cpus=2).remote(3), timeout=20) == 9
+    assert jpar.get([square.options(num_cpus=0.5).remote(i) for i in range(4)]) == [0, 1, 4, 9]
+
+
+def test_retry_exceptions(cluster, tmp_path):
+    marker = tmp_path / "attempts"
+
+    @jpar.remote(max_retries=2, retry_exceptions=[OSError])
+    def flaky(path):
+        with open(path, "a") as f:
+            f.write("x")
+        if len(open(path).read()) < 3:
+            raise OSError("transient")
+        return "ok"
+
+    assert jpar.get(flaky.remote(str(marker)), timeout=20) == "ok"
+    assert marker.read_text() == "xxx"
+
+
+def test_functions_defined_in_main_ship_by_value_once(cluster):
+    ns = {}
+    exec("import jpar\n@jpar.remote\ndef local_fn(x):\n    return x + 100\n", ns)
+    ns["local_fn"].__module__ = "__main__"
+    assert jpar.get([ns["local_fn"].remote(i) for i in range(3)]) == [100, 101, 102]
+    driver = jpar.driver.current_driver()
+    assert ns["local_fn"]._fn_id in driver._fn_sent
+
+
+def test_task_output_is_prefixed_on_the_driver(cluster, capfd):
+    @jpar.remote
+    def chatty():
+        print("hello from a task")
+        import sys
+        print("to stderr", file=sys.stderr)
+        return 1
+
+    assert jpar.get(chatty.remote()) == 1
+    deadline = time.monotonic() + 5
+    out = err = ""
+    while time.monotonic() < deadline and ("hello" not in out or "to stderr" not in err):
+        o, e = capfd.readouterr()
+        out, err = out + o, err + e
+        time.sleep(0.05)
+    assert "(chatty pid=" in out and "hello from a task" in out
+    assert "to stderr" in err
+
+
+def test_future_and_await(cluster):
+    import asyncio
+
+    assert square.remote(6).future().result(timeout=10) == 36
+
+    async def main():
+        return await square.remote(7)
+
+    assert asyncio.run(main()) == 49
+
+
+def test_engine_killed_under_a_task_retries_then_fails(cluster):
+    @jpar.remote(max_retries=1)
+    def die_if_first(path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return "survived"
+
+    @jpar.remote(max_retries=1)
+    def always_die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    path = f"/tmp/jpar-test-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        assert jpar.get(die_if_first.remote(path), timeout=40) == "survived"
+    finally:
+        os.unlink(path)
+    with pytest.raises(jpar.EngineCrashedError, match="retries"):
+        jpar.get(always_die.remote(), timeout=40)
+    # the head replaced the dead engines: the cluster still has two and serves
+    assert len(set(jpar.get([pid.remote() for _ in range(50)], timeout=30))) >= 1
+    assert jpar.cluster_resources()["CPU"] == 2.0

@@ -1,0 +1,193 @@
+"""Cluster life cycle: processes come and go cleanly, bad input never breaks the cluster."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+import jpar
+from jpar import protocol as P
+from jpar import transport
+
+from .conftest import jpar_children, wait_gone
+
+pytestmark = pytest.mark.timeout(90)
+PY = sys.executable
+
+
+@jpar.remote
+def echo(x):
+    return x
+
+
+def run_py(code: str, timeout: float = 60, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_shutdown_leaves_no_process():
+    jpar.init(num_engines=2)
+    procs = jpar_children()
+    assert len(procs) == 3  # head + 2 engines
+    jpar.shutdown()
+    assert wait_gone(procs, 10) == []
+    assert not jpar.is_initialized()
+    with pytest.raises(jpar.NotInitializedError, match="jpar.init"):
+        jpar.get(jpar.ObjectRef(1, 1))
+
+
+def test_crashed_driver_leaves_no_process():
+    out = run_py("""
+        import os, jpar
+        jpar.init(num_engines=2)
+        st = jpar.hooks.status()
+        print(st["pid"], *[e["pid"] for e in st["engines"]], flush=True)
+        os._exit(1)  # no shutdown, no atexit: as if the kernel was killed
+    """)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 3, out.stderr
+    procs = [psutil.Process(p) for p in pids if psutil.pid_exists(p)]
+    assert wait_gone(procs, 20) == []
+
+
+def test_interpreter_exit_stops_the_cluster():
+    out = run_py("""
+        import jpar
+        jpar.init(num_engines=1)
+        st = jpar.hooks.status()
+        print(st["pid"], *[e["pid"] for e in st["engines"]], flush=True)
+    """)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2, out.stderr
+    assert wait_gone([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 10) == []
+
+
+def test_engines_exit_when_the_head_is_killed_and_get_does_not_hang():
+    jpar.init(num_engines=2)
+    try:
+        st = jpar.hooks.status()
+        engines = [psutil.Process(e["pid"]) for e in st["engines"]]
+        ref = jpar.remote(time.sleep).remote(30)
+        os.kill(st["pid"], signal.SIGKILL)
+        assert wait_gone(engines, 15) == []
+        with pytest.raises(jpar.ClusterError, match="stopped answering"):
+            jpar.get(ref, timeout=20)
+    finally:
+        jpar.shutdown()
+
+
+def test_second_driver_connects_by_address_and_leaves_cluster_running():
+    ctx = jpar.init(num_engines=2)
+    try:
+        out = run_py(f"""
+            import jpar
+            jpar.init(address={ctx.address!r})
+            f = jpar.remote(lambda x: x * 3)
+            print(jpar.get(f.remote(14)))
+            jpar.shutdown()
+        """)
+        assert out.stdout.strip() == "42", out.stderr
+        assert jpar.get(echo.remote("still here"), timeout=10) == "still here"
+        assert len(jpar.hooks.engines()) == 2
+    finally:
+        jpar.shutdown()
+
+
+def test_garbage_and_unsigned_messages_are_dropped():
+    ctx = jpar.init(num_engines=2)
+    try:
+        conn = jpar.driver.current_driver().conn
+        driver = jpar.driver.current_driver()
+        wrong = P.Signer(b"not the cluster key")
+        targets = [("dealer", conn["head"]), ("dealer", conn["head_ipc"]), ("push", driver.endpoint)]
+        socks = [transport.raw_socket(kind, ep) for kind, ep in targets]
+        for s in socks:
+            s.send(b"garbage")
+            s.send_multipart([b"\x00" * 32, b"\x80\x05junk"])
+            s.send_multipart(P.encode(P.Submit([P.TaskSpec(1, 1, "x", b"", (), 1, (), 0, False, 0, 0, -1)]), wrong))
+            s.send_multipart(P.encode(P.Goodbye(True), wrong))   # would stop the cluster if accepted
+            s.send_multipart([os.urandom(32), os.urandom(5000), os.urandom(10)])
+        assert jpar.get([echo.remote(i) for i in range(20)], timeout=20) == list(range(20))
+        assert len(jpar.hooks.engines()) == 2
+        for s in socks:
+            s.close(linger=0)
+        deadline = time.monotonic() + 10
+        while driver.pull.dropped < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)   # the receiver thread drops them as it reads them
+        assert driver.pull.dropped >= 5
+    finally:
+        jpar.shutdown()
+
+
+def test_gpu_tasks_see_only_their_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    jpar.init(num_engines=2)
+    try:
+        assert jpar.cluster_resources() == {"CPU": 2.0, "GPU": 2.0}
+
+        @jpar.remote(num_gpus=1)
+        def devices(hold):
+            time.sleep(hold)
+            return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+        got = jpar.get([devices.remote(0.5), devices.remote(0.5)], timeout=20)
+        assert sorted(got) == ["3", "5"]
+        assert jpar.get(jpar.remote(lambda: os.environ.get("CUDA_VISIBLE_DEVICES")).remote()) == "3,5"
+    finally:
+        jpar.shutdown()
+
+
+def test_cli_start_status_join_stop(tmp_path):
+    env = dict(os.environ, JPAR_RUNTIME_DIR=str(tmp_path))
+    cli = [PY, "-m", "jpar.cli"]
+    out = subprocess.run(cli + ["start", "--head", "-n", "1"], capture_output=True, text=True, env=env, timeout=30)
+    assert "jpar head started" in out.stdout, out.stderr
+    head_pid = int(out.stdout.split("(pid ")[1].split(")")[0])
+    address = out.stdout.split(" at ")[1].split()[0]
+    try:
+        out = subprocess.run(cli + ["start", "--address", address, "-n", "1", "--node", "second-host"],
+                             capture_output=True, text=True, env=env, timeout=30)
+        engine_pid = int(out.stdout.split("(pids ")[1].split(")")[0])
+        code = f"""
+            import jpar, os
+            jpar.init(address="auto")
+            nodes = {{e["node"] for e in jpar.hooks.engines()}}
+            while len(nodes) < 2:
+                nodes = {{e["node"] for e in jpar.hooks.engines()}}
+            f = jpar.remote(lambda: os.getpid())
+            print(sorted(nodes), len(set(jpar.get([f.options(placement=e["id"]).remote()
+                                                   for e in jpar.hooks.engines()]))))
+            jpar.shutdown()
+        """
+        out = run_py(code, env=env)
+        assert "'second-host'" in out.stdout and out.stdout.strip().endswith("2"), out.stderr
+        status = subprocess.run(cli + ["status"], capture_output=True, text=True, env=env, timeout=30)
+        assert "second-host" in status.stdout and "resources:" in status.stdout
+        stop = subprocess.run(cli + ["stop"], capture_output=True, text=True, env=env, timeout=30)
+        assert "stopped cluster" in stop.stdout
+        procs = [psutil.Process(p) for p in (head_pid, engine_pid) if psutil.pid_exists(p)]
+        assert wait_gone(procs, 20) == []   # the joined engine leaves when its head is gone
+        assert not list(tmp_path.glob("cluster-*.json"))
+    finally:
+        for p in (head_pid,):
+            if psutil.pid_exists(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def test_connection_file_is_private():
+    jpar.init(num_engines=1)
+    try:
+        files = [c for c in jpar.launcher.find_clusters(jpar.config.Config.from_env())
+                 if c["cluster_id"] == jpar.driver.current_driver().cluster_id]
+        assert len(files) == 1
+        assert os.stat(files[0]["file"]).st_mode & 0o077 == 0
+        with open(files[0]["file"]) as f:
+            assert len(json.load(f)["key"]) == 64
+    finally:
+        jpar.shutdown()
