@@ -135,7 +135,7 @@ def _resolve_address(address: str, config: Config) -> dict:
     for conn in clusters:
         if address in (conn["head"], conn.get("head_ipc")):
             return conn
-    key = os.environ.get("JPAR_CLUSTER_KEY", "")
+    key = config.cluster_key
     if not key:
         raise ClusterError(
             f"No connection file for {address} on this machine, so its key is unknown. Pass the path of the "

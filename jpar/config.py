@@ -37,6 +37,7 @@ class Config:
     metrics_interval_s: float = _setting(1.0, "JPAR_METRICS_INTERVAL_S", "Seconds between engine CPU/memory samples.")
     log_level: str = _setting("WARNING", "JPAR_LOG_LEVEL", "Log level of head and engine processes.")
     runtime_dir: str = _setting("", "JPAR_RUNTIME_DIR", "Where connection files and sockets live; empty means a per-user default.")
+    cluster_key: str = _setting("", "JPAR_CLUSTER_KEY", "Hex key of a remote cluster whose connection file is not on this machine.")
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":

@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TaskOptions"]
+__all__ = ["TaskOptions", "ActorOptions"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,3 +60,65 @@ class TaskOptions:
         for k, v in sorted((self.resources or {}).items()):
             res.append((k, float(v)))
         return tuple(res)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActorOptions:
+    """What ``@jpar.remote(...)`` and ``.options(...)`` accept for classes (Ray's actor options)."""
+
+    num_cpus: float = 0.0                   # reserved for the actor's whole life; 0 (Ray's default) blocks no task
+    num_gpus: float = 0.0
+    resources: dict | None = None
+    name: str | None = None                 # registry name: jpar.get_actor(name) finds it
+    namespace: str | None = None            # accepted for Ray compatibility; one namespace per cluster
+    get_if_exists: bool = False             # with name=: return the existing actor instead of failing
+    lifetime: str | None = None             # None: ends with its owner (named: lives until killed); "detached"
+    max_restarts: int = 0                   # -1: restart forever
+    max_task_retries: int = 0               # retries of a call whose actor died under it (-1: forever)
+    max_concurrency: int | None = None      # None: 1 (threaded actors), 1000 (async actors)
+    max_pending_calls: int = -1             # accepted for Ray compatibility
+
+    def __post_init__(self):
+        if self.num_cpus < 0 or self.num_gpus < 0:
+            raise ConfigError("num_cpus and num_gpus must be >= 0.")
+        for k, v in (self.resources or {}).items():
+            if k in ("CPU", "GPU"):
+                raise ConfigError(f"Use num_cpus/num_gpus instead of resources={{{k!r}: ...}}.")
+            if not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"resources[{k!r}] must be a number >= 0, got {v!r}.")
+        for knob in ("max_restarts", "max_task_retries"):
+            v = getattr(self, knob)
+            if not isinstance(v, int) or v < -1:
+                raise ConfigError(f"{knob} must be an integer >= 0 (or -1 for unlimited), got {v!r}.")
+        if self.max_concurrency is not None and (not isinstance(self.max_concurrency, int) or self.max_concurrency < 1):
+            raise ConfigError(f"max_concurrency must be an integer >= 1, got {self.max_concurrency!r}.")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise ConfigError(f"An actor's name must be a non-empty string, got {self.name!r}.")
+        if self.get_if_exists and not self.name:
+            raise ConfigError("get_if_exists=True needs a name=; pass .options(name=..., get_if_exists=True).")
+        if self.lifetime not in (None, "detached", "non_detached"):
+            raise ConfigError(f"lifetime must be None, 'detached' or 'non_detached', got {self.lifetime!r}.")
+
+    @classmethod
+    def build(cls, base: "ActorOptions | None" = None, **changes) -> "ActorOptions":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(f"Unknown option(s) {unknown} for an actor class. Known: {sorted(known)}.")
+        return dataclasses.replace(base, **changes) if base is not None else cls(**changes)
+
+    def resource_tuple(self) -> tuple:
+        res = []
+        if self.num_cpus:
+            res.append(("CPU", float(self.num_cpus)))
+        if self.num_gpus:
+            res.append(("GPU", float(self.num_gpus)))
+        for k, v in sorted((self.resources or {}).items()):
+            if v:
+                res.append((k, float(v)))
+        return tuple(res)
+
+    @property
+    def detached(self) -> bool:
+        """Named actors outlive their owner's handles (Ray's named actors across drivers)."""
+        return self.lifetime == "detached" or (self.name is not None and self.lifetime != "non_detached")

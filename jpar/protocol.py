@@ -16,10 +16,14 @@ every loop logs and drops, so a stray or hostile frame never crashes a process.
 Who sends what (D = driver or any client, H = head, E = engine)::
 
     D->H  Hello Goodbye Heartbeat RegisterFunction Submit PutObjects Release Cancel GetObjects Query
+          CreateActor ActorLookup KillActor ReleaseActor ActorCallsDone (failures the caller decided)
     E->H  EngineHello TaskDone Blocked Metrics Heartbeat
+    A->H  ActorHello ActorReady ActorCallsDone       (A = an engine in actor mode: one actor)
     H->E  Define DriverInfo Dispatch CancelTask Heartbeat Shutdown
-    H->D  Welcome Answer Objects TaskFailed
-    E->D  Results Output
+    H->A  ActorSetup Shutdown
+    H->D  Welcome Answer Objects TaskFailed ActorInfo
+    D->A  Calls                                      (method calls go straight to the actor)
+    E->D  Results Output                             (A->D too: method results)
     H->*  Events (PUB stream: task transitions, engine metrics, for dashboards)
 """
 
@@ -112,6 +116,41 @@ class Event(NamedTuple):
 
 
 RETRY = 2
+
+
+class ActorSpec(NamedTuple):
+    """An actor as created by its owner: the class (shipped like a function) and its arguments."""
+
+    actor_id: int
+    fn_id: int            # the class definition, registered with RegisterFunction
+    class_name: str
+    args: bytes           # pickled (args, kwargs); top-level refs resolved by the creator
+    deps: tuple           # ((object_id, status, blob), ...) values of the ref arguments
+    resources: tuple      # ((name, amount), ...) reserved while the actor lives
+    options: dict         # max_restarts, max_task_retries, max_concurrency, is_async, detached, methods
+    name: str             # registry name ("" for none)
+
+
+class CallRecord(NamedTuple):
+    """One actor method call, caller -> actor process."""
+
+    task_id: int          # also the id of its first return object
+    method: str
+    args: bytes
+    deps: tuple           # ((object_id, status, blob), ...): resolved by the caller before sending
+    num_returns: int
+    attempt: int
+
+
+class CallDoneRecord(NamedTuple):
+    """A finished (or failed) actor call, reported to the head for objects and the event stream."""
+
+    task_id: int
+    attempt: int
+    status: int
+    objects: tuple        # ((object_id, status, blob), ...)
+    start: float          # wall-clock times of the call on the actor
+    end: float
 
 
 # ---------------------------------------------------------------- messages
@@ -319,12 +358,94 @@ class Events(Message):
     events: list
 
 
+@_msg(11)
+@dataclass(slots=True)
+class CreateActor(Message):
+    req_id: int          # 0: no answer wanted; else the head answers with the actor id (or an error)
+    spec: Any            # ActorSpec
+    get_if_exists: bool
+
+
+@_msg(12)
+@dataclass(slots=True)
+class ActorLookup(Message):
+    actor_id: int        # subscribe: the head sends ActorInfo now and on every state change
+
+
+@_msg(13)
+@dataclass(slots=True)
+class KillActor(Message):
+    actor_id: int
+    no_restart: bool
+
+
+@_msg(14)
+@dataclass(slots=True)
+class ReleaseActor(Message):
+    actor_id: int        # the owner's last handle is gone: end the actor once its calls finished
+
+
+@_msg(15, {"records": CallDoneRecord})
+@dataclass(slots=True)
+class ActorCallsDone(Message):
+    actor_id: int
+    records: list
+
+
+@_msg(24)
+@dataclass(slots=True)
+class ActorHello(Message):
+    actor_id: int
+    incarnation: int
+    pid: int
+    host: str
+
+
+@_msg(25)
+@dataclass(slots=True)
+class ActorReady(Message):
+    actor_id: int
+    incarnation: int
+    status: int          # OK, or ERROR when __init__ raised (blob is the error)
+    endpoints: list      # where the actor takes Calls
+    blob: bytes
+
+
+@_msg(36)
+@dataclass(slots=True)
+class ActorSetup(Message):
+    spec: Any            # ActorSpec
+    incarnation: int
+    class_blob: bytes
+
+
+@_msg(44)
+@dataclass(slots=True)
+class ActorInfo(Message):
+    actor_id: int
+    state: str           # "pending", "alive", "restarting", "dead"
+    incarnation: int
+    endpoints: list
+    host: str
+    detail: bytes        # dead: the pickled error calls should raise
+
+
+@_msg(52, {"calls": CallRecord})
+@dataclass(slots=True)
+class Calls(Message):
+    caller: int          # client number of the caller
+    endpoint: str        # the caller's PULL socket: results go there
+    calls: list
+
+
 MESSAGES: dict[int, type[Message]] = {
     cls.CODE: cls
     for cls in (
         Hello, Goodbye, Heartbeat, RegisterFunction, Submit, PutObjects, Release, Cancel, GetObjects, Query,
         EngineHello, TaskDone, Blocked, Metrics, Define, DriverInfo, Dispatch, CancelTask, Shutdown,
         EngineWelcome, Welcome, Answer, Objects, TaskFailed, Results, Output, Events,
+        CreateActor, ActorLookup, KillActor, ReleaseActor, ActorCallsDone, ActorHello, ActorReady, ActorSetup,
+        ActorInfo, Calls,
     )
 }
 _FIELDS = {code: tuple(f.name for f in dataclasses.fields(cls)) for code, cls in MESSAGES.items()}
@@ -400,5 +521,6 @@ def describe() -> list[tuple[int, str, tuple[str, ...]]]:
 
 __all__ += [cls.__name__ for cls in MESSAGES.values()] + [
     "TaskSpec", "DispatchRecord", "ObjectRecord", "DoneRecord", "OutputRecord", "Event", "OK", "ERROR", "RETRY",
+    "ActorSpec", "CallRecord", "CallDoneRecord",
     "describe",
 ]
