@@ -4,11 +4,11 @@
 
     kernel main thread: f.remote()  --submit hook-->  CellTracker.on_submit(task_id) -> Cell
                                                         (the cell's parent header, its task ids)
-    driver receiver thread: chunk(task_id) + Cell  -->  OutputRouter.handle: enqueue, return
-                                                              |
-    jpar-output thread: group, prefix lines  -----------------+--> the Cell's parent header:
+    driver receiver thread: chunk(task_id) + Cell  -->  OutputRouter.handle
+    prefix whole lines with the engine, then write them with the Cell's parent header:
         ipykernel >= 7: OutStream.set_thread_parent(parent) + write (kept in order with the
-                        cell's own prints), ipykernel 6: a stream message published with that parent
+                        cell's own prints); ipykernel 6: stream messages published with that
+                        parent by the jpar-output thread (coalesced)
 
 The parent header is captured when the task is submitted, so output printed long after
 its cell finished still lands under that cell, also while another cell runs. Outside a
@@ -18,7 +18,6 @@ kernel (terminal IPython, tests) lines are written to ``sys.stdout``/``sys.stder
 from __future__ import annotations
 
 import itertools
-import queue
 import sys
 import threading
 import time
@@ -76,7 +75,9 @@ class CellTracker:
                 cell = self._loose = Cell(next(self._keys), parent)
                 cell.tasks = None
             return cell
-        cell.tasks.append(task_id)
+        tasks = cell.tasks
+        if tasks is not None:          # None: the cell ended meanwhile (a submission from another thread)
+            tasks.append(task_id)
         return cell
 
 
@@ -88,7 +89,14 @@ def label(engine_id: int, name: str) -> str:
 
 
 class OutputRouter:
-    """The output handler: chunks in on the receiver thread, stream outputs out on its own thread."""
+    """The output handler: chunks in on the driver's receiver thread, stream outputs out.
+
+    Complete lines are written at once on the receiver thread (ipykernel 7 and plain
+    streams), so a task's output is in the kernel's stream before ``get()`` returns and
+    shows above the cell's result. Stream messages published by hand (ipykernel 6) are
+    coalesced by the ``jpar-output`` thread, which also shows unfinished lines after
+    a short while.
+    """
 
     def __init__(self, kernel: Any = None):
         self.kernel = kernel
@@ -99,78 +107,75 @@ class OutputRouter:
             self.mode = "publish"           # ipykernel 6
         else:
             self.mode = "plain"
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._cond = threading.Condition(threading.RLock())
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._outbox: list = []               # [cell, stream, text] waiting for the thread (publish mode)
         self._partial: dict[tuple, tuple[str, float, Cell | None, str]] = {}   # (cell, task, stream) -> text
         self._open: dict[tuple, tuple] = {}   # (cell, stream) -> key of the task whose line is unfinished
         self.closed = False
 
     # ---------------------------------------------------------------- receiver thread
     def handle(self, chunk, cell: Cell | None) -> None:
-        if self._thread is None:
-            self._start()
-        self._queue.put((chunk, cell))
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None and not self.closed:
-                t = threading.Thread(target=self._loop, name="jpar-output", daemon=True)
-                t.start()
-                self._thread = t
+        with self._cond:
+            if self.closed:
+                return
+            out: list = []
+            self._add(out, chunk, cell)
+            if self.mode == "publish":
+                self._merge(self._outbox, out)
+            else:
+                self._write_all(out)
+            if self._outbox or self._partial:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name="jpar-output", daemon=True)
+                    self._thread.start()
+                self._cond.notify()
 
     # ---------------------------------------------------------------- any thread
     def drain(self, timeout: float = 2.0) -> bool:
-        """Wait until every chunk received so far is written (partial lines too)."""
-        if self._thread is None or self.closed:
-            return True
-        done = threading.Event()
-        self._queue.put(("drain", done))
-        return done.wait(timeout)
+        """Write everything received so far, unfinished lines included (the cell is ending)."""
+        if not self._cond.acquire(timeout=timeout):
+            return False
+        try:
+            out, self._outbox = self._outbox, []
+            self._flush_partial(out, force=True)
+            self._write_all(out)
+        finally:
+            self._cond.release()
+        return True
 
     def close(self) -> None:
-        if self._thread is not None and not self.closed:
-            self.drain(1.0)
+        self.drain(1.0)
+        with self._cond:
             self.closed = True
-            self._queue.put(None)
+            self._cond.notify_all()
+        if self._thread is not None:
             self._thread.join(2.0)
-        self.closed = True
 
     # ---------------------------------------------------------------- jpar-output thread
     def _loop(self) -> None:
-        q = self._queue
-        while True:
-            timeout = _PARTIAL_S if self._partial else None
+        with self._cond:
+            while not self.closed:
+                if not self._outbox:
+                    self._cond.wait(_PARTIAL_S if self._partial else None)
+                out, self._outbox = self._outbox, []
+                self._flush_partial(out, force=False)
+                self._write_all(out)
+
+    def _write_all(self, out: list) -> None:
+        for cell, stream, text in out:
             try:
-                item = q.get(timeout=timeout)
-            except queue.Empty:
-                item = ()
-            out: list = []        # [cell, stream, text] merged when adjacent
-            drains = []
-            stop = False
-            while True:
-                if item is None:
-                    stop = True
-                elif item == ():
-                    pass
-                elif item[0] == "drain":
-                    drains.append(item[1])
-                else:
-                    self._add(out, *item)
-                try:
-                    item = q.get_nowait()
-                except queue.Empty:
-                    break
-            self._flush_partial(out, force=bool(drains) or stop)
-            for cell, stream, text in out:
-                try:
-                    self._write(cell, stream, text)
-                except Exception:  # a closed kernel stream at shutdown: drop the text
-                    pass
-            for ev in drains:
-                ev.set()
-            if stop:
-                return
+                self._write(cell, stream, text)
+            except Exception:  # a closed kernel stream at shutdown: drop the text
+                pass
+
+    @staticmethod
+    def _merge(into: list, out: list) -> None:
+        for item in out:
+            if into and into[-1][0] is item[0] and into[-1][1] == item[1]:
+                into[-1][2] += item[2]
+            else:
+                into.append(item)
 
     def _add(self, out: list, chunk, cell: Cell | None) -> None:
         stream = "stderr" if chunk.stream == "stderr" else "stdout"

@@ -1,0 +1,249 @@
+"""The notebook layer in a real kernel (jupyter_client): output routing, interrupt, reprs, life cycle.
+
+One kernel for the whole module; a thread records every IOPub message with the time it
+arrived, so tests can tell which cell an output went to and when.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+jupyter_client = pytest.importorskip("jupyter_client")
+from jupyter_client.manager import start_new_kernel  # noqa: E402
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class KernelSession:
+    """A kernel plus a log of its IOPub messages as (arrival time, message)."""
+
+    def __init__(self):
+        self.km, self.kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
+        self.log: list = []
+        self.replies: dict = {}
+        self._stop = threading.Event()
+        self._reply_q: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        from jupyter_core.utils import ensure_event_loop
+
+        try:
+            while not self._stop.is_set():
+                try:
+                    msg = self.kc.get_iopub_msg(timeout=0.1)
+                except queue.Empty:
+                    continue
+                self.log.append((time.monotonic(), msg))
+        finally:
+            ensure_event_loop().close()   # the loop jupyter_client's sync API made for this thread
+
+    def pid(self) -> int:
+        return self.km.provisioner.process.pid
+
+    def submit(self, code: str) -> str:
+        return self.kc.execute(code)
+
+    def wait(self, msg_id: str, timeout: float = 60) -> dict:
+        """Wait for the execute_reply and the idle status of a request; returns the reply."""
+        deadline = time.monotonic() + timeout
+        while msg_id not in self.replies:
+            reply = self.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            self.replies[reply["parent_header"].get("msg_id")] = (time.monotonic(), reply)
+        while not any(m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "status"
+                      and m["content"]["execution_state"] == "idle" for _, m in list(self.log)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no idle status for {msg_id}")
+            time.sleep(0.01)
+        return self.replies[msg_id][1]
+
+    def run(self, code: str, timeout: float = 60) -> tuple[dict, list]:
+        msg_id = self.submit(code)
+        reply = self.wait(msg_id, timeout)
+        return reply, self.outputs(msg_id)
+
+    def outputs(self, msg_id: str) -> list:
+        return [m for _, m in list(self.log) if m["parent_header"].get("msg_id") == msg_id
+                and m["msg_type"] in ("stream", "execute_result", "display_data", "error")]
+
+    def wait_for(self, pred, timeout: float = 30) -> tuple:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, m in list(self.log):
+                if pred(m):
+                    return t, m
+            time.sleep(0.01)
+        raise TimeoutError("message not seen")
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=False)
+        self.km.cleanup_resources()
+        from jupyter_core.utils import ensure_event_loop
+
+        ensure_event_loop().close()   # the loop jupyter_client's sync API made for this thread
+
+
+def stream_text(outputs: list, name: str | None = None) -> str:
+    return "".join(m["content"]["text"] for m in outputs
+                   if m["msg_type"] == "stream" and (name is None or m["content"]["name"] == name))
+
+
+def ok(reply: dict, outputs: list) -> None:
+    assert reply["content"]["status"] == "ok", (reply["content"], outputs)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    k = KernelSession()
+    try:
+        reply, out = k.run("%load_ext jpar\nimport jpar, time\nctx = jpar.init(num_engines=2)\n"
+                           "import ipykernel; print(ipykernel.__version__)")
+        ok(reply, out)
+        print("ipykernel", stream_text(out).strip(), file=sys.stderr)
+        yield k
+    finally:
+        if k.km.is_alive():
+            k.shutdown()
+
+
+def test_task_output_goes_to_its_cell_with_engine_labels(kernel):
+    reply, out = kernel.run(
+        "@jpar.remote\n"
+        "def hello(i):\n"
+        "    import sys\n"
+        "    print('out', i)\n"
+        "    print('err', i, file=sys.stderr)\n"
+        "    return i\n"
+        "print('local first')\n"
+        "jpar.get([hello.options(placement=i).remote(i) for i in range(2)])")
+    ok(reply, out)
+    stdout, stderr = stream_text(out, "stdout"), stream_text(out, "stderr")
+    assert stdout.startswith("local first\n")
+    assert "[engine 0: hello] out 0\n" in stdout and "[engine 1: hello] out 1\n" in stdout
+    assert "[engine 0: hello] err 0\n" in stderr and "[engine 1: hello] err 1\n" in stderr
+    kinds = [m["msg_type"] for m in out]
+    assert kinds[-1] == "execute_result" and kinds.count("execute_result") == 1, kinds  # streams first
+
+
+def test_late_output_goes_to_the_submitting_cell_while_another_runs(kernel):
+    first = kernel.submit(
+        "@jpar.remote\n"
+        "def late():\n"
+        "    time.sleep(1.5)\n"
+        "    print('late line')\n"
+        "    return 1\n"
+        "late_ref = late.remote()")
+    kernel.wait(first)
+    first_done = time.monotonic()
+    second = kernel.submit("time.sleep(4)\nprint('second cell')")
+    t_late, msg = kernel.wait_for(lambda m: m["msg_type"] == "stream" and "late line" in m["content"]["text"])
+    kernel.wait(second)
+    second_idle = max(t for t, m in kernel.log if m["parent_header"].get("msg_id") == second
+                      and m["msg_type"] == "status")
+    assert msg["parent_header"]["msg_id"] == first, "late output went to the wrong cell"
+    assert first_done < t_late < second_idle, "the late line did not arrive while the second cell ran"
+    assert "late line" not in stream_text(kernel.outputs(second))
+    assert msg["content"]["text"] == "[engine 0: late] late line\n" or \
+        msg["content"]["text"] == "[engine 1: late] late line\n"
+
+
+def test_remote_cell_streams_values_and_namespaces(kernel):
+    reply, out = kernel.run("%%remote\nimport os\nwho = os.getpid()\nprint('hi')\n'value'")
+    ok(reply, out)
+    text = stream_text(out, "stdout")
+    assert "[engine 0] hi\n" in text and "[engine 1] hi\n" in text
+    result = [m for m in out if m["msg_type"] == "execute_result"]
+    assert result[0]["content"]["data"]["text/plain"] == "[engine 0] 'value'\n[engine 1] 'value'"
+    reply, out = kernel.run("%%remote --targets 1 --pull who\nwho")
+    ok(reply, out)
+    reply, out = kernel.run("print(who == [e['pid'] for e in jpar.hooks.engines() if e['id'] == 1][0])")
+    assert stream_text(out).strip() == "True"
+
+
+def test_remote_cell_error_shows_engine_traceback_with_cell_lines(kernel):
+    reply, out = kernel.run("%%remote --targets 0\ndef inner():\n    return 1 / 0\ninner()")
+    assert reply["content"]["status"] == "error"
+    errors = [m for m in out if m["msg_type"] == "error"]
+    assert len(errors) == 1
+    tb = "\n".join(errors[0]["content"]["traceback"])
+    assert tb.startswith("[engine 0] Traceback")
+    assert "inner()" in tb and "return 1 / 0" in tb and "ZeroDivisionError" in tb
+    assert "jpar/" not in tb and "engine_ns" not in tb
+
+
+def test_interrupt_cancels_the_cells_tasks_promptly(kernel):
+    msg_id = kernel.submit(
+        "@jpar.remote\n"
+        "def forever():\n"
+        "    print('started', flush=True)\n"
+        "    time.sleep(120)\n"
+        "jpar.get([forever.remote(), forever.remote()])")
+    kernel.wait_for(lambda m: m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream"
+                    and m["content"]["text"].count("started") >= 1, timeout=30)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    kernel.km.interrupt_kernel()
+    reply = kernel.wait(msg_id, timeout=30)
+    took = kernel.replies[msg_id][0] - t0
+    t_error = min(t for t, m in kernel.log if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "error")
+    print(f"\ninterrupt -> error shown: {(t_error - t0) * 1000:.0f} ms, -> execute_reply (cell end): "
+          f"{took * 1000:.0f} ms", file=sys.stderr)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    errors = [m for m in kernel.outputs(msg_id) if m["msg_type"] == "error"]
+    assert errors[0]["content"]["traceback"] == [
+        "KeyboardInterrupt: cancelled 2 jpar tasks this cell submitted; the engines stay usable."]
+    assert took < 2.0
+    # the engines stay usable and were not restarted
+    reply, out = kernel.run("pids = sorted(e['pid'] for e in jpar.hooks.engines())\n"
+                            "@jpar.remote\ndef one(): return 1\n"
+                            "t = time.monotonic(); print(jpar.get([one.remote() for _ in range(4)]), "
+                            "time.monotonic() - t < 5)")
+    ok(reply, out)
+    assert stream_text(out).strip() == "[1, 1, 1, 1] True"
+
+
+def test_interrupt_cancels_a_remote_cell(kernel):
+    msg_id = kernel.submit("%%remote\nimport time\nprint('go', flush=True)\ntime.sleep(60)")
+    kernel.wait_for(lambda m: m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream", timeout=30)
+    t0 = time.monotonic()
+    kernel.km.interrupt_kernel()
+    reply = kernel.wait(msg_id, timeout=30)
+    assert kernel.replies[msg_id][0] - t0 < 2.0
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    errors = [m for m in kernel.outputs(msg_id) if m["msg_type"] == "error"]
+    assert errors[0]["content"]["traceback"] == [
+        "KeyboardInterrupt: cancelled 2 jpar tasks this cell submitted; the engines stay usable."]
+    reply, out = kernel.run("%%remote\n'ok'")
+    ok(reply, out)
+
+
+def test_reprs(kernel):
+    reply, out = kernel.run("ctx")
+    data = [m for m in out if m["msg_type"] == "execute_result"][0]["content"]["data"]
+    assert data["text/plain"].startswith("ClusterContext(address='tcp://127.0.0.1:")
+    assert "<table" in data["text/html"] and "engines" in data["text/html"]
+    reply, out = kernel.run("r = jpar.put(b'x' * 1000)\nr")
+    data = [m for m in out if m["msg_type"] == "execute_result"][0]["content"]["data"]
+    assert data["text/plain"].startswith("ObjectRef(") and "ready" in data["text/html"]
+    reply, out = kernel.run("%jpar status")
+    data = [m for m in out if m["msg_type"] == "execute_result"][0]["content"]["data"]
+    assert "engine" in data["text/plain"] and "<table" in data["text/html"]
+
+
+def test_zz_kernel_shutdown_stops_its_cluster(kernel):
+    proc = psutil.Process(kernel.pid())
+    children = proc.children(recursive=True)
+    assert len(children) >= 3, children   # head + 2 engines
+    kernel.shutdown()
+    gone, alive = psutil.wait_procs(children + [proc], timeout=20)
+    assert not alive, f"left behind: {alive}"
