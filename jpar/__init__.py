@@ -1,7 +1,8 @@
 """jpar: interactive parallel computing from Jupyter, with Ray's API on a fast local cluster."""
 
-from .api import (ClusterContext, available_resources, cancel, cluster_resources, get, init, is_initialized,
-                  put, remote, shutdown, wait)
+from .actor import ActorClass, ActorHandle, method
+from .api import (ClusterContext, available_resources, cancel, cluster_resources, get, get_actor, init,
+                  is_initialized, kill, put, remote, shutdown, wait)
 from .errors import (ActorDiedError, ActorError, ClusterError, ConfigError, EngineCrashedError, GetTimeoutError,
                      JparError, NotInitializedError, ObjectLostError, ObjectStoreFullError, ResourceError,
                      SerializationError, TaskCancelledError, TaskError)
@@ -11,10 +12,28 @@ from .remote_function import RemoteFunction
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext jpar``: the magics, output routing and interrupt handling (see jpar.notebook).
+    Defined here and importing IPython only when called: engines import jpar too."""
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    """``%unload_ext jpar``."""
+    from .notebook import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
     "cluster_resources", "available_resources", "ClusterContext", "ObjectRef", "RemoteFunction",
+    "kill", "get_actor", "method", "ActorClass", "ActorHandle",
     "JparError", "ClusterError", "ConfigError", "NotInitializedError", "SerializationError", "ResourceError",
     "TaskError", "TaskCancelledError", "EngineCrashedError", "ActorError", "ActorDiedError",
-    "GetTimeoutError", "ObjectLostError", "ObjectStoreFullError", "hooks", "__version__",
+    "GetTimeoutError", "ObjectLostError", "ObjectStoreFullError", "hooks",
+    "load_ipython_extension", "unload_ipython_extension", "__version__",
 ]

@@ -17,11 +17,12 @@ from .refs import ObjectRef
 from .remote_function import RemoteFunction
 
 __all__ = ["init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
-           "cluster_resources", "available_resources", "ClusterContext"]
+           "cluster_resources", "available_resources", "ClusterContext", "kill", "get_actor"]
 
 _init_lock = threading.RLock()
 _atexit_registered = False
 _engine_hook: Callable[[], Driver] | None = None   # set inside engine processes: nested API use
+_blocking_check: Callable[[], None] | None = None  # set in async actors: get() on their loop warns
 
 
 def _auto_client() -> Driver | None:
@@ -112,6 +113,9 @@ def init(address: str | None = None, *, num_engines: int | None = None, num_cpus
             conn = _resolve_address(address, config)
             driver = Driver(conn, config)
         set_current_driver(driver)
+        from . import hooks
+
+        hooks.apply_front_end()   # a notebook front end's hooks apply to this new driver too
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
@@ -180,6 +184,8 @@ def _make_remote(target, options: dict):
 def get(object_refs, *, timeout: float | None = None):
     """The value(s) of one ref or a list of refs, in order; raises a task's error as soon as it is known."""
     d = require_driver("jpar.get()")
+    if _blocking_check is not None:
+        _blocking_check()
     if isinstance(object_refs, ObjectRef):
         return d.get([object_refs], timeout)[0]
     if isinstance(object_refs, (list, tuple)):
@@ -229,3 +235,18 @@ def cluster_resources() -> dict:
 def available_resources() -> dict:
     """Resources not held by queued or running tasks right now."""
     return require_driver("jpar.available_resources()").query("available", timeout=30)
+
+
+def kill(actor, *, no_restart: bool = True) -> None:
+    """End an actor now; its pending and later calls raise ActorDiedError (``no_restart=False``:
+    restart it if its max_restarts allow, as after a crash)."""
+    from .actor import kill as _kill
+
+    _kill(actor, no_restart=no_restart)
+
+
+def get_actor(name: str, namespace: str | None = None):
+    """The handle of the live actor named ``name`` (``Cls.options(name=...)``), from any driver."""
+    from .actor import get_actor as _get_actor
+
+    return _get_actor(name, namespace)

@@ -32,7 +32,8 @@ import uuid
 from . import protocol as P
 from . import serialization, transport
 from .config import Config, runtime_dir
-from .errors import EngineCrashedError, ObjectLostError, ResourceError, TaskCancelledError
+from .controller_actors import ACTOR_ACTIONS, ACTOR_CLIENT_MESSAGES, ActorHead
+from .errors import ActorDiedError, EngineCrashedError, ObjectLostError, ResourceError, TaskCancelledError
 from .scheduler import (CancelOnEngine, DispatchTask, Failure, FreeObjects, ReplyObjects, Scheduler,
                         SendFailure, Transition)
 
@@ -64,7 +65,7 @@ class EngineInfo:
         self.started = time.time()
 
 
-class Head:
+class Head(ActorHead):
     def __init__(self, setup: dict):
         self.setup = setup
         self.config = Config.from_env(**setup.get("config", {}))
@@ -90,6 +91,7 @@ class Head:
         self.stopping = False
         self.started = time.time()
         self.tasks_finished = 0
+        self._init_actor_head()
 
     # ------------------------------------------------------------ start
     def start(self) -> None:
@@ -110,14 +112,18 @@ class Head:
         with os.fdopen(fd, "w") as f:
             json.dump(self.conn, f)
 
-    def _spawn_engine(self) -> None:
+    def _spawn_engine(self, actor: dict | None = None):
+        """Start a local engine; with ``actor`` (id, incarnation...), an engine hosting that one actor."""
         setup = {
             "key": self.key.hex(), "head": f"ipc://{self.rundir}/head", "node": self.setup.get("node", ""),
             "resources": self.setup.get("resources", {}), "parent_pid": os.getpid(), "rundir": self.rundir,
             "log_level": self.config.log_level, "metrics_interval_s": self.config.metrics_interval_s,
             "start_timeout_s": self.config.start_timeout_s,
         }
-        log_path = os.path.join(self.rundir, f"engine-{self.next_engine + len(self.children)}.log")
+        if actor is not None:
+            setup["actor"] = actor
+        log_path = os.path.join(self.rundir, f"engine-{self.next_engine + len(self.children)}.log" if actor is None
+                                else f"actor-{actor['id']:x}-{actor['incarnation']}.log")
         with open(log_path, "ab") as logf:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "jpar.engine"], stdin=subprocess.PIPE, stdout=logf, stderr=logf,
@@ -125,6 +131,8 @@ class Head:
             )
         proc.stdin.write((json.dumps(setup) + "\n").encode())
         proc.stdin.close()
+        if actor is not None:
+            return proc
         self.children[proc.pid] = proc
 
     # ------------------------------------------------------------ main loop
@@ -194,6 +202,8 @@ class Head:
                 self._client_gone(client, "said goodbye")
                 if msg.stop_cluster:
                     self._request_stop(f"client {client.no} asked to stop the cluster")
+            elif t in ACTOR_CLIENT_MESSAGES:
+                self._actor_client_message(client, msg)
             return
         eng = self.engines.get(identity)
         if eng is not None:
@@ -212,6 +222,9 @@ class Head:
                 self.events.append(P.Event(time.time(), "metrics", eng.id, "sample", {
                     "cpu": msg.cpu_percent, "rss": msg.rss, "shared": msg.shared, "task": msg.task_id,
                     "node": eng.node, "pid": eng.pid}))
+            return
+        if identity in self.actor_peers or t is P.ActorHello:
+            self._actor_peer_message(identity, msg)
             return
         if t is P.Hello:
             self._hello(identity, msg)
@@ -267,6 +280,8 @@ class Head:
             value = self.sched.available()
         elif what == "status":
             value = self.status()
+        elif what == "actor":
+            value = self._named_actor(msg.arg)
         else:
             value = None
         self._answer(client.no, msg.req_id, value)
@@ -290,7 +305,8 @@ class Head:
                 "clients": [{"no": c.no, "pid": c.pid, "kind": c.kind, "host": c.host}
                             for c in self.clients.values()],
                 "resources": self.sched.resources(), "available": self.sched.available(),
-                "scheduler": self.sched.statistics(), "functions": len(self.functions)}
+                "scheduler": self.sched.statistics(), "functions": len(self.functions),
+                "actors": self._actor_status()}
 
     # ------------------------------------------------------------ actions
     def _apply(self, actions: list) -> None:
@@ -322,6 +338,8 @@ class Head:
                     self.router.send_to(e.identity + b"/ctl", P.CancelTask(a.task_id, a.force))
             elif t is FreeObjects:
                 pass  # values held here are dropped by the scheduler; the shm store hooks in here
+            elif t in ACTOR_ACTIONS:
+                self._apply_actor(a)
 
     def _dispatch(self, a: DispatchTask) -> None:
         e = self.engines_by_id[a.engine_id]
@@ -409,6 +427,7 @@ class Head:
                     self._engine_gone(eng, f"exited with code {proc.returncode}")
                 if not self.stopping:
                     self._spawn_engine()
+        self._check_actor_procs()
         dead_after = self.config.dead_after_s
         for eng in [e for e in self.engines_by_id.values() if now - e.last > dead_after]:
             if eng.proc is not None:
@@ -435,6 +454,7 @@ class Head:
 
     # ------------------------------------------------------------ stop
     def _shutdown(self) -> None:
+        self._shutdown_actors()
         for e in self.engines_by_id.values():
             self.router.send_to(e.identity, P.Shutdown("cluster stopping"))
             self.router.send_to(e.identity + b"/ctl", P.Shutdown("cluster stopping"))
@@ -473,6 +493,8 @@ def _failure_error(kind: Failure, detail) -> Exception:
                                   "or raise max_retries in .options().")
     if kind is Failure.INFEASIBLE:
         return ResourceError(str(detail))
+    if kind is Failure.ACTOR_DIED:
+        return ActorDiedError(str(detail))
     return ObjectLostError(str(detail))
 
 

@@ -113,6 +113,7 @@ class Driver:
         self.wait_hook: Callable[[Callable[[], bool], float | None], None] | None = None
         self.last_heard = time.monotonic()
         self._outbox: list = []                     # TaskSpecs not yet sent (batched)
+        self._actor_client = None                   # jpar.actor.ActorClient, made on first actor use
         self._waker = transport.Waker()
 
         rundir = conn.get("rundir", "")
@@ -154,6 +155,8 @@ class Driver:
                 self._flush_locked()
 
     def _flush_locked(self) -> None:
+        if self._actor_client is not None and self._actor_client.dirty:
+            self._actor_client.flush_locked()      # actor calls first: their notices below are not urgent
         out, self._outbox = self._outbox, []
         if out:
             self.dealer.send(P.Submit(out))
@@ -227,6 +230,8 @@ class Driver:
                 while msg is not None:
                     self._handle(msg)
                     msg = pull.recv_nowait()
+                if self._actor_client is not None and self._actor_client.released:
+                    self._actor_client.tick()
                 now = time.monotonic()
                 if now >= next_hb or len(self.released) > 1000:
                     self._flush_released()
@@ -279,6 +284,9 @@ class Driver:
                 self.cond.notify_all()
         elif t is P.Heartbeat:
             pass
+        elif t is P.ActorInfo:
+            if self._actor_client is not None:
+                self._actor_client.on_info(msg)
         elif t is P.Shutdown:
             self._head_lost()
 
@@ -291,6 +299,8 @@ class Driver:
                     continue  # first arrival wins (e.g. a result racing its cancellation)
                 self._requested.discard(oid)
                 results[oid] = (status, blob)
+                if self.task_context:
+                    self.task_context.pop(oid, None)   # output for a task always precedes its result
                 if status:
                     self.errors_seen += 1
                 if self._futures:
@@ -301,6 +311,8 @@ class Driver:
         for cbs, status, blob in callbacks:
             for fut in cbs:
                 _complete(fut, status, blob)
+        if self._actor_client is not None:
+            self._actor_client.on_results(records)
 
     # ------------------------------------------------------------ waiting
     def _request_missing(self, refs) -> None:
@@ -427,6 +439,8 @@ class Driver:
             self.process = None
 
     def _close_sockets(self) -> None:
+        if getattr(self, "_actor_client", None) is not None:
+            self._actor_client.close()
         self.pull.close()
         self.dealer.close()
         if hasattr(self, "_waker"):

@@ -291,14 +291,16 @@ class Engine:
             out.append((rec.owner, P.OutputRecord(rec.task_id, self.engine_id, self.pid, rec.name, stream, text)))
 
     def flush_output(self) -> None:
-        with self.output_lock:
-            pending, self.output = self.output, []
-        if not pending:
-            return
-        by_owner: dict[int, list] = {}
-        for owner, chunk in pending:
-            by_owner.setdefault(owner, []).append(chunk)
+        # push_lock spans taking the chunks and sending them, so the main thread cannot send a
+        # task's result between the two: a task's output always reaches its owner first.
         with self.push_lock:
+            with self.output_lock:
+                pending, self.output = self.output, []
+            if not pending:
+                return
+            by_owner: dict[int, list] = {}
+            for owner, chunk in pending:
+                by_owner.setdefault(owner, []).append(chunk)
             for owner, chunks in by_owner.items():
                 ch = self._owner_channel(owner)
                 if ch is not None:
@@ -394,6 +396,11 @@ def main() -> None:
     logging.basicConfig(level=setup.get("log_level", "WARNING"),
                         format=f"%(asctime)s engine[{os.getpid()}] %(levelname)s %(message)s")
     sys.stdin.close()
+    if setup.get("actor"):  # actor mode: this process hosts exactly one actor
+        from . import actor_host
+
+        actor_host.main(setup)
+        return
     Engine(setup).run()
 
 

@@ -68,6 +68,10 @@ MaybeEncodingError = _mp_pool.MaybeEncodingError
 PREFETCH_PER_CPU = 4
 #: ... and never fewer than this many in flight, so small clusters still pipeline
 MIN_WINDOW = 16
+#: a Pool (unlike an Executor, whose shutdown(cancel_futures=True) should find calls still
+#: queued locally) keeps many more in flight: each launch from the completion thread costs
+#: a thread hop, so a deep window is what makes 10,000 apply_async calls fast
+POOL_MIN_WINDOW = 1024
 #: imap over an iterable of unknown length: grow chunks until one takes about this long
 TARGET_CHUNK_SECONDS = 0.01
 #: ... but never beyond this many items per chunk
@@ -203,17 +207,23 @@ def default_chunksize(n: int, workers: int) -> int:
 
 
 class Ticket:
-    """One task of a Pool/Executor: its arguments until submitted, then its ref."""
+    """One task of a Pool/Executor: its arguments until submitted, then its ref.
 
-    __slots__ = ("args", "on_done", "ref", "state")
+    inline: ``on_done`` runs no user code, so it may run on jpar's receiver thread."""
+
+    __slots__ = ("args", "on_done", "ref", "state", "inline")
 
     PENDING, INFLIGHT, DONE, CANCELLED = range(4)
 
-    def __init__(self, args: tuple, on_done: Callable[[bool, Any], None]):
+    def __init__(self, args: tuple, on_done: Callable[[bool, Any], None], inline: bool = False):
         self.args = args
         self.on_done = on_done
         self.ref = None
         self.state = Ticket.PENDING
+        self.inline = inline
+
+
+_PUMP = object()   # completion-thread message: launch queued tasks
 
 
 class Submitter:
@@ -238,8 +248,8 @@ class Submitter:
 
     # -- submission -----------------------------------------------------------------------
 
-    def submit(self, args: tuple, on_done: Callable[[bool, Any], None]) -> Ticket:
-        t = Ticket(args, on_done)
+    def submit(self, args: tuple, on_done: Callable[[bool, Any], None], inline: bool = False) -> Ticket:
+        t = Ticket(args, on_done, inline)
         with self._lock:
             if len(self._inflight) < self.window and not self._pending:
                 t.state = Ticket.INFLIGHT
@@ -264,9 +274,12 @@ class Submitter:
             return
         t.ref = ref
         self.launched += 1
-        self._ensure_thread()
-        q = self._queue
-        fut.add_done_callback(lambda f, t=t: q.put((t, f, None)))
+        if t.inline:
+            fut.add_done_callback(lambda f, t=t: self._finish(t, f, None, False))
+        else:
+            self._ensure_thread()
+            q = self._queue
+            fut.add_done_callback(lambda f, t=t: q.put((t, f, None)))
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
@@ -276,48 +289,73 @@ class Submitter:
                                                     daemon=True)
                     self._thread.start()
 
-    # -- completion thread -----------------------------------------------------------------
+    # -- completions -----------------------------------------------------------------------
+
+    def _finish(self, t: Ticket, fut, exc: BaseException | None, on_thread: bool) -> None:
+        """Account for a finished task and deliver its outcome. Runs on the completion thread,
+        or inline on jpar's receiver thread for tasks whose on_done runs no user code (then
+        launching queued tasks is left to the completion thread)."""
+        if fut is not None:
+            try:
+                value, ok = fut.result(), True
+            except BaseException as e:
+                value, ok = unwrap_error(e, self._traceback_type), False
+        else:
+            value, ok = exc, False
+        nxt = []
+        pump = False
+        with self._lock:
+            self._inflight.discard(t)
+            t.state = Ticket.DONE
+            if self._pending and len(self._inflight) < self.window:
+                if on_thread:
+                    while self._pending and len(self._inflight) < self.window:
+                        n = self._pending.popleft()
+                        n.state = Ticket.INFLIGHT
+                        self._inflight.add(n)
+                        nxt.append(n)
+                else:
+                    pump = True
+        for n in nxt:
+            self._launch(n)
+        n = None
+        if pump:
+            self._ensure_thread()
+            self._queue.put(_PUMP)
+        on_done, t.on_done = t.on_done, None
+        if on_done is not None:
+            self._call(on_done, ok, value)
+        with self._lock:
+            if not self._inflight and not self._pending:
+                self._changed.notify_all()
+                if self._stopping and not on_thread and self._thread is not None:
+                    self._queue.put(None)     # wake the completion thread so it can exit
+
+    def _pump(self) -> None:
+        nxt = []
+        with self._lock:
+            while self._pending and len(self._inflight) < self.window:
+                n = self._pending.popleft()
+                n.state = Ticket.INFLIGHT
+                self._inflight.add(n)
+                nxt.append(n)
+        for n in nxt:
+            self._launch(n)
 
     def _run(self) -> None:
         q = self._queue
         while True:
             item = q.get()
-            if item is None:
-                with self._lock:
-                    if self._stopping and not self._inflight and not self._pending:
-                        self._thread = None
-                        return
-                continue
-            t, fut, exc = item
-            if fut is not None:
-                try:
-                    value, ok = fut.result(), True
-                except BaseException as e:
-                    value, ok = unwrap_error(e, self._traceback_type), False
-            else:
-                value, ok = exc, False
-            t.ref = None
-            nxt = []
+            if item is _PUMP:
+                self._pump()
+            elif item is not None:
+                self._finish(*item, True)
+            # hold nothing of this task while blocked on the next one (results must be freeable)
+            item = None
             with self._lock:
-                self._inflight.discard(t)
-                t.state = Ticket.DONE
-                while self._pending and len(self._inflight) < self.window:
-                    n = self._pending.popleft()
-                    n.state = Ticket.INFLIGHT
-                    self._inflight.add(n)
-                    nxt.append(n)
-            for n in nxt:
-                self._launch(n)
-            on_done, t.on_done = t.on_done, None
-            if on_done is not None:
-                self._call(on_done, ok, value)
-            with self._lock:
-                idle = not self._inflight and not self._pending
-                if idle:
-                    self._changed.notify_all()
-                    if self._stopping:
-                        self._thread = None
-                        return
+                if self._stopping and not self._inflight and not self._pending:
+                    self._thread = None
+                    return
 
     @staticmethod
     def _call(fn: Callable, *args) -> None:
@@ -579,7 +617,7 @@ class Pool:
         cpus = ensure_cluster()
         self._processes = processes if processes is not None else cpus
         self._workers = min(self._processes, cpus)
-        window = self._processes if self._processes < cpus else max(PREFETCH_PER_CPU * cpus, MIN_WINDOW)
+        window = self._processes if self._processes < cpus else max(PREFETCH_PER_CPU * cpus, POOL_MIN_WINDOW)
         self._maxtasksperchild = maxtasksperchild
         self._setup = None
         if initializer is not None:
@@ -600,7 +638,8 @@ class Pool:
                     callback: Callable | None = None, error_callback: Callable | None = None) -> ApplyResult:
         self._check_running()
         result = ApplyResult(callback, error_callback)
-        self._submitter.submit((self._setup, func, (tuple(args), dict(kwds)), MODE_APPLY), result._set)
+        self._submitter.submit((self._setup, func, (tuple(args), dict(kwds)), MODE_APPLY), result._set,
+                               callback is None and error_callback is None)
         return result
 
     def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
@@ -707,9 +746,10 @@ class Pool:
         n_chunks = -(-n // chunksize)
         result = MapResult(n_chunks, callback, error_callback)
         submit, setup, done = self._submitter.submit, self._setup, result._chunk_done
+        inline = callback is None and error_callback is None
         for i in range(n_chunks):
             chunk = iterable[i * chunksize:(i + 1) * chunksize]
-            submit((setup, func, chunk, mode), lambda ok, v, i=i: done(i, ok, v))
+            submit((setup, func, chunk, mode), lambda ok, v, i=i: done(i, ok, v), inline)
         return result
 
     def _imap(self, it: IMapIterator, func, iterable, chunksize) -> IMapIterator:
@@ -741,7 +781,7 @@ class Pool:
                     stats[0] += v[0]
                     stats[1] += n
                 done(i, ok, v)
-        self._submitter.submit((self._setup, func, chunk, MODE_MAP), on_done)
+        self._submitter.submit((self._setup, func, chunk, MODE_MAP), on_done, True)
 
     def _feed(self, it: IMapIterator, func, source: Iterator, chunksize: int | None) -> None:
         """Feeder thread for an iterable of unknown length: chunk it lazily, with backpressure

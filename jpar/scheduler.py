@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .protocol import TaskSpec
+from .scheduler_actors import ACTOR_TRANSITIONS, ActorScheduling, ActorState  # noqa: F401  (actors: see there)
 
 __all__ = ["Scheduler", "TaskState", "TRANSITIONS", "DispatchTask", "SendFailure", "CancelOnEngine",
            "ReplyObjects", "Transition", "Failure"]
@@ -73,6 +74,7 @@ class Failure(str, enum.Enum):
     CANCELLED = "cancelled"
     ENGINE_CRASHED = "engine_crashed"
     INFEASIBLE = "infeasible"
+    ACTOR_DIED = "actor_died"      # an actor call whose actor is dead for good
     DEPENDENCY = "dependency"      # an argument failed: its error blob is propagated
     OBJECT_LOST = "object_lost"
 
@@ -172,8 +174,8 @@ class Node:
 
 
 # ---------------------------------------------------------------- the state machine
-class Scheduler:
-    """All scheduling state of one cluster; every public method is one event."""
+class Scheduler(ActorScheduling):
+    """All scheduling state of one cluster; every public method is one event (actor events: scheduler_actors)."""
 
     def __init__(self, prefetch: int = 64, prefetch_s: float = 0.002):
         self.prefetch = prefetch
@@ -186,6 +188,7 @@ class Scheduler:
         self.ready: dict[tuple, deque] = {}              # shape -> FIFO of task ids
         self.counts: dict[TaskState, int] = {s: 0 for s in TaskState}
         self.actions: list = []
+        self._init_actors(Obj)
 
     # ---- helpers
     def _move(self, task: Task, new: TaskState, stimulus: str) -> None:
@@ -210,6 +213,7 @@ class Scheduler:
     def client_removed(self, client: int) -> list:
         """A client left (or died): cancel its unfinished tasks and release what it held."""
         self.clients.discard(client)
+        self._actors_owner_left(client)
         for tid in [t for t, task in self.tasks.items() if task.owner == client and task.state not in TERMINAL]:
             self._cancel_one(self.tasks[tid], force=False, notify=False, stimulus="owner left")
         for oid in [o for o, obj in self.objects.items() if obj.owner == client]:
@@ -275,6 +279,7 @@ class Scheduler:
     def put(self, client: int, object_ids, status: int = 0, blobs=None) -> list:
         for i, oid in enumerate(object_ids):
             obj = self.objects.get(oid) or self.objects.setdefault(oid, Obj(owner=client))
+            self._saw(client, oid, obj)
             self._resolve(oid, obj, status, blobs[i] if blobs else b"")
         self._schedule()
         return self._take()
@@ -293,7 +298,10 @@ class Scheduler:
         for oid in object_ids:
             obj = self.objects.get(oid)
             if obj is None:
-                lost.append(oid)
+                if self._not_arrived(oid):
+                    self.parked.setdefault(oid, []).append((client, req_id))   # overtook its Submit/put
+                else:
+                    lost.append(oid)
             elif obj.ready:
                 ready.append(oid)
             else:
@@ -341,12 +349,16 @@ class Scheduler:
         return self._take()
 
     def _submit_one(self, client: int, spec: TaskSpec) -> None:
+        if spec.actor:
+            self._actor_call_submitted(client, spec)
+            return
         demand = {k: float(v) for k, v in spec.resources if v}
         task = Task(spec, client, demand, (spec.placement, *sorted(demand.items())))
         tid = spec.task_id
         self.tasks[tid] = task
         for oid in task.return_ids:
-            self.objects[oid] = Obj(owner=client)
+            obj = self.objects[oid] = Obj(owner=client)
+            self._saw(client, oid, obj)
         parent = self.tasks.get(spec.parent) if spec.parent else None
         if parent is not None and parent.state not in TERMINAL:
             parent.children.append(tid)
@@ -525,6 +537,8 @@ class Scheduler:
 
     def _schedule(self) -> None:
         """Place ready tasks, oldest first across shapes, until engines are full or nothing fits."""
+        if self.actor_queue:
+            self._place_actors()
         if not self.ready or not self.engines:
             return
         held: dict[str, dict] = {}
@@ -682,4 +696,5 @@ class Scheduler:
             "engines": len(self.engines),
             "nodes": len(self.nodes),
             "clients": len(self.clients),
+            **self.actor_statistics(),
         }

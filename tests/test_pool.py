@@ -174,14 +174,16 @@ def test_callbacks(pool):
     assert not r.successful()
 
 
-def test_callback_may_call_jpar_and_the_pool(pool):
+def test_callback_may_call_jpar_and_submit_to_the_pool(pool):
     out = []
+    remote_sqr = jpar.remote(sqr)
 
-    def cb(value):  # runs on the pool's completion thread, not jpar's receiver thread
-        out.append(pool.apply(sqr, (value,)))
+    def cb(value):  # runs on the pool's completion thread, not on jpar's receiver thread
+        out.append(jpar.get(remote_sqr.remote(value), timeout=30))
+        out.append(pool.apply_async(sqr, (value,)))   # submitting is fine; blocking on it here is not
 
     pool.apply_async(sqr, (3,), callback=cb).wait(timeout=30)
-    assert out == [81]
+    assert out[0] == 81 and out[1].get(timeout=30) == 81
 
 
 # -- errors: the stdlib's types --------------------------------------------------------------------
