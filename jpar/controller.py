@@ -145,13 +145,16 @@ class Head(ActorHead):
         next_check = time.monotonic() + 0.1
         next_hb = time.monotonic() + hb
         router = self.router
+        spin = self.config.spin_s
+        busy_until = 0.0
         try:
             while not self.stopping:
                 item = router.recv_from_nowait()
                 if item is None:
-                    if router.sock.poll(50):
+                    if time.perf_counter() < busy_until or router.sock.poll(50):
                         continue
                 else:
+                    busy_until = time.perf_counter() + spin
                     n = 0
                     while item is not None:
                         self._handle(*item)

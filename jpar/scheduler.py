@@ -125,7 +125,8 @@ class Task:
     spec: TaskSpec
     owner: int
     demand: dict
-    shape: tuple
+    shape: tuple                                     # (placement, *demand): one ready FIFO per shape
+    dshape: tuple                                    # the demand alone, as sorted items
     state: TaskState | None = None
     missing: int = 0
     engine: int = -1
@@ -158,7 +159,9 @@ class Obj:
 class Engine:
     engine_id: int
     node: str
-    queue: list = field(default_factory=list)        # task ids, in the order the engine runs them
+    queue: dict = field(default_factory=dict)        # task ids (keys, in the order the engine runs them)
+    shapes: dict = field(default_factory=dict)       # demand shape -> count of its unblocked queued tasks
+    active: int = 0                                  # unblocked tasks in the queue
     reserved: dict = field(default_factory=dict)
     avg_s: float = -1.0                              # moving average of its tasks' run time (-1: none yet)
     depth: int = 1                                   # how many tasks it may hold (1 + prefetch)
@@ -188,6 +191,7 @@ class Scheduler(ActorScheduling):
         self.ready: dict[tuple, deque] = {}              # shape -> FIFO of task ids
         self.counts: dict[TaskState, int] = {s: 0 for s in TaskState}
         self.actions: list = []
+        self._feasible_cache: dict = {}                  # demand shape -> can some node ever run it
         self._init_actors(Obj)
 
     # ---- helpers
@@ -230,6 +234,7 @@ class Scheduler(ActorScheduling):
             n = self.nodes[node] = Node(node, total)
             n.gpu_free = {g: 1.0 for g in resources.get("GPU_IDS", ())}
         n.engines.append(engine_id)
+        self._feasible_cache.clear()
         self.engines[engine_id] = Engine(engine_id, node)
         self._schedule()
         return self._take()
@@ -262,6 +267,8 @@ class Scheduler(ActorScheduling):
                            f"engine {engine_id} died while running it and its {task.spec.max_retries} "
                            "retries are spent", "engine died, no retries left")
         eng.queue.clear()
+        eng.shapes.clear()
+        eng.active = 0
         for shape in [s for s in self.ready if s[0] == engine_id]:
             pinned = self.ready.pop(shape)
             for tid in pinned:
@@ -271,6 +278,7 @@ class Scheduler(ActorScheduling):
                                "its pinned engine died")
         if not node.engines:
             del self.nodes[eng.node]
+            self._feasible_cache.clear()
             self._fail_infeasible()
         self._schedule()
         return self._take()
@@ -353,7 +361,8 @@ class Scheduler(ActorScheduling):
             self._actor_call_submitted(client, spec)
             return
         demand = {k: float(v) for k, v in spec.resources if v}
-        task = Task(spec, client, demand, (spec.placement, *sorted(demand.items())))
+        dshape = tuple(sorted(demand.items()))
+        task = Task(spec, client, demand, (spec.placement, *dshape), dshape)
         tid = spec.task_id
         self.tasks[tid] = task
         for oid in task.return_ids:
@@ -362,7 +371,7 @@ class Scheduler(ActorScheduling):
         parent = self.tasks.get(spec.parent) if spec.parent else None
         if parent is not None and parent.state not in TERMINAL:
             parent.children.append(tid)
-        if self.nodes and not self._feasible_anywhere(demand):
+        if self.nodes and not self._feasible(dshape):
             self._fail(task, Failure.INFEASIBLE, self._infeasible_message(task), "no node can ever run it")
             return
         if spec.placement >= 0 and spec.placement not in self.engines:
@@ -432,7 +441,9 @@ class Scheduler(ActorScheduling):
         """A running task waits in a nested get(): its engine may run other tasks meanwhile."""
         task = self.tasks.get(task_id)
         eng = self.engines.get(engine_id)
-        if task is not None and eng is not None and task.engine == engine_id and task.state not in TERMINAL:
+        if (task is not None and eng is not None and task.engine == engine_id and task.state not in TERMINAL
+                and task.blocked != is_blocked):
+            self._count(eng, task, -1 if is_blocked else 1)
             task.blocked = is_blocked
             self._reserve(eng)
             self._schedule()
@@ -518,6 +529,12 @@ class Scheduler(ActorScheduling):
             q = self.ready[task.shape] = deque()
         q.appendleft(task.spec.task_id) if front else q.append(task.spec.task_id)
 
+    def _feasible(self, dshape: tuple) -> bool:
+        ok = self._feasible_cache.get(dshape)
+        if ok is None:
+            ok = self._feasible_cache[dshape] = self._feasible_anywhere(dict(dshape))
+        return ok
+
     def _feasible_anywhere(self, demand: dict) -> bool:
         return any(all(node.total.get(k, 0.0) >= v for k, v in demand.items()) for node in self.nodes.values())
 
@@ -571,7 +588,7 @@ class Scheduler(ActorScheduling):
         best, best_len = None, 1 << 30
         pin = task.spec.placement
         for eng in (self.engines.values() if pin < 0 else [self.engines[pin]] if pin in self.engines else []):
-            n = sum(1 for t in eng.queue if not self.tasks[t].blocked) if eng.queue else 0
+            n = eng.active
             if n >= best_len or n >= (eng.depth if simple else 1):
                 continue
             node = self.nodes[eng.node]
@@ -607,9 +624,10 @@ class Scheduler(ActorScheduling):
             for g in task.gpu_ids:
                 node.gpu_free[g] -= share
         task.engine = eng.engine_id
-        idle = not any(not self.tasks[t].blocked for t in eng.queue)
-        eng.queue.append(task.spec.task_id)
-        self._reserve(eng)
+        idle = eng.active == 0
+        eng.queue[task.spec.task_id] = None
+        if self._count(eng, task, 1):
+            self._reserve(eng)
         if idle:
             task.started = True
             self._move(task, S.RUNNING, f"placed on idle engine {eng.engine_id}")
@@ -641,11 +659,9 @@ class Scheduler(ActorScheduling):
         task.engine = -1
         if eng is None:
             return
-        try:
-            eng.queue.remove(task.spec.task_id)
-        except ValueError:
-            pass
-        self._reserve(eng)
+        if eng.queue.pop(task.spec.task_id, 0) is None and not task.blocked:
+            if self._count(eng, task, -1):
+                self._reserve(eng)
         for tid in eng.queue:
             nxt = self.tasks[tid]
             if not nxt.blocked:
@@ -654,16 +670,24 @@ class Scheduler(ActorScheduling):
                     self._move(nxt, S.RUNNING, f"engine {eng.engine_id} reached it")
                 break
 
+    def _count(self, eng: Engine, task: Task, delta: int) -> bool:
+        """Count a task in or out of its engine's unblocked queue; True when the set of shapes changed."""
+        eng.active += delta
+        n = eng.shapes.get(task.dshape, 0) + delta
+        if n > 0:
+            eng.shapes[task.dshape] = n
+            return n == delta  # a new shape
+        eng.shapes.pop(task.dshape, None)
+        return True
+
     def _reserve(self, eng: Engine) -> None:
-        """An engine reserves the maximum demand of its unblocked queued tasks."""
+        """An engine reserves the maximum demand of its unblocked queued tasks (over their few shapes)."""
         node = self.nodes[eng.node]
         new: dict = {}
-        for tid in eng.queue:
-            t = self.tasks[tid]
-            if not t.blocked:
-                for k, v in t.demand.items():
-                    if v > new.get(k, 0.0):
-                        new[k] = v
+        for shape in eng.shapes:
+            for k, v in shape:
+                if v > new.get(k, 0.0):
+                    new[k] = v
         for k in set(new) | set(eng.reserved):
             node.used[k] = node.used.get(k, 0.0) + new.get(k, 0.0) - eng.reserved.get(k, 0.0)
         eng.reserved = new
