@@ -118,7 +118,7 @@ class Head(ActorHead):
             "key": self.key.hex(), "head": f"ipc://{self.rundir}/head", "node": self.setup.get("node", ""),
             "resources": self.setup.get("resources", {}), "parent_pid": os.getpid(), "rundir": self.rundir,
             "log_level": self.config.log_level, "metrics_interval_s": self.config.metrics_interval_s,
-            "start_timeout_s": self.config.start_timeout_s,
+            "start_timeout_s": self.config.start_timeout_s, "spin_s": self.config.spin_s,
         }
         if actor is not None:
             setup["actor"] = actor

@@ -127,9 +127,15 @@ class Engine:
         api._engine_hook = self._make_client
         ctl = threading.Thread(target=self._control_loop, name="jpar-engine-ctl", daemon=True)
         ctl.start()
+        spin = float(self.setup.get("spin_s", 0.0))
+        busy_until = 0.0
         try:
             while not self.stop:
-                self._pump(timeout_ms=200 if not self.queue else 0)
+                # keep polling briefly after work: waking a sleeping process is the slowest part of a hop
+                idle_wait = 0 if self.queue or time.perf_counter() < busy_until else 200
+                self._pump(timeout_ms=idle_wait)
+                if self.queue:
+                    busy_until = time.perf_counter() + spin
                 while self.queue and not self.stop:
                     self._run_next()
                     self._pump(timeout_ms=0)
