@@ -10,7 +10,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
-from jpar import errors, protocol, scheduler
+from jpar import errors, protocol, scheduler, scheduler_actors
 from jpar.config import SETTINGS
 
 OUT = pathlib.Path(__file__).parent / "reference"
@@ -39,11 +39,16 @@ def wire_protocol() -> str:
         lines.append(f"| {code} | `{name}` | {', '.join(fields) or '—'} |")
     lines += ["", "## Records\n", "| record | fields |", "|---|---|"]
     for rec in (protocol.TaskSpec, protocol.DispatchRecord, protocol.ObjectRecord, protocol.DoneRecord,
-                protocol.OutputRecord, protocol.Event):
+                protocol.OutputRecord, protocol.Event, protocol.ActorSpec, protocol.CallRecord,
+                protocol.CallDoneRecord):
         lines.append(f"| `{rec.__name__}` | {', '.join(rec._fields)} |")
     lines += ["", "## Task states\n", "```", scheduler.__doc__.split("::", 1)[1].split("\n\n", 2)[1].rstrip(), "```", "",
               "| from | to | when |", "|---|---|---|"]
     for (old, new), why in scheduler.TRANSITIONS.items():
+        lines.append(f"| {old.value if old else '(new)'} | {new.value} | {why} |")
+    lines += ["", "## Actor states\n", "```", scheduler_actors.__doc__.split("::", 1)[1].split("\n\n", 2)[1].rstrip(),
+              "```", "", "| from | to | when |", "|---|---|---|"]
+    for (old, new), why in scheduler_actors.ACTOR_TRANSITIONS.items():
         lines.append(f"| {old.value if old else '(new)'} | {new.value} | {why} |")
     return "\n".join(lines) + "\n"
 

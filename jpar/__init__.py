@@ -1,16 +1,26 @@
 """jpar: interactive parallel computing from Jupyter, with Ray's API on a fast local cluster."""
 
 from .actor import ActorClass, ActorHandle, method
-from .api import (ClusterContext, available_resources, cancel, cluster_resources, get, get_actor, init,
-                  is_initialized, kill, put, remote, shutdown, wait)
+from .api import (ClusterContext, available_resources, cancel, cluster_resources, get, get_actor,
+                  get_runtime_context, init, is_initialized, kill, nodes, put, remote, shutdown, wait)
 from .errors import (ActorDiedError, ActorError, ClusterError, ConfigError, EngineCrashedError, GetTimeoutError,
                      JparError, NotInitializedError, ObjectLostError, ObjectStoreFullError, ResourceError,
                      SerializationError, TaskCancelledError, TaskError)
-from . import hooks
+from . import exceptions, hooks
+from .executor import executor
 from .refs import ObjectRef
 from .remote_function import RemoteFunction
 
 __version__ = "0.1.0"
+
+
+def dashboard(**options):
+    """A live widget of the current cluster (task DAG, engines' CPU and memory, object store, totals):
+    make it a notebook cell's last expression. Options: see :func:`jpar.notebook.dashboard.dashboard`.
+    Needs the ``notebook`` extra (anywidget); imports nothing of the notebook stack until called."""
+    from .notebook.dashboard import dashboard as _dashboard
+
+    return _dashboard(**options)
 
 
 def load_ipython_extension(ipython) -> None:
@@ -30,8 +40,9 @@ def unload_ipython_extension(ipython) -> None:
 
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
-    "cluster_resources", "available_resources", "ClusterContext", "ObjectRef", "RemoteFunction",
-    "kill", "get_actor", "method", "ActorClass", "ActorHandle",
+    "cluster_resources", "available_resources", "nodes", "get_runtime_context", "exceptions",
+    "ClusterContext", "ObjectRef", "RemoteFunction", "executor",
+    "kill", "get_actor", "method", "ActorClass", "ActorHandle", "dashboard",
     "JparError", "ClusterError", "ConfigError", "NotInitializedError", "SerializationError", "ResourceError",
     "TaskError", "TaskCancelledError", "EngineCrashedError", "ActorError", "ActorDiedError",
     "GetTimeoutError", "ObjectLostError", "ObjectStoreFullError", "hooks",

@@ -8,6 +8,7 @@ import os
 import threading
 from typing import Any, Callable
 
+from . import hooks as _hooks
 from .config import Config
 from .driver import Driver, current_driver, require_driver, set_current_driver
 from .errors import ClusterError, ConfigError
@@ -15,8 +16,9 @@ from .launcher import find_clusters, start_head
 from .options import TaskOptions
 from .refs import ObjectRef
 from .remote_function import RemoteFunction
+from .context import get_runtime_context
 
-__all__ = ["init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
+__all__ = ["nodes", "get_runtime_context", "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
            "cluster_resources", "available_resources", "ClusterContext", "kill", "get_actor"]
 
 _init_lock = threading.RLock()
@@ -194,6 +196,8 @@ def get(object_refs, *, timeout: float | None = None):
             if not isinstance(r, ObjectRef):
                 raise TypeError(f"jpar.get() takes an ObjectRef or a list of ObjectRefs, found {type(r).__name__} "
                                 "in the list.")
+        if _hooks._progress_reporter is not None:
+            return _with_progress(refs, "get", len(refs), lambda: d.get(refs, timeout))
         return d.get(refs, timeout)
     raise TypeError(f"jpar.get() takes an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}.")
 
@@ -216,7 +220,20 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = Non
         raise ValueError(f"num_returns={num_returns} must be between 0 and the number of refs ({len(refs)}).")
     if timeout is not None and timeout < 0:
         raise ValueError("timeout must be >= 0 seconds or None.")
-    return require_driver("jpar.wait()").wait(refs, num_returns, timeout, fetch_local)
+    d = require_driver("jpar.wait()")
+    if _hooks._progress_reporter is not None:
+        return _with_progress(refs, "wait", num_returns, lambda: d.wait(refs, num_returns, timeout, fetch_local))
+    return d.wait(refs, num_returns, timeout, fetch_local)
+
+
+def _with_progress(refs: list, what: str, target: int, call: Callable[[], Any]):
+    """Run a blocking get/wait inside the installed progress reporter's context (jpar.hooks)."""
+    reporter = _hooks._progress_reporter
+    ctx = reporter(refs, what, target) if reporter is not None else None
+    if ctx is None:
+        return call()
+    with ctx:
+        return call()
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
@@ -225,6 +242,20 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"jpar.cancel() takes an ObjectRef, got {type(object_ref).__name__}.")
     require_driver("jpar.cancel()").cancel(object_ref, force, recursive)
+
+
+def nodes() -> list[dict]:
+    """One entry per node (host), Ray's ``ray.nodes()`` shape: NodeID, Alive, Resources, engines."""
+    st = require_driver("jpar.nodes()").query("status", timeout=30)
+    by_node: dict[str, dict] = {}
+    for e in st["engines"]:
+        n = by_node.setdefault(e["node"], {"NodeID": e["node"], "NodeName": e["host"], "Alive": True,
+                                           "NodeManagerAddress": e["host"], "Engines": []})
+        n["Engines"].append(e["id"])
+    for name, res in st.get("node_resources", {}).items():
+        if name in by_node:
+            by_node[name]["Resources"] = res
+    return list(by_node.values())
 
 
 def cluster_resources() -> dict:

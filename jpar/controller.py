@@ -19,6 +19,7 @@ process behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -308,7 +309,8 @@ class Head(ActorHead):
                 "clients": [{"no": c.no, "pid": c.pid, "kind": c.kind, "host": c.host}
                             for c in self.clients.values()],
                 "resources": self.sched.resources(), "available": self.sched.available(),
-                "scheduler": self.sched.statistics(), "functions": len(self.functions),
+                "node_resources": {n.name: dict(n.total) for n in self.sched.nodes.values()},
+                "scheduler": dataclasses.asdict(self.sched.statistics()), "functions": len(self.functions),
                 "actors": self._actor_status()}
 
     # ------------------------------------------------------------ actions

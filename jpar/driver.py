@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import itertools
 import logging
 import os
@@ -407,6 +408,12 @@ class Driver:
             self._request_missing([ref])
         return fut
 
+    def statistics(self) -> "DriverStatistics":
+        return DriverStatistics(client_no=self.client_no, cluster_id=self.cluster_id, closed=self.closed,
+                                results_held=len(self.results), futures_waiting=len(self._futures),
+                                unsent_submissions=len(self._outbox), releases_pending=len(self.released),
+                                dropped_messages=self.pull.dropped)
+
     def ref_state(self, ref: ObjectRef) -> str:
         entry = self.results.get(ref.id)
         if entry is None:
@@ -450,6 +457,18 @@ class Driver:
                 os.unlink(self.endpoint[len("ipc://"):])
             except OSError:
                 pass
+
+
+@dataclasses.dataclass(frozen=True)
+class DriverStatistics:
+    client_no: int
+    cluster_id: str
+    closed: bool
+    results_held: int          # values (or errors) received and still referenced
+    futures_waiting: int
+    unsent_submissions: int
+    releases_pending: int
+    dropped_messages: int      # unsigned or malformed messages dropped on the receiving socket
 
 
 def _complete(fut: concurrent.futures.Future, status: int, blob: bytes) -> None:

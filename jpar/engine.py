@@ -30,7 +30,7 @@ import time
 from collections import deque
 
 from . import protocol as P
-from . import serialization, transport
+from . import context, serialization, transport
 
 log = logging.getLogger("jpar.engine")
 
@@ -118,6 +118,7 @@ class Engine:
             log.error("no welcome from the head at %s; exiting", self.setup["head"])
             return
         self.engine_id = welcome.engine_id
+        context.set_current(engine_id=self.engine_id, node=self.setup.get("node") or self.hostname)
         self.heartbeat_s = welcome.heartbeat_s
         self.dead_after_s = welcome.dead_after_s
         sys.stdout = TaskStream(self, "stdout")
@@ -179,6 +180,7 @@ class Engine:
             self.cancelled.discard(rec.task_id)
             return
         self.running.append(rec)
+        context.set_current(task_id=rec.task_id)
         gpu_env = None
         if rec.gpu_ids:
             gpu_env = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -204,6 +206,7 @@ class Engine:
                 objects = self._error(rec, exc)
         finally:
             self.running.pop()
+            context.set_current(task_id=self.running[-1].task_id if self.running else None)
             if gpu_env is not None or rec.gpu_ids:
                 if gpu_env is None:
                     os.environ.pop("CUDA_VISIBLE_DEVICES", None)

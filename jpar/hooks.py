@@ -5,13 +5,16 @@ front ends never reach into driver internals.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
+from . import transport
 from .driver import current_driver, require_driver
-from .protocol import OutputRecord
+from .protocol import Event, Events, OutputRecord
 
 __all__ = ["set_submit_hook", "set_output_handler", "set_front_end", "apply_front_end", "cancel_tasks", "engines",
-           "status", "task_ids_done", "OutputRecord"]
+           "status", "task_ids_done", "OutputRecord", "Event", "EventSubscription", "subscribe_events",
+           "set_progress_reporter", "progress_reporter", "task_error"]
 
 _front_end: tuple | None = None   # (submit_hook, output_handler) for drivers made later
 
@@ -74,3 +77,100 @@ def status(timeout: float = 10.0) -> dict:
 def engines(timeout: float = 10.0) -> list[dict]:
     """Live engines, ordered by id."""
     return sorted(status(timeout)["engines"], key=lambda e: e["id"])
+
+
+class EventSubscription:
+    """The head's event stream (:class:`~jpar.protocol.Event` records: task transitions, engine
+    metrics, engine/actor/cluster changes) as seen from this process, from now on.
+
+    Owned by one thread: call :meth:`poll` (or iterate) from the thread that reads; :meth:`close`
+    may be called from any thread and takes effect at that thread's next poll.
+    """
+
+    def __init__(self, endpoint: str, signer: Any):
+        self.endpoint = endpoint
+        self._ch = transport.connect_sub(endpoint, signer)
+        self._closing = False
+        self._owner: threading.Thread | None = None   # the thread that reads (set by poll)
+        self.closed = False
+        self.received = 0                   # events delivered so far
+
+    def poll(self, timeout: float = 0.25, max_events: int = 100_000) -> list[Event]:
+        """The events that arrived, waiting up to ``timeout`` seconds for the first; [] if none
+        (or once closed)."""
+        if self._closing:
+            self._close_now()
+        if self.closed:
+            return []
+        self._owner = threading.current_thread()
+        out: list = []
+        msg = self._ch.recv(timeout_ms=max(0, int(timeout * 1000)))
+        while msg is not None:
+            if type(msg) is Events:
+                out.extend(msg.events)
+                if len(out) >= max_events:
+                    break
+            msg = self._ch.recv_nowait()
+        self.received += len(out)
+        return out
+
+    def __iter__(self):
+        while not self.closed and not self._closing:
+            yield from self.poll(0.25)
+
+    def close(self) -> None:
+        """Stop receiving (from any thread: the reading thread closes the socket at its next poll)."""
+        self._closing = True
+        if self._owner is None or self._owner is threading.current_thread():
+            self._close_now()
+
+    def _close_now(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._ch.close()
+
+    def __repr__(self) -> str:
+        return f"EventSubscription({self.endpoint!r}, {'closed' if self.closed else 'open'})"
+
+
+def subscribe_events() -> EventSubscription:
+    """Subscribe to the current cluster's event stream (events published from now on)."""
+    d = require_driver("subscribe_events()")
+    endpoint = d.conn.get("events") or (getattr(d, "info", None) or {}).get("events")
+    if not endpoint:
+        raise RuntimeError("This cluster's head publishes no event stream (no 'events' endpoint in its "
+                           "connection record). Connect to a newer head, or use hooks.status() instead.")
+    return EventSubscription(endpoint, d.signer)
+
+
+# ---------------------------------------------------------------- progress reporting
+_progress_reporter: Callable[[list, str, int], Any] | None = None
+
+
+def set_progress_reporter(reporter: Callable[[list, str, int], Any] | None) -> None:
+    """Install ``reporter(refs, what, target)``: jpar.get/jpar.wait on a list call it (``what`` is "get" or
+    "wait", ``target`` how many refs must be ready) and run inside the context manager it returns (or
+    without one if it returns None). None uninstalls."""
+    global _progress_reporter
+    _progress_reporter = reporter
+
+
+def progress_reporter() -> Callable[[list, str, int], Any] | None:
+    """The installed progress reporter, or None."""
+    return _progress_reporter
+
+
+def task_error(task_id: int) -> str | None:
+    """``"Type: message"`` of a failed task whose result came back to this process, else None."""
+    d = current_driver()
+    entry = d.results.get(task_id) if d is not None else None
+    if entry is None or not entry[0]:
+        return None
+    from .serialization import load_result
+
+    try:
+        load_result(*entry)
+    except BaseException as exc:  # the task's error, rebuilt
+        cause = getattr(exc, "cause", None) or exc
+        return f"{type(cause).__name__}: {cause}"
+    return None

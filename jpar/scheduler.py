@@ -713,12 +713,23 @@ class Scheduler(ActorScheduling):
                 out[k] = out.get(k, 0.0) + v - node.used.get(k, 0.0)
         return out
 
-    def statistics(self) -> dict:
-        return {
-            "tasks": {s.value: n for s, n in self.counts.items()},
-            "objects": len(self.objects),
-            "engines": len(self.engines),
-            "nodes": len(self.nodes),
-            "clients": len(self.clients),
-            **self.actor_statistics(),
-        }
+    def statistics(self) -> "SchedulerStatistics":
+        return SchedulerStatistics(
+            tasks={s.value: n for s, n in self.counts.items()}, objects=len(self.objects),
+            engines=len(self.engines), nodes=len(self.nodes), clients=len(self.clients),
+            ready=sum(len(q) for q in self.ready.values()), **self.actor_statistics())
+
+
+@dataclass(frozen=True)
+class SchedulerStatistics:
+    """Counts of the scheduler's state. ``tasks`` maps each state to the tasks in it now (live states)
+    or that ever reached it (done, failed, cancelled); ``actors`` likewise for actor states."""
+
+    tasks: dict
+    objects: int
+    engines: int
+    nodes: int
+    clients: int
+    ready: int
+    actors: dict
+    actor_calls: int

@@ -195,4 +195,4 @@ def test_client_leaving_cancels_its_work(sched):
     sched.submit(1, [spec(1), spec(2)])
     acts = sched.client_removed(1)
     assert CancelOnEngine(0, 1, False) in acts
-    assert sched.tasks == {} and sched.statistics()["tasks"]["cancelled"] == 2
+    assert sched.tasks == {} and sched.statistics().tasks["cancelled"] == 2

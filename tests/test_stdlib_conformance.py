@@ -95,9 +95,11 @@ class TestPoolWorkerErrors(_StdlibNameIsJpar, mpt._TestPoolWorkerErrors, _JparPr
 
 
 _mark(TestPoolWorkerErrors, {
+    # skipped, not xfailed: failing at its first assertion leaves a running pool behind,
+    # whose ResourceWarning would then fail an unrelated test
     "test_unpickleable_result": "returns a lambda, which cloudpickle pickles: jpar returns it "
                                 "instead of raising MaybeEncodingError",
-})
+}, xfail=False)
 
 
 class TestPoolWorkerLifetime(_StdlibNameIsJpar, mpt._TestPoolWorkerLifetime, _JparProcessesMixin,
@@ -106,10 +108,9 @@ class TestPoolWorkerLifetime(_StdlibNameIsJpar, mpt._TestPoolWorkerLifetime, _Jp
 
 
 _mark(TestPoolWorkerLifetime, {
+    # skipped, not xfailed: it fails with its pool still running (see test_unpickleable_result)
     "test_pool_worker_lifetime": "reads pool._pool / calls pool._repopulate_pool: engines are shared "
                                  "cluster processes, not recycled per pool",
-})
-_mark(TestPoolWorkerLifetime, {
     "test_worker_finalization_via_atexit_handler_of_multiprocessing":
         "runs the stdlib's own Pool in a subprocess: nothing of jpar's is tested",
 }, xfail=False)

@@ -42,6 +42,9 @@ class NotebookLayer:
         shell.events.register("post_run_cell", layer._post_run_cell)
         layer.interrupts.install()
         hooks.set_front_end(layer.tracker.on_submit, layer.router.handle)
+        from . import progress
+
+        progress.enable()                 # long jpar.get/wait show a bar under the waiting cell
         layer.tracker.start_cell()        # %load_ext runs inside a cell: track that one too
         shell._jpar_layer = layer
         return layer
@@ -59,6 +62,9 @@ class NotebookLayer:
                 pass
         layer.interrupts.uninstall()
         hooks.set_front_end(None, None)
+        from . import progress
+
+        progress.disable()
         magics = shell.magics_manager.magics
         magics["line"].pop("jpar", None)
         magics["cell"].pop("remote", None)
