@@ -374,4 +374,10 @@ def _arguments(blob: bytes, deps: tuple):
 
 
 def main(setup: dict) -> None:
+    import socket
+
+    from . import object_store   # large arguments arrive as locations in the host's shared-memory store
+
+    object_store.attach(bytes.fromhex(setup["key"]), setup.get("node") or socket.gethostname(),
+                        setup.get("store") or {})
     ActorHost(setup).run()

@@ -39,6 +39,10 @@ class Config:
     log_level: str = _setting("WARNING", "JPAR_LOG_LEVEL", "Log level of head and engine processes.")
     runtime_dir: str = _setting("", "JPAR_RUNTIME_DIR", "Where connection files and sockets live; empty means a per-user default.")
     cluster_key: str = _setting("", "JPAR_CLUSTER_KEY", "Hex key of a remote cluster whose connection file is not on this machine.")
+    object_store_threshold: int = _setting(100 * 1024, "JPAR_OBJECT_STORE_THRESHOLD", "Values whose pickle is at least this many bytes go to the host's shared-memory object store; smaller ones travel inline in messages.")
+    object_store_bytes: int = _setting(0, "JPAR_OBJECT_STORE_BYTES", "Capacity of each node's object store in bytes; 0 means 30% of RAM, bounded by the size of /dev/shm.")
+    object_store_dir: str = _setting("", "JPAR_OBJECT_STORE_DIR", "Directory of the shared-memory segments; empty means /dev/shm (or the temp dir when there is none).")
+    object_spill_dir: str = _setting("", "JPAR_OBJECT_SPILL_DIR", "Where objects spill when the store is full; empty means a per-user directory under the temp dir.")
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":

@@ -31,11 +31,12 @@ import time
 import uuid
 
 from . import protocol as P
-from . import serialization, transport
+from . import object_store, serialization, transport
 from .config import Config, runtime_dir
 from .controller_actors import ACTOR_ACTIONS, ACTOR_CLIENT_MESSAGES, ActorHead
 from .errors import ActorDiedError, EngineCrashedError, ObjectLostError, ResourceError, TaskCancelledError
-from .scheduler import (CancelOnEngine, DispatchTask, Failure, FreeObjects, ReplyObjects, Scheduler,
+from .scheduler import (CancelOnEngine, DispatchTask, Failure, FreeObjects, ReplyObjects, RevokeOnEngine,
+                        Scheduler,
                         SendFailure, Transition)
 
 log = logging.getLogger("jpar.head")
@@ -93,6 +94,8 @@ class Head(ActorHead):
         self.started = time.time()
         self.tasks_finished = 0
         self._init_actor_head()
+        self.store_settings = object_store.store_settings(self.config)
+        self.stores = object_store.HeadStores(self.key, self.store_settings)   # segment names, not bytes
 
     # ------------------------------------------------------------ start
     def start(self) -> None:
@@ -120,6 +123,7 @@ class Head(ActorHead):
             "resources": self.setup.get("resources", {}), "parent_pid": os.getpid(), "rundir": self.rundir,
             "log_level": self.config.log_level, "metrics_interval_s": self.config.metrics_interval_s,
             "start_timeout_s": self.config.start_timeout_s, "spin_s": self.config.spin_s,
+            "store": self.store_settings,
         }
         if actor is not None:
             setup["actor"] = actor
@@ -168,6 +172,9 @@ class Head(ActorHead):
                 if now >= next_check:
                     next_check = now + 0.1
                     self._check_liveness(now)
+                    self.stores.tick(now)   # recycle freed segments once no process maps them
+                    self.sched.now = now
+                    self._apply(self.sched.tick())
                 if now >= next_hb:
                     next_hb = now + hb
                     for e in self.engines.values():
@@ -183,6 +190,7 @@ class Head(ActorHead):
 
     # ------------------------------------------------------------ handling
     def _handle(self, identity: bytes, msg: P.Message) -> None:
+        self.sched.now = time.monotonic()
         t = type(msg)
         client = self.clients.get(identity)
         if client is not None:
@@ -194,6 +202,7 @@ class Head(ActorHead):
             elif t is P.PutObjects:
                 for rec in msg.objects:
                     self._apply(self.sched.put(client.no, (rec.object_id,), rec.status, (rec.blob,)))
+                self.stores.note(msg.objects, self.sched.objects)
             elif t is P.Release:
                 self._apply(self.sched.release(client.no, msg.ids))
             elif t is P.GetObjects:
@@ -215,13 +224,18 @@ class Head(ActorHead):
             if t is P.TaskDone:
                 self.tasks_finished += len(msg.results)
                 self._apply(self.sched.tasks_done(eng.id, msg.results))
+                for r in msg.results:
+                    if r.objects:
+                        self.stores.note(r.objects, self.sched.objects)
             elif t is P.Blocked:
                 self._apply(self.sched.blocked(eng.id, msg.task_id, msg.blocked))
             return
         eng = self.ctl_ids.get(identity)
         if eng is not None:
             eng.last = time.monotonic()
-            if t is P.Metrics:
+            if t is P.Revoked:
+                self._apply(self.sched.revoked(eng.id, msg.task_ids))
+            elif t is P.Metrics:
                 eng.metrics = msg
                 self.events.append(P.Event(time.time(), "metrics", eng.id, "sample", {
                     "cpu": msg.cpu_percent, "rss": msg.rss, "shared": msg.shared, "task": msg.task_id,
@@ -286,6 +300,10 @@ class Head(ActorHead):
             value = self.status()
         elif what == "actor":
             value = self._named_actor(msg.arg)
+        elif what == "object_store":   # node -> object_store.StoreStatistics (nodes on the head's host)
+            value = self.stores.statistics(
+                {oid: int(o.held_by_owner) + o.task_refs for oid, o in self.sched.objects.items()},
+                {e.node for e in self.engines_by_id.values()})
         else:
             value = None
         self._answer(client.no, msg.req_id, value)
@@ -337,12 +355,16 @@ class Head(ActorHead):
                 self._failure(a)
             elif t is ReplyObjects:
                 self._reply_objects(a)
+            elif t is RevokeOnEngine:
+                e = self.engines_by_id.get(a.engine_id)
+                if e is not None:
+                    self.router.send_to(e.identity + b"/ctl", P.Revoke(list(a.task_ids)))
             elif t is CancelOnEngine:
                 e = self.engines_by_id.get(a.engine_id)
                 if e is not None:
                     self.router.send_to(e.identity + b"/ctl", P.CancelTask(a.task_id, a.force))
             elif t is FreeObjects:
-                pass  # values held here are dropped by the scheduler; the shm store hooks in here
+                self.stores.free(a.object_ids)   # shared-memory segments of those objects, if any
             elif t in ACTOR_ACTIONS:
                 self._apply_actor(a)
 
@@ -472,6 +494,7 @@ class Head(ActorHead):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self.stores.close()   # every segment and spill file of this cluster on this host
         try:
             os.unlink(self.conn_file)
         except OSError:

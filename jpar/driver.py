@@ -139,6 +139,10 @@ class Driver:
         self.cluster_id = welcome.cluster_id
         self.info = welcome.info
         self._ids = itertools.count(1)
+        from . import object_store   # large values: the host's shared-memory store (an engine's own, in tasks)
+
+        self.store = object_store.attach(bytes.fromhex(conn["key"]), conn.get("node"),
+                                         object_store.store_settings(config))
         self._thread = threading.Thread(target=self._receive_loop, name="jpar-driver-recv", daemon=True)
         self._thread.start()
 
@@ -188,7 +192,13 @@ class Driver:
 
     def put(self, value: Any) -> ObjectRef:
         oid = self.new_ids()
-        blob = serialization.dumps(value)
+        p = self.store.prepare(value)
+        blob = p.inline
+        if blob is None:  # large: into shared memory once; segments freed meanwhile are reused
+            if self.released and not self.closed:
+                self._flush_released()
+                self.query("sync", timeout=10)   # the head has freed (and pooled) those segments
+            blob = self.store.write(oid, p)
         self._send(P.PutObjects([P.ObjectRecord(oid, P.OK, blob)]))
         self.results[oid] = (P.OK, blob)
         return ObjectRef(oid, self.client_no, self)
@@ -418,7 +428,13 @@ class Driver:
         entry = self.results.get(ref.id)
         if entry is None:
             return "pending"
-        return "failed" if entry[0] else f"ready, {len(entry[1])} bytes"
+        if entry[0]:
+            return "failed"
+        if entry[1][:4] == b"\x00JPL":
+            from .object_store import decode_location
+
+            return f"ready, {decode_location(entry[1]).size} bytes in the object store"
+        return f"ready, {len(entry[1])} bytes"
 
     # ------------------------------------------------------------ closing
     def close(self, stop_cluster: bool = False) -> None:
@@ -444,6 +460,11 @@ class Driver:
                 if f is not None:
                     f.close()
             self.process = None
+            from .object_store import sweep_cluster   # the head sweeps too, unless it was killed
+
+            sweep_cluster(bytes.fromhex(self.conn["key"]), self.store.dir, os.path.dirname(self.store.spill_root))
+        if self.kind != "engine-client":
+            self.store.close()
 
     def _close_sockets(self) -> None:
         if getattr(self, "_actor_client", None) is not None:

@@ -90,6 +90,9 @@ class Engine:
         self.push_lock = threading.Lock()
         self.queue: deque = deque()
         self.cancelled: set = set()
+        self.revoked: set = set()                # given back to the head unstarted (control thread)
+        self.started: dict = {}                  # recently started task ids, oldest first
+        self.start_lock = threading.Lock()       # starting a task vs. revoking it are atomic
         self.running: list = []                  # stack of DispatchRecords (nested runs)
         self.done: list = []                     # TaskDone records not yet sent
         self.results: dict[int, list] = {}       # owner -> ObjectRecords not yet sent
@@ -118,6 +121,7 @@ class Engine:
             log.error("no welcome from the head at %s; exiting", self.setup["head"])
             return
         self.engine_id = welcome.engine_id
+        self.store = self._attach_store()
         context.set_current(engine_id=self.engine_id, node=self.setup.get("node") or self.hostname)
         self.heartbeat_s = welcome.heartbeat_s
         self.dead_after_s = welcome.dead_after_s
@@ -145,6 +149,8 @@ class Engine:
                 self._flush()
         finally:
             self.stop = True
+            self.store.sweep_node()   # Shutdown: the cluster is over (the head sweeps too, on its host)
+            self.store.close()
             if self.client is not None:
                 self.client.close()
             self.work.close()
@@ -153,6 +159,20 @@ class Engine:
 
     def _orphaned(self) -> bool:
         return bool(self.parent_pid) and os.getppid() != self.parent_pid
+
+    def _attach_store(self):
+        """This node's object store; mappings stay cached, so tasks reusing a ref pay no page faults."""
+        from . import object_store
+
+        settings = self.setup.get("store")
+        if settings is None:
+            from .config import Config
+
+            settings = object_store.store_settings(Config.from_env())
+        store = object_store.attach(bytes.fromhex(self.setup["key"]), self.setup.get("node") or self.hostname,
+                                    settings)
+        store.cache_bytes = store.capacity
+        return store
 
     # ------------------------------------------------------------ messages from the head
     def _pump(self, timeout_ms: int) -> None:
@@ -179,6 +199,14 @@ class Engine:
         if rec.task_id in self.cancelled:
             self.cancelled.discard(rec.task_id)
             return
+        with self.start_lock:
+            if self.revoked and rec.task_id in self.revoked:
+                self.revoked.discard(rec.task_id)
+                return
+            started = self.started
+            started[rec.task_id] = None
+            if len(started) > 4096:
+                del started[next(iter(started))]
         self.running.append(rec)
         context.set_current(task_id=rec.task_id)
         gpu_env = None
@@ -232,6 +260,7 @@ class Engine:
         if rec.deps:
             from .refs import ArgRef
 
+            self.store.trim_cache()
             values = {}
             for oid, status, blob in rec.deps:
                 values[oid] = serialization.load_result(status, blob)
@@ -243,11 +272,11 @@ class Engine:
     def _split_returns(self, rec: P.DispatchRecord, value) -> tuple:
         n = rec.num_returns
         if n == 1:
-            return ((rec.task_id, P.OK, serialization.dumps(value)),)
+            return ((rec.task_id, P.OK, self.store.dumps(value, rec.task_id)),)   # large: a location
         values = list(value)
         if len(values) != n:
             raise ValueError(f"{rec.name} declared num_returns={n} but returned {len(values)} values")
-        return tuple((rec.task_id + i, P.OK, serialization.dumps(v)) for i, v in enumerate(values))
+        return tuple((rec.task_id + i, P.OK, self.store.dumps(v, rec.task_id + i)) for i, v in enumerate(values))
 
     def _error(self, rec: P.DispatchRecord, exc: BaseException) -> tuple:
         blob = serialization.dumps_exception(exc, rec.name, skip_frames=_ENGINE_FRAMES)
@@ -330,6 +359,11 @@ class Engine:
                     self.last_from_head = time.monotonic()
                     if isinstance(msg, P.CancelTask):
                         self._cancel(msg.task_id, msg.force)
+                    elif isinstance(msg, P.Revoke):
+                        with self.start_lock:
+                            given = [t for t in msg.task_ids if t not in self.started]
+                            self.revoked.update(given)
+                        ctl.send(P.Revoked(given))
                     elif isinstance(msg, P.Shutdown):
                         self.stop = True
                         break
@@ -341,8 +375,10 @@ class Engine:
                     cur = self.running[-1].task_id if self.running else 0
                     s = sampler.sample()
                     ctl.send(P.Metrics(s.cpu_percent, s.rss, s.shared, cur))
+                    self.store.trim_cache()   # let go of freed segments so they can be recycled
                 if self._orphaned() or now - self.last_from_head > self.dead_after_s:
                     log.error("head gone (silent %.1fs); engine exits", now - self.last_from_head)
+                    self.store.sweep_node()
                     os._exit(3)
         finally:
             ctl.close()

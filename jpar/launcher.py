@@ -63,6 +63,7 @@ def start_head(config: Config, num_engines: int, *, owner: bool, resources: dict
     if not line:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
         log = _tail(os.path.join(rundir, "head.log"))
         raise ClusterError(f"The jpar head did not start within {config.start_timeout_s} s.\n{log}"
                            "Check the log above; JPAR_LOG_LEVEL=DEBUG shows more.")

@@ -23,6 +23,7 @@ Who sends what (D = driver or any client, H = head, E = engine)::
     H->A  ActorSetup Shutdown
     H->D  Welcome Answer Objects TaskFailed ActorInfo
     D->A  Calls                                      (method calls go straight to the actor)
+    *->*  FetchObject ObjectChunk                    (a reader pulls a stored object from its writer's node)
     E->D  Results Output                             (A->D too: method results)
     H->*  Events (PUB stream: task transitions, engine metrics, for dashboards)
 """
@@ -298,6 +299,20 @@ class CancelTask(Message):
     force: bool
 
 
+@_msg(37)
+@dataclass(slots=True)
+class Revoke(Message):
+    """Head to an engine's control thread: give back these prefetched tasks if not started."""
+    task_ids: list
+
+
+@_msg(26)
+@dataclass(slots=True)
+class Revoked(Message):
+    """Engine to head: these tasks were taken off its queue unstarted (the rest had started)."""
+    task_ids: list
+
+
 @_msg(34)
 @dataclass(slots=True)
 class Shutdown(Message):
@@ -438,14 +453,34 @@ class Calls(Message):
     calls: list
 
 
+@_msg(70)
+@dataclass(slots=True)
+class FetchObject(Message):
+    """A reader on another node asks a writer's object server for part of a segment."""
+    req_id: int
+    name: str            # segment name (from the object's location record)
+    offset: int
+    length: int
+
+
+@_msg(71)
+@dataclass(slots=True)
+class ObjectChunk(Message):
+    req_id: int
+    offset: int
+    total: int           # segment size; -1 when the segment is gone (data is then the reason)
+    data: bytes
+
+
 MESSAGES: dict[int, type[Message]] = {
     cls.CODE: cls
     for cls in (
         Hello, Goodbye, Heartbeat, RegisterFunction, Submit, PutObjects, Release, Cancel, GetObjects, Query,
-        EngineHello, TaskDone, Blocked, Metrics, Define, DriverInfo, Dispatch, CancelTask, Shutdown,
+        EngineHello, TaskDone, Blocked, Metrics, Define, DriverInfo, Dispatch, CancelTask, Revoke, Revoked,
+        Shutdown,
         EngineWelcome, Welcome, Answer, Objects, TaskFailed, Results, Output, Events,
         CreateActor, ActorLookup, KillActor, ReleaseActor, ActorCallsDone, ActorHello, ActorReady, ActorSetup,
-        ActorInfo, Calls,
+        ActorInfo, Calls, FetchObject, ObjectChunk,
     )
 }
 _FIELDS = {code: tuple(f.name for f in dataclasses.fields(cls)) for code, cls in MESSAGES.items()}

@@ -61,7 +61,11 @@ class RemoteFunction(Generic[Params, R]):
         fn_id, blob = self._definition()
         driver.ensure_function(fn_id, self._name, lambda: blob)
         args, kwargs, deps = _split_refs(args, kwargs)
+        args, kwargs, deps, keep = _put_large(driver, args, kwargs, deps)   # keep: refs live until submitted
         payload = serialization.dumps_args(self._name, args, kwargs)
+        if len(payload) >= driver.store.threshold and not keep:
+            args, kwargs, deps, keep = _put_large(driver, args, kwargs, deps, measure=True)
+            payload = serialization.dumps_args(self._name, args, kwargs)
         opts = self._options
         n = opts.num_returns
         task_id = driver.new_ids(n)
@@ -103,3 +107,36 @@ def _split_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict, tuple]:
                 deps.append(v.id)
                 kwargs[k] = ArgRef(v.id)
     return args, kwargs, tuple(deps)
+
+
+_SMALL = frozenset({int, float, bool, type(None), complex, str})
+
+
+def _put_large(driver, args: tuple, kwargs: dict, deps: tuple, measure: bool = False):
+    """Put large top-level arguments into the object store once and pass them like refs.
+
+    Buffers (numpy, pandas, bytes...) are recognised by their size without pickling; with
+    ``measure`` every other argument is pickled to find the large ones. Returns the new
+    (args, kwargs, deps) and the temporary refs, which must live until the task is submitted
+    (their release must not reach the head before the Submit that holds the objects)."""
+    threshold = driver.store.threshold
+    keep: list = []
+
+    def swap(a):
+        t = type(a)
+        if t in _SMALL or t is ArgRef:
+            return a
+        n = getattr(a, "nbytes", None) if t is not bytes and t is not bytearray else len(a)
+        if type(n) is not int:
+            n = len(serialization.dumps(a)) if measure else 0
+        if n < threshold:
+            return a
+        ref = driver.put(a)
+        keep.append(ref)
+        return ArgRef(ref.id)
+
+    new_args = tuple(swap(a) for a in args)
+    new_kwargs = {k: swap(v) for k, v in kwargs.items()} if kwargs else kwargs
+    if not keep:
+        return args, kwargs, deps, keep
+    return new_args, new_kwargs, deps + tuple(r.id for r in keep), keep

@@ -28,7 +28,7 @@ from typing import NamedTuple
 from .protocol import TaskSpec
 from .scheduler_actors import ACTOR_TRANSITIONS, ActorScheduling, ActorState  # noqa: F401  (actors: see there)
 
-__all__ = ["Scheduler", "TaskState", "TRANSITIONS", "DispatchTask", "SendFailure", "CancelOnEngine",
+__all__ = ["Scheduler", "TaskState", "TRANSITIONS", "DispatchTask", "SendFailure", "CancelOnEngine", "RevokeOnEngine",
            "ReplyObjects", "Transition", "Failure"]
 
 
@@ -57,7 +57,7 @@ TRANSITIONS: dict[tuple[TaskState | None, TaskState], str] = {
     (S.QUEUED, S.FAILED): "the last node able to run it left",
     (S.QUEUED, S.CANCELLED): "cancelled before it could run",
     (S.ASSIGNED, S.RUNNING): "the engine finished the task ahead of it",
-    (S.ASSIGNED, S.QUEUED): "its engine died before starting it",
+    (S.ASSIGNED, S.QUEUED): "taken back unstarted: its engine died, or was busy far longer than usual",
     (S.ASSIGNED, S.CANCELLED): "cancelled while prefetched",
     (S.ASSIGNED, S.DONE): "finished (run while the task ahead was blocked)",
     (S.ASSIGNED, S.FAILED): "raised (run while the task ahead was blocked)",
@@ -102,6 +102,13 @@ class CancelOnEngine(NamedTuple):
     force: bool
 
 
+class RevokeOnEngine(NamedTuple):
+    """Ask an engine to give back prefetched tasks it has not started (an idle engine can take them)."""
+
+    engine_id: int
+    task_ids: tuple
+
+
 class ReplyObjects(NamedTuple):
     client: int
     req_id: int
@@ -134,6 +141,7 @@ class Task:
     gpu_ids: tuple = ()
     started: bool = False
     blocked: bool = False
+    revoking: bool = False
     children: list = field(default_factory=list)
 
     @property
@@ -164,6 +172,7 @@ class Engine:
     active: int = 0                                  # unblocked tasks in the queue
     reserved: dict = field(default_factory=dict)
     avg_s: float = -1.0                              # moving average of its tasks' run time (-1: none yet)
+    running_since: float = 0.0                       # scheduler clock when its current task started
     depth: int = 1                                   # how many tasks it may hold (1 + prefetch)
 
 
@@ -191,6 +200,7 @@ class Scheduler(ActorScheduling):
         self.ready: dict[tuple, deque] = {}              # shape -> FIFO of task ids
         self.counts: dict[TaskState, int] = {s: 0 for s in TaskState}
         self.actions: list = []
+        self.now = 0.0                                   # the controller's clock, set before each event
         self._feasible_cache: dict = {}                  # demand shape -> can some node ever run it
         self._init_actors(Obj)
 
@@ -581,6 +591,41 @@ class Scheduler(ActorScheduling):
             self._assign(task, eng)
         for shape in [s for s, q in self.ready.items() if not q]:
             del self.ready[shape]
+        if not self.ready:
+            self._steal()
+
+    def _steal(self) -> None:
+        """An engine is idle and nothing waits: take back tasks queued behind a long-running one."""
+        if not any(e.active == 0 and not e.queue for e in self.engines.values()):
+            return
+        for eng in self.engines.values():
+            if eng.active > 1 and self.now - eng.running_since > max(4 * eng.avg_s, 0.005):
+                ids = tuple(tid for tid in eng.queue
+                            if (t := self.tasks[tid]).state is S.ASSIGNED and not t.started and not t.revoking
+                            and t.spec.placement < 0)
+                if ids:
+                    for tid in ids:
+                        self.tasks[tid].revoking = True
+                    self.actions.append(RevokeOnEngine(eng.engine_id, ids))
+
+    def tick(self) -> list:
+        """Time passed (the controller calls this a few times a second): rebalance if needed."""
+        if not self.ready:
+            self._steal()
+        return self._take()
+
+    def revoked(self, engine_id: int, task_ids) -> list:
+        """The engine gave these back unstarted: queue them again for any engine."""
+        for tid in task_ids:
+            task = self.tasks.get(tid)
+            if task is None or task.engine != engine_id or task.state is not S.ASSIGNED or task.started:
+                continue
+            task.revoking = False
+            self._off_engine(task)
+            self._move(task, S.QUEUED, f"taken back from busy engine {engine_id}")
+            self._enqueue(task, front=True)
+        self._schedule()
+        return self._take()
 
     def _pick_engine(self, task: Task, held: dict) -> Engine | None:
         demand = task.demand
@@ -591,6 +636,8 @@ class Scheduler(ActorScheduling):
             n = eng.active
             if n >= best_len or n >= (eng.depth if simple else 1):
                 continue
+            if n and self.now - eng.running_since > max(4 * eng.avg_s, 0.005):
+                continue  # its current task runs far longer than usual: queue nothing behind it
             node = self.nodes[eng.node]
             h = held.get(eng.node)
             ok = True
@@ -630,6 +677,7 @@ class Scheduler(ActorScheduling):
             self._reserve(eng)
         if idle:
             task.started = True
+            eng.running_since = self.now
             self._move(task, S.RUNNING, f"placed on idle engine {eng.engine_id}")
         else:
             self._move(task, S.ASSIGNED, f"prefetched on engine {eng.engine_id}")
@@ -667,6 +715,7 @@ class Scheduler(ActorScheduling):
             if not nxt.blocked:
                 if nxt.state is S.ASSIGNED:
                     nxt.started = True
+                    eng.running_since = self.now
                     self._move(nxt, S.RUNNING, f"engine {eng.engine_id} reached it")
                 break
 

@@ -271,14 +271,6 @@ def test_status_table(ip):
     assert "<table>" in table._repr_html_() and "<th>store</th>" in table._repr_html_()
 
 
-def test_dashboard_says_not_available(ip):
-    result = run(ip, "%jpar dashboard")
-    if hasattr(jpar, "dashboard"):
-        pytest.skip("the dashboard exists now")
-    assert type(result.error_in_exec).__name__ == "UsageError"
-    assert "not available yet" in str(result.error_in_exec)
-
-
 def test_context_and_ref_reprs(ip):
     ctx = ok(ip, "jpar.init()")
     assert repr(ctx).startswith("ClusterContext(address='tcp://")

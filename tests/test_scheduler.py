@@ -4,6 +4,7 @@ import pytest
 
 from jpar import protocol as P
 from jpar.scheduler import (TRANSITIONS, CancelOnEngine, DispatchTask, Failure, FreeObjects, ReplyObjects,
+                            RevokeOnEngine,
                             Scheduler, SendFailure, TaskState, Transition)
 
 S = TaskState
@@ -196,3 +197,42 @@ def test_client_leaving_cancels_its_work(sched):
     acts = sched.client_removed(1)
     assert CancelOnEngine(0, 1, False) in acts
     assert sched.tasks == {} and sched.statistics().tasks["cancelled"] == 2
+
+
+def test_no_prefetch_behind_a_task_that_runs_far_longer_than_usual():
+    s = Scheduler(prefetch=8, prefetch_s=0.002)
+    s.client_added(1)
+    s.engine_added(0, "n", {"CPU": 2})
+    s.engine_added(1, "n", {})
+    for eng in s.engines.values():
+        eng.avg_s, eng.depth = 1e-4, 9                # both have run tiny tasks quickly so far
+    s.now = 100.0
+    s.submit(1, [spec(1)])                            # a long task starts on one engine
+    slow = s.tasks[1].engine
+    s.now = 102.0                                     # two seconds later, tiny tasks arrive
+    acts = s.submit(1, [spec(i) for i in range(2, 10)])
+    assert {a.engine_id for a in of(acts, DispatchTask)} == {1 - slow}
+
+
+def test_idle_engine_takes_back_tasks_queued_behind_a_long_one():
+    s = Scheduler(prefetch=8, prefetch_s=0.002)
+    s.client_added(1)
+    s.engine_added(0, "n", {"CPU": 2})
+    s.engine_added(1, "n", {})
+    for eng in s.engines.values():
+        eng.avg_s, eng.depth = 1e-4, 9
+    s.now = 10.0
+    s.submit(1, [spec(1), spec(2), spec(3), spec(4)])     # 1 turns out long; 3 is prefetched behind it
+    slow = s.tasks[1].engine
+    behind = [t for t in s.engines[slow].queue if t != 1]
+    assert behind
+    fast = 1 - slow
+    for tid in list(s.engines[fast].queue):
+        s.tasks_done(fast, [P.DoneRecord(tid, 0, P.OK, ((tid, P.OK, b""),), 1e-4)])
+    s.now = 11.0
+    acts = s.tick()
+    assert of(acts, RevokeOnEngine) == [RevokeOnEngine(slow, tuple(behind))]
+    assert of(s.tick(), RevokeOnEngine) == []             # asked once, not on every tick
+    acts = s.revoked(slow, behind)
+    assert {a.task_id: a.engine_id for a in of(acts, DispatchTask)} == {t: fast for t in behind}
+    assert s.tasks[1].state is S.RUNNING and list(s.engines[slow].queue) == [1]

@@ -340,39 +340,62 @@ def _pick(d: dict, *names, default=None):
     return default
 
 
+def _as_dict(x: Any) -> Any:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {f.name: getattr(x, f.name) for f in dataclasses.fields(x)}
+    if hasattr(x, "_asdict"):
+        return x._asdict()
+    return x
+
+
 def normalize_store(raw: Any) -> dict | None:
-    """Object-store figures in one shape, whatever the store reports:
-    ``{"hosts": [{host, used, capacity, spilled}], "largest": [{id, size, owner}]}``; None when absent."""
-    if not raw:
-        return None
-    if dataclasses.is_dataclass(raw):
-        raw = dataclasses.asdict(raw)
-    if not isinstance(raw, dict):
+    """Object-store figures in one shape, whatever the store reports (one dict, a list of hosts, or
+    ``{node: statistics}``): ``{"hosts": [{host, used, capacity, spilled, objects}], "largest": [{id,
+    size, owner}]}``; None when the cluster reports none."""
+    raw = _as_dict(raw)
+    if not raw or not isinstance(raw, dict):
         return None
     hosts_raw = _pick(raw, "hosts", "nodes", default=None)
     if hosts_raw is None:
-        hosts_raw = [raw]
-    elif isinstance(hosts_raw, dict):
-        hosts_raw = [dict(v, host=k) if isinstance(v, dict) else {"host": k} for k, v in hosts_raw.items()]
-    hosts = []
+        values = [_as_dict(v) for v in raw.values()]
+        if values and all(isinstance(v, dict) for v in values):      # {node: statistics}
+            hosts_raw = {k: v for k, v in zip(raw, values)}
+        else:
+            hosts_raw = [raw]
+    if isinstance(hosts_raw, dict):
+        hosts_raw = [dict(_as_dict(v), host=k) if isinstance(_as_dict(v), dict) else {"host": k}
+                     for k, v in hosts_raw.items()]
+    hosts, objects = [], []
     for h in hosts_raw:
-        if dataclasses.is_dataclass(h):
-            h = dataclasses.asdict(h)
+        h = _as_dict(h)
         if not isinstance(h, dict):
             continue
+        objs = h.get("objects")
+        count = _pick(h, "object_count", "count", "num_objects", default=None)
+        if isinstance(objs, (list, tuple)):
+            objects.extend(objs)
+            if count is None:
+                count = len(objs)
+        elif isinstance(objs, int) and count is None:
+            count = objs
         hosts.append({"host": str(_pick(h, "host", "node", "name", default="")),
                       "used": _pick(h, "used", "used_bytes", "bytes_used", "bytes", default=None),
                       "capacity": _pick(h, "capacity", "capacity_bytes", "size", "limit", default=None),
                       "spilled": _pick(h, "spilled", "spilled_bytes", "bytes_spilled", default=None),
-                      "objects": _pick(h, "objects", "count", "num_objects", default=None)})
+                      "objects": count})
+    objects.extend(_pick(raw, "largest", "largest_objects", "top", default=()) or ())
     largest = []
-    for o in _pick(raw, "largest", "largest_objects", "top", default=()) or ():
+    for o in objects:
+        o = _as_dict(o)
         if isinstance(o, dict):
-            largest.append({"id": str(_pick(o, "id", "object_id", default="")), "size": _pick(o, "size", "bytes"),
-                            "owner": str(_pick(o, "owner", "holder", "holders", default=""))})
+            oid = _pick(o, "id", "object_id", default="")
+            owner = _pick(o, "owner", "holder", "holders", default="")
+            largest.append({"id": f"{oid:x}" if isinstance(oid, int) else str(oid), "size": _pick(o, "size", "bytes"),
+                            "owner": f"client {owner}" if isinstance(owner, int) else str(owner)})
         elif isinstance(o, (list, tuple)) and len(o) >= 2:
             largest.append({"id": f"{o[0]:x}" if isinstance(o[0], int) else str(o[0]), "size": o[1],
                             "owner": str(o[2]) if len(o) > 2 else ""})
+    largest.sort(key=lambda o: -(o["size"] or 0))
     return {"hosts": hosts, "largest": largest[:5]}
 
 

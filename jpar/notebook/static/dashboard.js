@@ -148,7 +148,7 @@ function render({ model, el: root }) {
       } else {
         shape = el("circle", { r: 8, fill: COLOURS.waiting, stroke: "#333", "stroke-width": 0.6 }, grp, SVGNS);
         el("text", { x: 11, y: 4, "font-size": 9, fill: "#444",
-          text: label.length > 10 ? label.slice(0, 9) + "…" : label }, grp, SVGNS);
+          text: label.length > 14 ? label.slice(0, 13) + "…" : label }, grp, SVGNS);
       }
       grp.addEventListener("mouseenter", (ev) => {
         tip.textContent = describe(id);

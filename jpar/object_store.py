@@ -1,0 +1,782 @@
+"""The per-host object store: large values in shared memory, written once, mapped read-only.
+
+::
+
+    writer (driver put, engine result)                 readers on the same node
+      prepare(value): pickle 5, out-of-band buffers      load(location): open, flock(SH), check inode,
+      write(): a recycled or fresh segment, one copy       mmap read-only, pickle.loads(buffers=views)
+           |                                                (numpy arrays come back as read-only views)
+           +--> location record (~100 bytes) --> messages, the head's table, results tables
+    head (HeadStores): FreeObjects -> free(): nobody maps it -> recycle into the pool, or unlink
+                                               somebody maps it -> rename "dead"; recycled once unmapped
+    readers on another node: object_transfer.fetch(location) pulls it in chunks from the writer
+
+A segment is a file in ``/dev/shm`` named ``jpar-<cluster tag>-<node tag>-<kind>-...`` (kind
+``o`` object, ``p`` pool, ``d`` dead, ``t`` being restored), so every node has its own namespace
+and a cluster's segments can be swept by name: by the head at shutdown, by the owning driver
+when the head dies, by engines whose head is gone. A reader holds a shared ``flock`` for as long
+as its mapping lives (``mmap`` keeps a dup of the descriptor), so a segment is recycled, spilled
+or overwritten only when nobody maps it: that is what "pinned" means here. Fresh tmpfs pages fault
+slowly, so freed segments go to a small pool and the next large write reuses them, pre-faulted.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import logging
+import mmap
+import os
+import pickle
+import secrets
+import shutil
+import struct
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import cloudpickle
+
+from .errors import ObjectLostError, ObjectStoreFullError
+
+__all__ = ["ObjectStore", "HeadStores", "Location", "StoreStatistics", "ObjectInfo", "is_location",
+           "decode_location", "load", "attach", "sweep_cluster", "cluster_tag", "store_settings"]
+
+log = logging.getLogger("jpar.object_store")
+
+LOCATION_MAGIC = b"\x00JPL"              # location records start with this; pickles start with b"\x80"
+_SEG_MAGIC = b"JPARSEG1"
+_HDR = struct.Struct("<8sQQ")            # magic, body length, number of out-of-band buffers
+_ENT = struct.Struct("<QQ")              # offset, length of each part (body first)
+_ALIGN = 64
+POOL_MIN = 1 << 20                       # smaller freed segments are unlinked, not pooled
+POOL_IDLE_S = 30.0                       # pooled segments unused this long are unlinked
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
+_warned_small_shm = False
+
+
+class Location(NamedTuple):
+    """Where a stored value lives; this (pickled behind LOCATION_MAGIC) is all that travels."""
+
+    tag: str          # cluster tag (from the cluster key)
+    node: str         # node whose namespace holds it
+    name: str         # segment name
+    size: int         # bytes of the segment
+    host: str         # host name of that node
+    endpoint: str     # the writer's object server (other nodes pull from it)
+
+
+def is_location(blob) -> bool:
+    return blob[:4] == LOCATION_MAGIC
+
+
+def decode_location(blob: bytes) -> Location:
+    return Location._make(pickle.loads(blob[4:]))
+
+
+def cluster_tag(key: bytes) -> str:
+    return hashlib.blake2b(key, digest_size=5).hexdigest()
+
+
+def _node_tag(node: str) -> str:
+    return hashlib.blake2b(node.encode(), digest_size=3).hexdigest()
+
+
+def _align(n: int) -> int:
+    return (n + _ALIGN - 1) & ~(_ALIGN - 1)
+
+
+def default_shm_dir() -> str:
+    d = "/dev/shm"
+    return d if os.path.isdir(d) and os.access(d, os.W_OK) else tempfile.gettempdir()
+
+
+def default_spill_dir() -> str:
+    return os.path.join(tempfile.gettempdir(), f"jpar-spill-{os.getuid()}")
+
+
+def default_capacity(shm_dir: str) -> int:
+    """30% of RAM, bounded by 90% of the file system holding the segments (/dev/shm)."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        st = os.statvfs(shm_dir)
+        fs = st.f_blocks * st.f_frsize
+    except OSError:
+        fs = ram
+    return int(min(0.3 * ram, 0.9 * fs))
+
+
+def store_settings(config) -> dict:
+    """The store's settings from a :class:`~jpar.config.Config` (sent to engines in their setup)."""
+    return {"threshold": config.object_store_threshold, "capacity": config.object_store_bytes,
+            "shm_dir": config.object_store_dir, "spill_dir": config.object_spill_dir, "bind_host": config.bind_host}
+
+
+class _View:
+    """A top-level memoryview value: stored out of band, comes back as a read-only memoryview."""
+
+    __slots__ = ("mv",)
+
+    def __init__(self, mv: memoryview):
+        self.mv = mv
+
+    def __reduce_ex__(self, protocol):
+        mv = self.mv if self.mv.c_contiguous else memoryview(self.mv.tobytes())
+        return (_as_view, (pickle.PickleBuffer(mv.cast("B") if mv.ndim != 1 or mv.format != "B" else mv),
+                           mv.format, mv.shape))
+
+
+def _as_view(buf, fmt: str, shape: tuple) -> memoryview:
+    mv = memoryview(buf).toreadonly()
+    return mv.cast("B").cast(fmt, shape) if (fmt, shape) != ("B", (mv.nbytes,)) else mv
+
+
+class Prepared(NamedTuple):
+    inline: bytes | None      # the pickle itself when the value is small
+    body: bytes
+    buffers: list             # out-of-band buffers (1-D byte memoryviews)
+    size: int                 # segment size when stored
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    object_id: int
+    size: int
+    owner: int                # client number that created the ref (object id >> 40)
+    refcount: int             # -1 when unknown (only the head knows the references)
+    pinned: bool              # some process maps it now: it cannot be spilled or recycled
+    spilled: bool             # on disk in the spill directory
+
+
+@dataclass(frozen=True)
+class StoreStatistics:
+    node: str
+    bytes_used: int           # object bytes in shared memory
+    capacity: int
+    spilled_bytes: int        # object bytes spilled to disk
+    pooled_bytes: int         # freed segments kept pre-faulted for reuse
+    held_bytes: int           # freed objects still mapped by some process (a get() result kept alive)
+    object_count: int
+    objects: tuple            # ObjectInfo per object
+
+
+# ---------------------------------------------------------------- the store
+class ObjectStore:
+    """One process's handle on one node's namespace: write, map, free, spill, account."""
+
+    def __init__(self, key: bytes, node: str, *, threshold: int = 100 * 1024, capacity: int = 0,
+                 shm_dir: str = "", spill_dir: str = "", cache_bytes: int = 0, bind_host: str = "127.0.0.1",
+                 host: str = ""):
+        import socket
+
+        self.key = key
+        self.tag = cluster_tag(key)
+        self.node = node
+        self.host = host or socket.gethostname()
+        self.threshold = int(threshold)
+        self.dir = shm_dir or default_shm_dir()
+        self.spill_root = os.path.join(spill_dir or default_spill_dir(), f"jpar-{self.tag}")
+        self.capacity = int(capacity) or default_capacity(self.dir)
+        self.pool_limit = self.capacity // 4
+        self.prefix = f"jpar-{self.tag}-{_node_tag(node)}-"
+        self.bind_host = bind_host
+        self.cache_bytes = cache_bytes
+        self._cache: dict[str, tuple] = {}          # name -> (mmap, inode, size): engines keep mappings warm
+        self._cached = 0
+        self._lock = threading.RLock()
+        self._server = None
+        self._check_small_shm()
+
+    def _check_small_shm(self) -> None:
+        global _warned_small_shm
+        try:
+            st = os.statvfs(self.dir)
+            fs = st.f_blocks * st.f_frsize
+        except OSError:
+            return
+        if fs < (1 << 30) and not _warned_small_shm:
+            _warned_small_shm = True
+            log.warning("%s holds only %d MiB: the object store's capacity is %d MiB and larger objects spill to "
+                        "%s. Give the container more shared memory (docker run --shm-size=2g) or set "
+                        "JPAR_OBJECT_STORE_DIR.", self.dir, fs >> 20, self.capacity >> 20, self.spill_root)
+
+    # ------------------------------------------------------------ writing
+    def prepare(self, value: Any) -> Prepared:
+        """Pickle with out-of-band buffers; small values come back inline (no segment)."""
+        t = type(value)
+        if t in _PLAIN:
+            body = pickle.dumps(value, protocol=5)
+            if len(body) < self.threshold:
+                return Prepared(body, body, [], 0)
+            return Prepared(None, body, [], _segment_size(len(body), []))
+        if t is memoryview:
+            value = _View(value)
+        bufs: list = []
+        threshold = self.threshold
+
+        def oob(pb: pickle.PickleBuffer) -> bool:
+            try:
+                raw = pb.raw()
+            except BufferError:      # not contiguous: pickled in band
+                return True
+            if raw.nbytes < threshold:
+                return True
+            bufs.append(raw)
+            return False
+
+        body = cloudpickle.dumps(value, protocol=5, buffer_callback=oob)   # notebook definitions by value
+        if not bufs and len(body) < threshold:
+            return Prepared(body, body, [], 0)
+        return Prepared(None, body, bufs, _segment_size(len(body), [b.nbytes for b in bufs]))
+
+    def dumps(self, value: Any, object_id: int) -> bytes:
+        """A value as an inline pickle or, when large, as the location of its new segment."""
+        p = self.prepare(value)
+        return p.inline if p.inline is not None else self.write(object_id, p)
+
+    def write(self, object_id: int, p: Prepared) -> bytes:
+        """Copy a prepared value into a segment once; returns the location record."""
+        name = f"{self.prefix}o-{object_id:x}-{secrets.token_hex(3)}"
+        endpoint = self.server_endpoint()
+        fd, path = self._allocate(name, p.size)
+        try:
+            m = mmap.mmap(fd, p.size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+            try:
+                _fill(m, p)
+            finally:
+                m.close()
+        except BaseException:
+            _unlink(path)
+            raise
+        finally:
+            os.close(fd)
+        return LOCATION_MAGIC + pickle.dumps((self.tag, self.node, name, p.size, self.host, endpoint), protocol=5)
+
+    def _allocate(self, name: str, size: int) -> tuple[int, str]:
+        """A file of ``size`` bytes at ``name`` with an exclusive lock: a pooled one if any fits."""
+        path = os.path.join(self.dir, name)
+        if size >= POOL_MIN:
+            for pname, psize, _ in sorted(self._entries("p"), key=lambda e: e[1]):
+                if not size <= psize <= size + max(size // 2, 16 << 20):
+                    continue
+                try:
+                    os.rename(os.path.join(self.dir, pname), path)
+                except FileNotFoundError:
+                    continue                     # another writer took it
+                fd = os.open(path, os.O_RDWR)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.ftruncate(fd, size)
+                    return fd, path
+                except OSError:                  # a stale reader still maps it: leave it be
+                    os.close(fd)
+                    _unlink(path)
+        if size > self.capacity:
+            return self._allocate_on_disk(name, size)
+        self._make_room(size)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for attempt in (0, 1):
+            try:
+                os.posix_fallocate(fd, 0, size)   # ENOSPC here, never SIGBUS on a later write
+                return fd, path
+            except OSError as exc:
+                os.ftruncate(fd, 0)
+                if exc.errno not in (errno.ENOSPC, errno.ENOMEM) or attempt:
+                    os.close(fd)
+                    _unlink(path)
+                    if exc.errno in (errno.ENOSPC, errno.ENOMEM):
+                        raise self._full_error(size, f"{self.dir} itself is out of space") from None
+                    raise
+                self._make_room(size, everything=True)
+        raise AssertionError("unreachable")
+
+    def _allocate_on_disk(self, name: str, size: int) -> tuple[int, str]:
+        """An object larger than the whole store: written straight to the spill directory."""
+        log.warning("an object of %d MiB is larger than the object store (%d MiB): it is kept on disk in %s. "
+                    "Raise JPAR_OBJECT_STORE_BYTES (or the size of %s) to keep it in memory.",
+                    size >> 20, self.capacity >> 20, self.spill_root, self.dir)
+        os.makedirs(self.spill_root, mode=0o700, exist_ok=True)
+        path = os.path.join(self.spill_root, name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            os.close(fd)
+            _unlink(path)
+            raise self._full_error(size, f"the spill directory is out of space too ({exc})") from None
+        return fd, path
+
+    # ------------------------------------------------------------ capacity and spilling
+    def _entries(self, kinds: str = "opdt"):
+        """(name, size, mtime) of this namespace's segments of the given kinds."""
+        out = []
+        n = len(self.prefix)
+        try:
+            with os.scandir(self.dir) as it:
+                for e in it:
+                    if e.name.startswith(self.prefix) and e.name[n:n + 1] in kinds:
+                        try:
+                            st = e.stat()
+                        except FileNotFoundError:
+                            continue
+                        out.append((e.name, st.st_size, st.st_mtime))
+        except FileNotFoundError:
+            pass
+        return out
+
+    def used_bytes(self) -> int:
+        return sum(size for _, size, _ in self._entries())
+
+    def _make_room(self, size: int, everything: bool = False) -> None:
+        """Evict pooled segments, then spill least recently used unpinned objects, until ``size`` fits."""
+        entries = self._entries()
+        used = sum(e[1] for e in entries)
+        if used + size <= self.capacity and not everything:
+            return
+        kind = len(self.prefix)
+        for name, psize, _ in sorted((e for e in entries if e[0][kind] == "p"), key=lambda e: e[2]):
+            _unlink(os.path.join(self.dir, name))
+            used -= psize
+            if used + size <= self.capacity and not everything:
+                return
+        for name, osize, _ in sorted((e for e in entries if e[0][kind] == "o"), key=lambda e: e[2]):
+            if self._spill(name):
+                used -= osize
+                if used + size <= self.capacity and not everything:
+                    return
+        if used + size > self.capacity:
+            raise self._full_error(size, f"{used >> 20} MiB are pinned (mapped by get() results or running tasks)")
+
+    def _full_error(self, size: int, why: str) -> ObjectStoreFullError:
+        return ObjectStoreFullError(
+            f"The object store of node {self.node!r} cannot take an object of {size / 2**20:.1f} MiB: capacity "
+            f"{self.capacity / 2**20:.1f} MiB, {self.used_bytes() / 2**20:.1f} MiB in use and nothing more can be "
+            f"spilled ({why}). Drop references to results you no longer need (del the arrays and refs, "
+            "or clear IPython's Out[] with %reset -f out), or raise JPAR_OBJECT_STORE_BYTES.")
+
+    def _spill(self, name: str) -> bool:
+        """Move one unpinned object to the spill directory; False when some process maps it."""
+        path = os.path.join(self.dir, name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            os.makedirs(self.spill_root, mode=0o700, exist_ok=True)
+            tmp = os.path.join(self.spill_root, name + ".part")
+            with open(tmp, "wb") as out:
+                size = os.fstat(fd).st_size
+                off = 0
+                while off < size:
+                    off += os.sendfile(out.fileno(), fd, off, min(size - off, 64 << 20))
+            os.rename(tmp, os.path.join(self.spill_root, name))
+            _unlink(path)
+            log.info("spilled %s (%d bytes) to %s", name, size, self.spill_root)
+            return True
+        finally:
+            os.close(fd)
+
+    def _restore(self, name: str) -> bool:
+        """Bring a spilled object back into shared memory if it fits; False leaves it on disk."""
+        spath = os.path.join(self.spill_root, name)
+        try:
+            size = os.stat(spath).st_size
+            if size > self.capacity:
+                return False
+            self._make_room(size)
+        except (FileNotFoundError, ObjectStoreFullError):
+            return False
+        tmp = os.path.join(self.dir, f"{self.prefix}t-{secrets.token_hex(4)}")
+        try:
+            with open(spath, "rb") as src, open(tmp, "xb") as dst:
+                os.posix_fallocate(dst.fileno(), 0, size)
+                off = 0
+                while off < size:
+                    off += os.sendfile(dst.fileno(), src.fileno(), off, min(size - off, 64 << 20))
+            try:
+                os.link(tmp, os.path.join(self.dir, name))
+            except FileExistsError:
+                pass                              # restored by someone else meanwhile
+            _unlink(spath)
+            return True
+        except OSError:
+            return False
+        finally:
+            _unlink(tmp)
+
+    # ------------------------------------------------------------ reading
+    def load(self, loc: Location) -> Any:
+        """The value at ``loc``: mapped read-only with no copy on this node, pulled from another."""
+        if loc.node != self.node or loc.tag != self.tag:
+            from .object_transfer import fetch
+
+            data = fetch(loc, self.key)
+            return _unpickle(memoryview(data).toreadonly())
+        return _unpickle(self.map(loc.name))
+
+    def map(self, name: str) -> memoryview:
+        """A read-only view of a segment; the mapping (and its shared lock) lives as long as the view."""
+        if self.cache_bytes:
+            with self._lock:
+                hit = self._cache.get(name)
+                if hit is not None:
+                    try:
+                        if os.stat(os.path.join(self.dir, name)).st_ino == hit[1]:
+                            return hit[0]
+                    except FileNotFoundError:
+                        pass
+                    self._forget(name)
+        for _ in range(4):
+            opened = self._open_locked(os.path.join(self.dir, name))
+            if opened is None:
+                spath = os.path.join(self.spill_root, name)
+                if not os.path.exists(spath):
+                    break
+                if self._restore(name):
+                    continue
+                opened = self._open_locked(spath)
+                if opened is None:
+                    continue
+            fd, st = opened
+            try:
+                m = mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)                       # the lock lives on in mmap's own dup of fd
+            try:
+                os.utime(os.path.join(self.dir, name))   # LRU order for spilling
+            except OSError:
+                pass
+            view = memoryview(m)
+            if self.cache_bytes and st.st_size <= self.cache_bytes:
+                self._remember(name, view, st.st_ino, st.st_size)
+            return view
+        raise ObjectLostError(f"Object segment {name} is gone: the object was freed (no ref held it) or its node's "
+                              "store was cleaned up. Keep the ObjectRef alive while you use the value.")
+
+    def _open_locked(self, path: str):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        st = os.fstat(fd)
+        try:
+            if os.stat(path).st_ino == st.st_ino:
+                return fd, st
+        except FileNotFoundError:
+            pass
+        os.close(fd)                               # freed, spilled or recycled while we opened it
+        return None
+
+    def _remember(self, name: str, view: memoryview, ino: int, size: int) -> None:
+        with self._lock:
+            self._cache[name] = (view, ino, size)
+            self._cached += size
+            while self._cached > self.cache_bytes and len(self._cache) > 1:
+                self._forget(next(iter(self._cache)))
+
+    def _forget(self, name: str) -> None:
+        entry = self._cache.pop(name, None)
+        if entry is not None:
+            self._cached -= entry[2]
+
+    def trim_cache(self) -> None:
+        """Drop cached mappings of segments that were freed, so their memory can be reused."""
+        if not self._cache:
+            return
+        with self._lock:
+            for name, (_, ino, _) in list(self._cache.items()):
+                try:
+                    if os.stat(os.path.join(self.dir, name)).st_ino == ino:
+                        continue
+                except FileNotFoundError:
+                    pass
+                self._forget(name)
+
+    # ------------------------------------------------------------ freeing
+    def free(self, name: str) -> None:
+        """Free one object: recycle its segment if nobody maps it, else park it as dead until they stop."""
+        path = os.path.join(self.dir, name)
+        with self._lock:
+            self._forget(name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = None
+        if fd is not None:
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    self._recycle(path, os.fstat(fd).st_size)
+                except BlockingIOError:
+                    kind = len(self.prefix)
+                    os.rename(path, os.path.join(self.dir, name[:kind] + "d" + name[kind + 1:]))
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)
+        _unlink(os.path.join(self.spill_root, name))
+
+    def _recycle(self, path: str, size: int) -> None:
+        """Keep a freed, unmapped segment in the pool (its pages stay faulted in) or unlink it."""
+        if size >= POOL_MIN:
+            pooled = self._entries("p")
+            total = sum(e[1] for e in pooled)
+            for pname, psize, _ in sorted(pooled, key=lambda e: e[2]):
+                if total + size <= self.pool_limit:
+                    break
+                _unlink(os.path.join(self.dir, pname))
+                total -= psize
+            if total + size <= self.pool_limit:
+                os.rename(path, os.path.join(self.dir, f"{self.prefix}p-{secrets.token_hex(4)}"))
+                return
+        _unlink(path)
+
+    def sweep(self) -> None:
+        """Recycle dead segments nobody maps any more; unlink pooled ones idle too long (head, periodically)."""
+        now = time.time()
+        kind = len(self.prefix)
+        for name, size, mtime in self._entries("dp"):
+            path = os.path.join(self.dir, name)
+            if name[kind] == "p":
+                if now - mtime > POOL_IDLE_S:
+                    _unlink(path)
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._recycle(path, size)
+            except (BlockingIOError, FileNotFoundError):
+                pass
+            finally:
+                os.close(fd)
+
+    # ------------------------------------------------------------ accounting
+    def statistics(self, refcounts: dict | None = None) -> StoreStatistics:
+        """What this node's store holds now; ``refcounts`` (object id -> refs) comes from the head."""
+        kind = len(self.prefix)
+        used = pooled = held = spilled = 0
+        objects = []
+        for name, size, _ in self._entries():
+            k = name[kind]
+            if k == "p":
+                pooled += size
+            elif k == "d":
+                held += size
+            elif k == "o":
+                used += size
+                objects.append(self._info(name, size, refcounts, False))
+        try:
+            with os.scandir(self.spill_root) as it:
+                for e in it:
+                    if e.name.startswith(self.prefix) and not e.name.endswith(".part"):
+                        size = e.stat().st_size
+                        spilled += size
+                        objects.append(self._info(e.name, size, refcounts, True))
+        except FileNotFoundError:
+            pass
+        return StoreStatistics(self.node, used, self.capacity, spilled, pooled, held, len(objects), tuple(objects))
+
+    def _info(self, name: str, size: int, refcounts, spilled: bool) -> ObjectInfo:
+        oid = int(name[len(self.prefix) + 2:].split("-")[0], 16)
+        pinned = False
+        if not spilled:
+            try:
+                fd = os.open(os.path.join(self.dir, name), os.O_RDONLY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pinned = True
+                finally:
+                    os.close(fd)
+            except FileNotFoundError:
+                pass
+        refs = refcounts.get(oid, 0) if refcounts is not None else -1
+        return ObjectInfo(oid, size, oid >> 40, refs, pinned, spilled)
+
+    # ------------------------------------------------------------ other nodes, life cycle
+    def server_endpoint(self) -> str:
+        """Where other nodes pull this process's objects from (the server starts on first use)."""
+        if self._server is None:
+            with self._lock:
+                if self._server is None:
+                    from .object_transfer import ObjectServer
+
+                    self._server = ObjectServer(self, self.bind_host)
+        return self._server.endpoint
+
+    def sweep_node(self) -> None:
+        """Remove every segment of this node's namespace (the cluster is gone)."""
+        _sweep(self.dir, self.prefix)
+        _sweep(self.spill_root, self.prefix)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with self._lock:
+            self._cache.clear()
+            self._cached = 0
+        if _registry.get(self.tag) is self:
+            del _registry[self.tag]
+
+
+def _segment_size(body_len: int, buf_lens: list) -> int:
+    off = _align(_HDR.size + _ENT.size * (1 + len(buf_lens)))
+    off += _align(body_len)
+    for n in buf_lens:
+        off += _align(n)
+    return max(off, _ALIGN)
+
+
+def _fill(m: mmap.mmap, p: Prepared) -> None:
+    mv = memoryview(m)
+    try:
+        parts = [memoryview(p.body)] + list(p.buffers)
+        _HDR.pack_into(m, 0, _SEG_MAGIC, len(p.body), len(p.buffers))
+        off = _align(_HDR.size + _ENT.size * len(parts))
+        for i, part in enumerate(parts):
+            n = part.nbytes
+            _ENT.pack_into(m, _HDR.size + _ENT.size * i, off, n)
+            mv[off:off + n] = part.cast("B") if part.format != "B" else part
+            off += _align(n)
+    finally:
+        mv.release()
+
+
+def _unpickle(view: memoryview) -> Any:
+    magic, body_len, nbuf = _HDR.unpack_from(view, 0)
+    if magic != _SEG_MAGIC:
+        raise ObjectLostError("A shared-memory segment does not hold a jpar object (overwritten or corrupt).")
+    parts = []
+    for i in range(1 + nbuf):
+        off, n = _ENT.unpack_from(view, _HDR.size + _ENT.size * i)
+        parts.append(view[off:off + n])
+    return pickle.loads(parts[0], buffers=parts[1:])
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _sweep(directory: str, prefix: str) -> None:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith(prefix):
+            _unlink(os.path.join(directory, name))
+
+
+def sweep_cluster(key: bytes, shm_dir: str = "", spill_dir: str = "") -> None:
+    """Remove every segment and spill file of a cluster on this host (all its nodes)."""
+    tag = cluster_tag(key)
+    _sweep(shm_dir or default_shm_dir(), f"jpar-{tag}-")
+    shutil.rmtree(os.path.join(spill_dir or default_spill_dir(), f"jpar-{tag}"), ignore_errors=True)
+
+
+# ---------------------------------------------------------------- per-process registry
+_registry: dict[str, ObjectStore] = {}
+
+
+def attach(key: bytes, node: str | None, settings: dict, cache_bytes: int = 0) -> ObjectStore:
+    """This process's store for a cluster (made on first use, shared by its driver and engine);
+    ``node`` None means whatever node this process already joined, else this host's name."""
+    import socket
+
+    tag = cluster_tag(key)
+    store = _registry.get(tag)
+    if store is None or (node is not None and store.node != node):
+        store = ObjectStore(key, node or socket.gethostname(), threshold=settings.get("threshold", 100 * 1024),
+                            capacity=settings.get("capacity", 0), shm_dir=settings.get("shm_dir", ""),
+                            spill_dir=settings.get("spill_dir", ""), cache_bytes=cache_bytes,
+                            bind_host=settings.get("bind_host", "127.0.0.1"))
+        _registry[tag] = store
+    elif cache_bytes > store.cache_bytes:
+        store.cache_bytes = cache_bytes
+    return store
+
+
+def load(blob: bytes) -> Any:
+    """The value behind a location record (serialization.load_result calls this)."""
+    loc = decode_location(blob)
+    store = _registry.get(loc.tag)
+    if store is None:
+        raise ObjectLostError(f"This process is not connected to the cluster that stores object segment {loc.name}. "
+                              "Call jpar.init(address=...) for that cluster first.")
+    return store.load(loc)
+
+
+# ---------------------------------------------------------------- the head's view
+class HeadStores:
+    """The head's side: which segments hold which object ids, freeing them, sweeping, statistics."""
+
+    def __init__(self, key: bytes, settings: dict):
+        import socket
+
+        self.key = key
+        self.settings = settings
+        self.host = socket.gethostname()
+        self.stores: dict[str, ObjectStore] = {}       # node -> store (nodes on this host)
+        self.locations: dict[int, list] = {}           # object id -> [Location, ...]
+        self.next_sweep = 0.0
+
+    def note(self, records, live: dict) -> None:
+        """Remember segments named in (object_id, status, blob) records; free those already dead."""
+        for oid, _, blob in records:
+            if blob[:4] == LOCATION_MAGIC:
+                self.locations.setdefault(oid, []).append(decode_location(blob))
+                if oid not in live:
+                    self.free((oid,))
+
+    def free(self, object_ids) -> None:
+        for oid in object_ids:
+            for loc in self.locations.pop(oid, ()):
+                store = self._store(loc)
+                if store is not None:
+                    store.free(loc.name)
+
+    def _store(self, loc: Location) -> ObjectStore | None:
+        if loc.host != self.host:
+            return None                                 # another host's namespace: swept by its engines
+        store = self.stores.get(loc.node)
+        if store is None:
+            s = self.settings
+            store = self.stores[loc.node] = ObjectStore(
+                self.key, loc.node, threshold=s.get("threshold", 0), capacity=s.get("capacity", 0),
+                shm_dir=s.get("shm_dir", ""), spill_dir=s.get("spill_dir", ""))
+        return store
+
+    def tick(self, now: float) -> None:
+        if now >= self.next_sweep and self.stores:
+            self.next_sweep = now + 0.5
+            for store in self.stores.values():
+                store.sweep()
+
+    def statistics(self, refcounts: dict, nodes=()) -> dict:
+        """node -> StoreStatistics for every node on this host that holds (or may hold) objects."""
+        s = self.settings
+        for node in nodes:
+            if node not in self.stores:
+                self.stores[node] = ObjectStore(self.key, node, threshold=s.get("threshold", 0),
+                                                capacity=s.get("capacity", 0), shm_dir=s.get("shm_dir", ""),
+                                                spill_dir=s.get("spill_dir", ""))
+        return {node: store.statistics(refcounts) for node, store in self.stores.items()}
+
+    def close(self) -> None:
+        sweep_cluster(self.key, self.settings.get("shm_dir", ""), self.settings.get("spill_dir", ""))

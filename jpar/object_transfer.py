@@ -1,0 +1,117 @@
+"""Stored objects across nodes: a writer's object server and a reader's chunked, pipelined pull.
+
+::
+
+    reader (another node)                               writer process (driver or engine)
+      fetch(location) --FetchObject(name, off, len)-->   ObjectServer thread: ROUTER on tcp
+                      <--ObjectChunk(off, total, data)--   maps the segment (shared lock) and slices it
+      (up to _WINDOW requests in flight; the chunks land in one private buffer: one copy)
+
+Messages go through the cluster's signed transport like every other message. The value
+the reader gets lives in its private memory, not in its node's store, so it needs no
+freeing. A location names the writer's server, so the object is reachable from another
+node while its writer process lives (objects stay readable on their own node regardless).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+from . import protocol as P
+from . import transport
+from .errors import ObjectLostError
+
+__all__ = ["ObjectServer", "fetch"]
+
+CHUNK = 4 << 20
+_WINDOW = 4
+_TIMEOUT_S = 30.0
+_req = itertools.count(1)
+
+
+class ObjectServer:
+    """Serves this process's node's segments to readers on other nodes (one daemon thread)."""
+
+    def __init__(self, store, bind_host: str):
+        self.store = store
+        self.signer = P.Signer(store.key)
+        self.channel, bound = transport.bind_router([f"tcp://{bind_host}:0"], self.signer)
+        self.endpoint = bound[0]
+        self._stop = False
+        self._open: dict[str, tuple] = {}      # name -> (view, last use): a transfer maps once
+        self._thread = threading.Thread(target=self._run, name="jpar-object-server", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        ch = self.channel
+        try:
+            while not self._stop:
+                if not ch.sock.poll(200):
+                    self._expire()
+                    continue
+                item = ch.recv_from_nowait()
+                while item is not None:
+                    identity, msg = item
+                    if type(msg) is P.FetchObject:
+                        ch.send_to(identity, self._chunk(msg))
+                    item = ch.recv_from_nowait()
+        except Exception:  # socket closed at shutdown
+            pass
+        finally:
+            self._open.clear()
+            ch.close()
+
+    def _chunk(self, msg: P.FetchObject) -> P.ObjectChunk:
+        entry = self._open.get(msg.name)
+        try:
+            view = entry[0] if entry is not None else self.store.map(msg.name)
+        except ObjectLostError as exc:
+            return P.ObjectChunk(msg.req_id, msg.offset, -1, str(exc).encode())
+        self._open[msg.name] = (view, time.monotonic())
+        end = min(msg.offset + msg.length, len(view))
+        return P.ObjectChunk(msg.req_id, msg.offset, len(view), bytes(view[msg.offset:end]))
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for name in [n for n, (_, t) in self._open.items() if now - t > 2.0]:
+            del self._open[name]
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(timeout=2.0)
+
+
+def fetch(loc, key: bytes) -> bytearray:
+    """The whole segment at ``loc`` pulled from its writer's server, in pipelined chunks."""
+    if not loc.endpoint:
+        raise ObjectLostError(f"Object segment {loc.name} lives on node {loc.node!r} and has no server to pull it "
+                              "from. Run the task on that node, or get() it there.")
+    ch = transport.connect_dealer(loc.endpoint, P.Signer(key))
+    try:
+        buf = bytearray(loc.size)
+        offsets = list(range(0, loc.size, CHUNK))
+        pending: dict[int, int] = {}
+        got = 0
+        while got < loc.size:
+            while offsets and len(pending) < _WINDOW:
+                off = offsets.pop(0)
+                req = next(_req)
+                pending[req] = off
+                ch.send(P.FetchObject(req, loc.name, off, CHUNK))
+            msg = ch.recv(timeout_ms=int(_TIMEOUT_S * 1000))
+            if msg is None:
+                raise ObjectLostError(f"Object segment {loc.name} could not be pulled from node {loc.node!r} "
+                                      f"({loc.endpoint}): no answer in {_TIMEOUT_S:.0f} s. Its writer process may "
+                                      "have exited; recompute the object or keep its writer alive.")
+            if type(msg) is not P.ObjectChunk or msg.req_id not in pending:
+                continue
+            del pending[msg.req_id]
+            if msg.total < 0:
+                raise ObjectLostError(msg.data.decode(errors="replace"))
+            buf[msg.offset:msg.offset + len(msg.data)] = msg.data
+            got += len(msg.data)
+        return buf
+    finally:
+        ch.close()
