@@ -7,7 +7,6 @@ from .errors import (ActorDiedError, ActorError, ClusterError, ConfigError, Engi
                      JparError, NotInitializedError, ObjectLostError, ObjectStoreFullError, ResourceError,
                      SerializationError, TaskCancelledError, TaskError)
 from . import exceptions, hooks
-from .executor import executor
 from .refs import ObjectRef
 from .remote_function import RemoteFunction
 
@@ -21,6 +20,19 @@ def dashboard(**options):
     from .notebook.dashboard import dashboard as _dashboard
 
     return _dashboard(**options)
+
+
+def __getattr__(name: str):
+    """``jpar.executor`` loads concurrent.futures' process machinery only when first used."""
+    if name == "executor":
+        from .executor import executor
+
+        return executor
+    raise AttributeError(f"module 'jpar' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"executor"})
 
 
 def load_ipython_extension(ipython) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import inspect
 import socket
 import time
 from typing import Any
@@ -55,6 +54,8 @@ def method(*, num_returns: int = 1):
 
 def _methods(cls: type) -> dict:
     """name -> (num_returns, is_async) for every public method of the class (and its bases)."""
+    import inspect  # here, not at import: engines import jpar and should start fast
+
     out = {}
     for name in dir(cls):
         if name.startswith("__") and name.endswith("__"):

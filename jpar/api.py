@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import inspect
 import os
 import threading
 from typing import Any, Callable
@@ -174,7 +173,7 @@ def remote(*args, **options):
 
 
 def _make_remote(target, options: dict):
-    if inspect.isclass(target):
+    if isinstance(target, type):
         from .actor import make_actor_class
 
         return make_actor_class(target, options)

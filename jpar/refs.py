@@ -10,7 +10,6 @@ first, a borrowing protocol can refine this later.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 from typing import Any
 
@@ -66,6 +65,8 @@ class ObjectRef:
         return require_driver("ObjectRef.future()").future(self)
 
     def __await__(self):
+        import asyncio  # only code that awaits refs pays for importing asyncio
+
         return asyncio.wrap_future(self.future()).__await__()
 
 
