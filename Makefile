@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lab bench clean
+.PHONY: demo test setup lab bench clean browser docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,16 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/quickstart.py
 
-test: $(STAMP)
+# Debian's chromium for the browser tests (never `playwright install`: no downloads from the internet)
+browser:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
+
+# The docs site (Sphinx + MyST + myst-nb, docs/conf.py) -> build/docs/docs/index.html; the tests build it too.
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -b html -c docs . build/docs
 
 lab: $(STAMP)
 	$(PY) -m pip install --quiet jupyterlab

@@ -131,7 +131,7 @@ class ActorClass:
             "max_concurrency": opts.max_concurrency, "is_async": self._is_async, "detached": opts.detached,
             "methods": self._methods, "owner": d.client_no, "owner_endpoint": d.endpoint,
         }, opts.name or "")
-        conn = client.open(actor_id, meta, subscribe=False)
+        client.open(actor_id, meta, subscribe=False)
         if opts.name:
             answer = client.ask(lambda req: P.CreateActor(req, spec, opts.get_if_exists), timeout=60)
             if answer["error"]:

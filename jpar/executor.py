@@ -5,7 +5,7 @@ arguments. Its futures are ordinary ``concurrent.futures.Future`` objects (they 
 ``concurrent.futures.wait`` and ``as_completed``) that also carry the task's ``ObjectRef``
 as ``.ref``, so a result can be passed on to other jpar tasks without fetching it.
 
-Data flow: ``submit`` -> ``jpar.pool.Submitter`` (at most ``window`` tasks in flight, the rest
+Data flow: ``submit`` -> ``jpar.submitter.Submitter`` (at most ``window`` tasks in flight, the rest
 queued locally) -> engine -> ``ref.future()`` done-callback -> the executor's completion thread
 -> ``Future.set_result`` / ``set_exception`` (done-callbacks run on that thread, not on jpar's
 receiver thread). ``Future.cancel()`` drops a queued call, or cancels the task if it is already
@@ -21,7 +21,7 @@ import uuid
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
 
-from jpar import pool as _pool
+from jpar import submitter as _pool
 
 try:  # the stdlib's own remote-traceback type, so tracebacks print as ProcessPoolExecutor's do
     from concurrent.futures.process import _RemoteTraceback as _TracebackType

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import joblib
 from joblib.parallel import AutoBatchingMixin, ParallelBackendBase
 
-from jpar import pool as _pool
+from jpar import submitter as _pool
 from jpar.executor import Executor
 
 __all__ = ["JparBackend", "register"]

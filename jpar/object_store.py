@@ -188,7 +188,20 @@ class ObjectStore:
         self._cached = 0
         self._lock = threading.RLock()
         self._server = None
+        self._wmaps: dict[int, mmap.mmap] = {}   # inode -> writable mapping of a segment this process wrote
         self._check_small_shm()
+
+    def _prune_wmaps(self) -> None:
+        """Unmap written segments that were unlinked (a kept mapping would keep their memory)."""
+        live = set()
+        for d in (self.dir, self.spill_root):
+            try:
+                with os.scandir(d) as it:
+                    live.update(e.inode() for e in it if e.name.startswith(self.prefix))
+            except FileNotFoundError:
+                pass
+        for ino in [i for i in self._wmaps if i not in live]:
+            self._wmaps.pop(ino).close()
 
     def _check_small_shm(self) -> None:
         global _warned_small_shm
@@ -241,13 +254,22 @@ class ObjectStore:
         """Copy a prepared value into a segment once; returns the location record."""
         name = f"{self.prefix}o-{object_id:x}-{secrets.token_hex(3)}"
         endpoint = self.server_endpoint()
+        if self._wmaps:
+            self._prune_wmaps()
         fd, path = self._allocate(name, p.size)
         try:
-            m = mmap.mmap(fd, p.size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+            ino = os.fstat(fd).st_ino
+            m = self._wmaps.pop(ino, None)        # this process wrote this (now recycled) segment before:
+            if m is None or len(m) < p.size:      # its pages are still mapped here, no faults at all
+                m = mmap.mmap(fd, p.size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
             try:
                 _fill(m, p)
             finally:
-                m.close()
+                fcntl.flock(fd, fcntl.LOCK_UN)    # the mapping kept below must not pin the segment
+                if p.size >= POOL_MIN and sum(len(w) for w in self._wmaps.values()) + len(m) <= self.pool_limit:
+                    self._wmaps[ino] = m
+                else:
+                    m.close()
         except BaseException:
             _unlink(path)
             raise
@@ -338,6 +360,9 @@ class ObjectStore:
         if used + size <= self.capacity and not everything:
             return
         kind = len(self.prefix)
+        for name, dsize, _ in [e for e in entries if e[0][kind] == "d"]:   # freed and no longer mapped
+            if self._unlink_unmapped(name):
+                used -= dsize
         for name, psize, _ in sorted((e for e in entries if e[0][kind] == "p"), key=lambda e: e[2]):
             _unlink(os.path.join(self.dir, name))
             used -= psize
@@ -349,7 +374,23 @@ class ObjectStore:
                 if used + size <= self.capacity and not everything:
                     return
         if used + size > self.capacity:
-            raise self._full_error(size, f"{used >> 20} MiB are pinned (mapped by get() results or running tasks)")
+            raise self._full_error(size, f"{used >> 20} MiB are mapped by processes: get() results still alive, "
+                                         "running tasks, engines' caches")
+
+    def _unlink_unmapped(self, name: str) -> bool:
+        path = os.path.join(self.dir, name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _unlink(path)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
 
     def _full_error(self, size: int, why: str) -> ObjectStoreFullError:
         return ObjectStoreFullError(
@@ -379,6 +420,9 @@ class ObjectStore:
                     off += os.sendfile(out.fileno(), fd, off, min(size - off, 64 << 20))
             os.rename(tmp, os.path.join(self.spill_root, name))
             _unlink(path)
+            kept = self._wmaps.pop(os.fstat(fd).st_ino, None)
+            if kept is not None:
+                kept.close()
             log.info("spilled %s (%d bytes) to %s", name, size, self.spill_root)
             return True
         finally:
@@ -628,6 +672,9 @@ class ObjectStore:
         with self._lock:
             self._cache.clear()
             self._cached = 0
+        for m in self._wmaps.values():
+            m.close()
+        self._wmaps.clear()
         if _registry.get(self.tag) is self:
             del _registry[self.tag]
 

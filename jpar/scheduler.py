@@ -29,7 +29,7 @@ from .protocol import TaskSpec
 from .scheduler_actors import ACTOR_TRANSITIONS, ActorScheduling, ActorState  # noqa: F401  (actors: see there)
 
 __all__ = ["Scheduler", "TaskState", "TRANSITIONS", "DispatchTask", "SendFailure", "CancelOnEngine", "RevokeOnEngine",
-           "ReplyObjects", "Transition", "Failure"]
+           "ReplyObjects", "Transition", "Failure", "ActorState", "ACTOR_TRANSITIONS"]
 
 
 class TaskState(str, enum.Enum):

@@ -1,5 +1,6 @@
 """The docs stay true: generated pages match the code, README code runs, links resolve."""
 
+import json
 import pathlib
 import re
 import subprocess
@@ -25,12 +26,44 @@ def test_readme_python_blocks_run():
     assert out.returncode == 0, out.stderr
 
 
+# Files another change produces (the dashboard's browser test writes the screenshot): a link to one
+# may dangle only while it does not exist. Remove an entry once the file is committed.
+PENDING_FILES = {ROOT / "docs" / "img" / "dashboard.png"}
+
+
+def _markdown_sources():
+    for md in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]:
+        yield md, md.read_text()
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        yield nb, "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+
+
 def test_relative_links_resolve():
     broken = []
-    for md in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]:
-        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", md.read_text()):
+    for md, text in _markdown_sources():
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
             if "://" in target:
                 continue
-            if not (md.parent / target).exists():
+            path = (md.parent / target).resolve()
+            if not path.exists() and path not in PENDING_FILES:
                 broken.append(f"{md.relative_to(ROOT)} -> {target}")
     assert broken == []
+
+
+@pytest.mark.timeout(120)
+def test_docs_site_builds_without_warnings(tmp_path):
+    # Sphinx + MyST + myst-nb (docs/conf.py): -W turns every warning into an error, and MyST warns on
+    # every relative link or #anchor that resolves to no page or heading: the link check of the site.
+    # Notebooks are rendered from their stored outputs, not executed.
+    out = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-q", "-b", "html",
+                          "-c", "docs", ".", str(tmp_path / "html")], capture_output=True, text=True, timeout=110,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-5000:]
+    html = tmp_path / "html"
+    for page in ["index.html", "docs/index.html", "docs/getting-started.html", "docs/compat-ray.html",
+                 "docs/reference/configuration.html", "notebooks/01_quickstart.html", "benchmarks/README.html"]:
+        assert (html / page).exists(), page
+    for nb in (ROOT / "notebooks").glob("[0-9]*.ipynb"):
+        assert (html / "notebooks" / f"{nb.stem}.html").exists(), nb.name
+    assert "<table" in (html / "docs" / "benchmarks.html").read_text(), "the latest benchmark figures are missing"

@@ -16,6 +16,7 @@ FORBIDDEN = {
     "object_store": {"IPython", "ipywidgets", "jpar.notebook"},
     "metrics": {"IPython", "ipywidgets", "jpar.notebook"},
     "pool": {"jpar.driver", "jpar.transport", "jpar.scheduler", "zmq"},
+    "submitter": {"jpar.driver", "jpar.transport", "jpar.scheduler", "zmq"},
     "executor": {"jpar.driver", "jpar.transport", "jpar.scheduler", "zmq"},
     "multiprocessing": {"jpar.driver", "jpar.transport", "jpar.scheduler", "zmq"},
     "notebook": {"jpar.driver", "jpar.transport", "jpar.scheduler", "jpar.controller", "zmq"},

@@ -124,7 +124,10 @@ function render({ model, el: root }) {
     let maxX = 0, maxY = 0;
     for (const n of nodes) { maxX = Math.max(maxX, n[2]); maxY = Math.max(maxY, n[3]); }
     const pad = mode === "groups" ? 90 : 20;
-    svg.setAttribute("viewBox", `${-pad} ${-pad / 2 - 10} ${maxX * sx + 2 * pad} ${maxY * sy + pad + 20}`);
+    // small graphs keep their natural size (no giant nodes): the view box is at least the box's size
+    const w = maxX * sx + 2 * pad, h = maxY * sy + pad + 20;
+    const vw = Math.max(w, 480), vh = Math.max(h, 250);
+    svg.setAttribute("viewBox", `${-pad - (vw - w) / 2} ${-pad / 2 - 10 - (vh - h) / 2} ${vw} ${vh}`);
     svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
     for (const [a, b] of edges) {
       const na = nodes[a], nb = nodes[b];
