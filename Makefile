@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 # Debian's chromium for the browser tests (never `playwright install`: no downloads from the internet)
 browser:
-	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
