@@ -14,7 +14,7 @@ from .protocol import Event, Events, OutputRecord
 
 __all__ = ["set_submit_hook", "set_output_handler", "set_front_end", "apply_front_end", "cancel_tasks", "engines",
            "status", "task_ids_done", "OutputRecord", "Event", "EventSubscription", "subscribe_events",
-           "set_progress_reporter", "progress_reporter", "task_error"]
+           "set_progress_reporter", "progress_reporter", "task_error", "store_statistics"]
 
 _front_end: tuple | None = None   # (submit_hook, output_handler) for drivers made later
 
@@ -174,3 +174,8 @@ def task_error(task_id: int) -> str | None:
         cause = getattr(exc, "cause", None) or exc
         return f"{type(cause).__name__}: {cause}"
     return None
+
+
+def store_statistics(timeout: float = 10.0) -> dict:
+    """Object-store figures per node: ``{node: StoreStatistics}`` (used, capacity, spilled, objects)."""
+    return require_driver("store_statistics()").query("object_store", timeout=timeout)
