@@ -24,143 +24,28 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import logging
 import mmap
 import os
 import pickle
 import secrets
-import shutil
-import struct
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import cloudpickle
 
 from .errors import ObjectLostError, ObjectStoreFullError
+from .store_segments import (cluster_tag, decode_location, default_capacity, default_shm_dir,
+                             default_spill_dir, _fill, is_location, Location, LOCATION_MAGIC, _node_tag,
+                             ObjectInfo, _PLAIN, POOL_IDLE_S, POOL_MIN, Prepared, _segment_size,
+                             store_settings, StoreStatistics, _sweep, sweep_cluster, _unlink, _unpickle, _View)
 
 __all__ = ["ObjectStore", "HeadStores", "Location", "StoreStatistics", "ObjectInfo", "is_location",
            "decode_location", "load", "attach", "sweep_cluster", "cluster_tag", "store_settings"]
 
 log = logging.getLogger("jpar.object_store")
-
-LOCATION_MAGIC = b"\x00JPL"              # location records start with this; pickles start with b"\x80"
-_SEG_MAGIC = b"JPARSEG1"
-_HDR = struct.Struct("<8sQQ")            # magic, body length, number of out-of-band buffers
-_ENT = struct.Struct("<QQ")              # offset, length of each part (body first)
-_ALIGN = 64
-POOL_MIN = 1 << 20                       # smaller freed segments are unlinked, not pooled
-POOL_IDLE_S = 30.0                       # pooled segments unused this long are unlinked
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
-_warned_small_shm = False
-
-
-class Location(NamedTuple):
-    """Where a stored value lives; this (pickled behind LOCATION_MAGIC) is all that travels."""
-
-    tag: str          # cluster tag (from the cluster key)
-    node: str         # node whose namespace holds it
-    name: str         # segment name
-    size: int         # bytes of the segment
-    host: str         # host name of that node
-    endpoint: str     # the writer's object server (other nodes pull from it)
-
-
-def is_location(blob) -> bool:
-    return blob[:4] == LOCATION_MAGIC
-
-
-def decode_location(blob: bytes) -> Location:
-    return Location._make(pickle.loads(blob[4:]))
-
-
-def cluster_tag(key: bytes) -> str:
-    return hashlib.blake2b(key, digest_size=5).hexdigest()
-
-
-def _node_tag(node: str) -> str:
-    return hashlib.blake2b(node.encode(), digest_size=3).hexdigest()
-
-
-def _align(n: int) -> int:
-    return (n + _ALIGN - 1) & ~(_ALIGN - 1)
-
-
-def default_shm_dir() -> str:
-    d = "/dev/shm"
-    return d if os.path.isdir(d) and os.access(d, os.W_OK) else tempfile.gettempdir()
-
-
-def default_spill_dir() -> str:
-    return os.path.join(tempfile.gettempdir(), f"jpar-spill-{os.getuid()}")
-
-
-def default_capacity(shm_dir: str) -> int:
-    """30% of RAM, bounded by 90% of the file system holding the segments (/dev/shm)."""
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    try:
-        st = os.statvfs(shm_dir)
-        fs = st.f_blocks * st.f_frsize
-    except OSError:
-        fs = ram
-    return int(min(0.3 * ram, 0.9 * fs))
-
-
-def store_settings(config) -> dict:
-    """The store's settings from a :class:`~jpar.config.Config` (sent to engines in their setup)."""
-    return {"threshold": config.object_store_threshold, "capacity": config.object_store_bytes,
-            "shm_dir": config.object_store_dir, "spill_dir": config.object_spill_dir, "bind_host": config.bind_host}
-
-
-class _View:
-    """A top-level memoryview value: stored out of band, comes back as a read-only memoryview."""
-
-    __slots__ = ("mv",)
-
-    def __init__(self, mv: memoryview):
-        self.mv = mv
-
-    def __reduce_ex__(self, protocol):
-        mv = self.mv if self.mv.c_contiguous else memoryview(self.mv.tobytes())
-        return (_as_view, (pickle.PickleBuffer(mv.cast("B") if mv.ndim != 1 or mv.format != "B" else mv),
-                           mv.format, mv.shape))
-
-
-def _as_view(buf, fmt: str, shape: tuple) -> memoryview:
-    mv = memoryview(buf).toreadonly()
-    return mv.cast("B").cast(fmt, shape) if (fmt, shape) != ("B", (mv.nbytes,)) else mv
-
-
-class Prepared(NamedTuple):
-    inline: bytes | None      # the pickle itself when the value is small
-    body: bytes
-    buffers: list             # out-of-band buffers (1-D byte memoryviews)
-    size: int                 # segment size when stored
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    object_id: int
-    size: int
-    owner: int                # client number that created the ref (object id >> 40)
-    refcount: int             # -1 when unknown (only the head knows the references)
-    pinned: bool              # some process maps it now: it cannot be spilled or recycled
-    spilled: bool             # on disk in the spill directory
-
-
-@dataclass(frozen=True)
-class StoreStatistics:
-    node: str
-    bytes_used: int           # object bytes in shared memory
-    capacity: int
-    spilled_bytes: int        # object bytes spilled to disk
-    pooled_bytes: int         # freed segments kept pre-faulted for reuse
-    held_bytes: int           # freed objects still mapped by some process (a get() result kept alive)
-    object_count: int
-    objects: tuple            # ObjectInfo per object
+_warned_small_shm = False                # warn once per process about a small /dev/shm
 
 
 # ---------------------------------------------------------------- the store
@@ -677,64 +562,6 @@ class ObjectStore:
         self._wmaps.clear()
         if _registry.get(self.tag) is self:
             del _registry[self.tag]
-
-
-def _segment_size(body_len: int, buf_lens: list) -> int:
-    off = _align(_HDR.size + _ENT.size * (1 + len(buf_lens)))
-    off += _align(body_len)
-    for n in buf_lens:
-        off += _align(n)
-    return max(off, _ALIGN)
-
-
-def _fill(m: mmap.mmap, p: Prepared) -> None:
-    mv = memoryview(m)
-    try:
-        parts = [memoryview(p.body)] + list(p.buffers)
-        _HDR.pack_into(m, 0, _SEG_MAGIC, len(p.body), len(p.buffers))
-        off = _align(_HDR.size + _ENT.size * len(parts))
-        for i, part in enumerate(parts):
-            n = part.nbytes
-            _ENT.pack_into(m, _HDR.size + _ENT.size * i, off, n)
-            mv[off:off + n] = part.cast("B") if part.format != "B" else part
-            off += _align(n)
-    finally:
-        mv.release()
-
-
-def _unpickle(view: memoryview) -> Any:
-    magic, body_len, nbuf = _HDR.unpack_from(view, 0)
-    if magic != _SEG_MAGIC:
-        raise ObjectLostError("A shared-memory segment does not hold a jpar object (overwritten or corrupt).")
-    parts = []
-    for i in range(1 + nbuf):
-        off, n = _ENT.unpack_from(view, _HDR.size + _ENT.size * i)
-        parts.append(view[off:off + n])
-    return pickle.loads(parts[0], buffers=parts[1:])
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _sweep(directory: str, prefix: str) -> None:
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return
-    for name in names:
-        if name.startswith(prefix):
-            _unlink(os.path.join(directory, name))
-
-
-def sweep_cluster(key: bytes, shm_dir: str = "", spill_dir: str = "") -> None:
-    """Remove every segment and spill file of a cluster on this host (all its nodes)."""
-    tag = cluster_tag(key)
-    _sweep(shm_dir or default_shm_dir(), f"jpar-{tag}-")
-    shutil.rmtree(os.path.join(spill_dir or default_spill_dir(), f"jpar-{tag}"), ignore_errors=True)
 
 
 # ---------------------------------------------------------------- per-process registry

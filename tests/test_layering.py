@@ -14,6 +14,7 @@ FORBIDDEN = {
     "serialization": {"zmq"},
     "engine": {"IPython", "ipywidgets", "ipykernel", "jpar.notebook"},
     "object_store": {"IPython", "ipywidgets", "jpar.notebook"},
+    "store_segments": {"IPython", "ipywidgets", "jpar.notebook", "zmq"},
     "metrics": {"IPython", "ipywidgets", "jpar.notebook"},
     "pool": {"jpar.driver", "jpar.transport", "jpar.scheduler", "zmq"},
     "submitter": {"jpar.driver", "jpar.transport", "jpar.scheduler", "zmq"},
