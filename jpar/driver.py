@@ -268,6 +268,10 @@ class Driver:
                 "Call jpar.init() again to start a new cluster."
             )
 
+    def flush_released(self) -> None:
+        """Tell the head now about refs garbage collected since the last heartbeat."""
+        self._flush_released()
+
     def _flush_released(self) -> None:
         ids = []
         rel = self.released

@@ -14,7 +14,7 @@ from .protocol import Event, Events, OutputRecord
 
 __all__ = ["set_submit_hook", "set_output_handler", "set_front_end", "apply_front_end", "cancel_tasks", "engines",
            "status", "task_ids_done", "OutputRecord", "Event", "EventSubscription", "subscribe_events",
-           "set_progress_reporter", "progress_reporter", "task_error", "store_statistics"]
+           "set_progress_reporter", "progress_reporter", "task_error", "store_statistics", "release_now"]
 
 _front_end: tuple | None = None   # (submit_hook, output_handler) for drivers made later
 
@@ -179,3 +179,11 @@ def task_error(task_id: int) -> str | None:
 def store_statistics(timeout: float = 10.0) -> dict:
     """Object-store figures per node: ``{node: StoreStatistics}`` (used, capacity, spilled, objects)."""
     return require_driver("store_statistics()").query("object_store", timeout=timeout)
+
+
+def release_now(timeout: float = 10.0) -> None:
+    """Send the releases of refs already garbage collected, and return once the head has applied
+    them (the query after them on the same socket is answered after they are processed)."""
+    d = require_driver("release_now()")
+    d.flush_released()
+    d.query("resources", timeout=timeout)

@@ -26,6 +26,30 @@ from .reprs import PerEngine, StatusTable
 __all__ = ["JparMagics", "RemoteCell", "RemoteCellError"]
 
 
+def _pins_cluster(value: Any, depth: int = 0) -> bool:
+    """Whether an output keeps cluster memory alive: a ref, a shallow container of refs, or a
+    value whose buffer is a read-only view on a store segment (an mmap)."""
+    if isinstance(value, jpar.ObjectRef):
+        return True
+    if depth == 0 and isinstance(value, (list, tuple, set, frozenset)):
+        return any(_pins_cluster(v, 1) for v in list(value)[:1000])
+    if depth == 0 and isinstance(value, dict):
+        return any(_pins_cluster(v, 1) for v in list(value.values())[:1000])
+    import mmap
+
+    base = value
+    for _ in range(8):  # numpy views chain through .base; memoryviews through .obj
+        nxt = getattr(base, "base", None)
+        if nxt is None and isinstance(base, memoryview):
+            nxt = base.obj
+        if nxt is None or nxt is base:
+            break
+        base = nxt
+        if isinstance(base, mmap.mmap):
+            return True
+    return isinstance(base, mmap.mmap)
+
+
 class RemoteCellError(jpar.TaskError):
     """A ``%%remote`` cell raised on several engines; ``errors`` maps engine id to each error."""
 
@@ -165,7 +189,7 @@ class JparMagics(Magics):
 
     # ---------------------------------------------------------------- %jpar
     @magic_arguments()
-    @argument("command", choices=["init", "status", "shutdown", "dashboard"], help="what to do")
+    @argument("command", choices=["init", "status", "shutdown", "dashboard", "free"], help="what to do")
     @argument("num_engines", nargs="?", type=int, default=None,
               help="init: how many engines to start (default: one per core)")
     @argument("--address", default=None, help="init: connect to a running cluster (tcp://host:port, "
@@ -180,6 +204,7 @@ class JparMagics(Magics):
             %jpar init 4        # ... with 4 engines
             %jpar status        # engines, load, memory and tasks as a table
             %jpar shutdown      # stop the cluster this kernel started
+            %jpar free          # drop refs and store-backed values from Out[] so their memory is freed
         """
         args = parse_argstring(self.jpar, line)
         if args.command == "init":
@@ -191,6 +216,8 @@ class JparMagics(Magics):
             if not jpar.is_initialized():
                 raise UsageError("No jpar cluster: run %jpar init (or jpar.init()) first.")
             return StatusTable(hooks.status())
+        if args.command == "free":
+            return self._free_outputs()
         if args.command == "shutdown":
             was = jpar.is_initialized()
             jpar.shutdown()
@@ -201,6 +228,31 @@ class JparMagics(Magics):
             raise UsageError("%jpar dashboard is not available yet in this version of jpar. "
                              "Use %jpar status meanwhile.")
         return dashboard()
+
+    def _free_outputs(self) -> None:
+        """IPython's output history (``Out[]``, ``_``, ``__``, ``___``) keeps every displayed value
+        alive. Drop the entries that keep cluster memory alive: ObjectRefs (and lists, tuples and
+        dicts of them) and values that are views on the object store's shared memory."""
+        shell = self.shell
+        out = shell.user_ns.get("Out", {})
+        dropped = [n for n, v in list(out.items()) if _pins_cluster(v)]
+        for n in dropped:
+            value = out.pop(n)
+            if shell.user_ns.get(f"_{n}") is value:
+                del shell.user_ns[f"_{n}"]
+            for name in ("_", "__", "___"):
+                if shell.user_ns.get(name) is value:
+                    shell.user_ns[name] = ""
+                if getattr(shell.displayhook, name, None) is value:   # the display hook keeps them too
+                    setattr(shell.displayhook, name, "")
+            del value
+        import gc
+
+        gc.collect()
+        if jpar.is_initialized():
+            hooks.release_now()
+        print(f"jpar: dropped {len(dropped)} output(s) from Out[] that held cluster memory"
+              + (f" (Out[{', '.join(map(str, dropped))}])" if dropped else ""))
 
     # ---------------------------------------------------------------- %%remote
     @magic_arguments()
