@@ -9,6 +9,7 @@ and :mod:`jpar.hooks` only.
 from __future__ import annotations
 
 import ast
+import re
 import traceback
 import uuid
 from typing import Any
@@ -236,16 +237,22 @@ class JparMagics(Magics):
         shell = self.shell
         out = shell.user_ns.get("Out", {})
         dropped = [n for n, v in list(out.items()) if _pins_cluster(v)]
-        for n in dropped:
-            value = out.pop(n)
-            if shell.user_ns.get(f"_{n}") is value:
-                del shell.user_ns[f"_{n}"]
-            for name in ("_", "__", "___"):
-                if shell.user_ns.get(name) is value:
-                    shell.user_ns[name] = ""
-                if getattr(shell.displayhook, name, None) is value:   # the display hook keeps them too
-                    setattr(shell.displayhook, name, "")
-            del value
+        values = [out.pop(n) for n in dropped]
+        ids = {id(v) for v in values}
+        # the display hook pushes _, __, ___ and _12 into user_ns *and* into user_ns_hidden
+        for ns in (shell.user_ns, getattr(shell, "user_ns_hidden", {})):
+            for key in [k for k in ns if re.fullmatch(r"_{1,3}|_\d+", k) and id(ns[k]) in ids]:
+                if key.strip("_"):
+                    del ns[key]          # _12: the history's alias of Out[12]
+                else:
+                    ns[key] = ""         # _, __, ___
+        for name in ("_", "__", "___"):   # the display hook keeps its own copies of these
+            if id(getattr(shell.displayhook, name, None)) in ids:
+                setattr(shell.displayhook, name, "")
+        last = getattr(shell, "last_execution_result", None)
+        if last is not None and id(getattr(last, "result", None)) in ids:
+            last.result = None
+        del values
         import gc
 
         gc.collect()
