@@ -298,6 +298,9 @@ class Head(ActorHead):
             value = self.sched.available()
         elif what == "status":
             value = self.status()
+        elif what == "ping_events":   # a subscriber proves its subscription is live (PUB/SUB joins late)
+            self.events.append(P.Event(time.time(), "cluster", 0, "ping", {"token": msg.arg}))
+            value = True
         elif what == "actor":
             value = self._named_actor(msg.arg)
         elif what == "object_store":   # node -> object_store.StoreStatistics (nodes on the head's host)

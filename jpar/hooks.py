@@ -5,7 +5,9 @@ front ends never reach into driver internals.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from typing import Any, Callable
 
 from . import transport
@@ -94,6 +96,7 @@ class EventSubscription:
         self._owner: threading.Thread | None = None   # the thread that reads (set by poll)
         self.closed = False
         self.received = 0                   # events delivered so far
+        self._early: list = []              # events seen while proving the subscription live
 
     def poll(self, timeout: float = 0.25, max_events: int = 100_000) -> list[Event]:
         """The events that arrived, waiting up to ``timeout`` seconds for the first; [] if none
@@ -103,8 +106,8 @@ class EventSubscription:
         if self.closed:
             return []
         self._owner = threading.current_thread()
-        out: list = []
-        msg = self._ch.recv(timeout_ms=max(0, int(timeout * 1000)))
+        out, self._early = self._early, []
+        msg = self._ch.recv(timeout_ms=0 if out else max(0, int(timeout * 1000)))
         while msg is not None:
             if type(msg) is Events:
                 out.extend(msg.events)
@@ -113,6 +116,25 @@ class EventSubscription:
             msg = self._ch.recv_nowait()
         self.received += len(out)
         return out
+
+    def _wait_live(self, driver: Any, timeout: float = 10.0) -> None:
+        """Return once events reach this subscriber: a SUB socket misses what is published before
+        its subscription has propagated, so ask the head to publish a token until it arrives."""
+        token = os.urandom(8).hex()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            driver.query("ping_events", token, timeout=timeout)
+            end = time.monotonic() + 0.1
+            while time.monotonic() < end:
+                msg = self._ch.recv(timeout_ms=20)
+                if type(msg) is Events:
+                    for e in msg.events:
+                        if e.kind == "cluster" and e.state == "ping":
+                            if (e.info or {}).get("token") == token:
+                                return
+                        else:
+                            self._early.append(e)
+        raise TimeoutError(f"the head's event stream at {self.endpoint} sent nothing for {timeout} s")
 
     def __iter__(self):
         while not self.closed and not self._closing:
@@ -140,7 +162,9 @@ def subscribe_events() -> EventSubscription:
     if not endpoint:
         raise RuntimeError("This cluster's head publishes no event stream (no 'events' endpoint in its "
                            "connection record). Connect to a newer head, or use hooks.status() instead.")
-    return EventSubscription(endpoint, d.signer)
+    sub = EventSubscription(endpoint, d.signer)
+    sub._wait_live(d)
+    return sub
 
 
 # ---------------------------------------------------------------- progress reporting

@@ -12,14 +12,7 @@ import jpar
 from jpar.executor import executor as make_executor
 from jpar.futures import Executor, ProcessPoolExecutor
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    ctx = jpar.init(num_engines=2)
-    yield ctx
-    jpar.shutdown()
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("cluster")]  # conftest: one cluster per module
 
 
 @pytest.fixture

@@ -10,14 +10,7 @@ from joblib import Parallel, delayed
 import jpar
 import jpar.joblib as jjoblib
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    ctx = jpar.init(num_engines=2)
-    yield ctx
-    jpar.shutdown()
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("cluster")]  # conftest: one cluster per module
 
 
 def sqr(x):

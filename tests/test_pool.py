@@ -17,16 +17,9 @@ import jpar.multiprocessing as jmp
 from jpar.multiprocessing import Pool
 from jpar.pool import default_chunksize
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("cluster")]  # conftest: one cluster per module
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    ctx = jpar.init(num_engines=2)
-    yield ctx
-    jpar.shutdown()
 
 
 @pytest.fixture
