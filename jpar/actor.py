@@ -340,12 +340,7 @@ class ActorClient:
                 if dep_refs is not None and conn.state == "alive":
                     self.blocked.add(conn)
                     self._advance(conn)
-            out = d._outbox
-            out.append(notice)
-            if len(out) == 1:
-                d._waker.wake()
-            elif len(out) >= 512:
-                d._flush_locked()
+            d._enqueue_locked(notice)
         if dead is not None:
             self._fail([call], dead, report=False)
         if n == 1:

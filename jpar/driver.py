@@ -183,12 +183,17 @@ class Driver:
         if self.submit_context is not None:
             self.task_context[spec.task_id] = self.submit_context(spec.task_id)
         with self.lock:
-            out = self._outbox
-            out.append(spec)
-            if len(out) == 1:
-                self._waker.wake()
-            elif len(out) >= 512:
-                self._flush_locked()
+            self._enqueue_locked(spec)
+
+    def _enqueue_locked(self, spec) -> None:
+        """Queue a submission (task or actor-call notice); the caller holds ``self.lock``. The first
+        one wakes the receiver thread, which sends the batch; a full batch goes at once."""
+        out = self._outbox
+        out.append(spec)
+        if len(out) == 1:
+            self._waker.wake()
+        elif len(out) >= 512:
+            self._flush_locked()
 
     def put(self, value: Any) -> ObjectRef:
         oid = self.new_ids()
