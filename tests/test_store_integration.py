@@ -205,7 +205,8 @@ def test_two_nodes_pull_objects_over_zeromq(cluster):
     ref = jpar.put(arr)
     writeable, kind, total, _ = jpar.get(on_other.remote(ref))
     assert total == float(arr.sum()) and kind != "mmap"    # pulled in chunks, not mapped
-    out = jpar.get(make.options(placement=other["id"]).remote(MiB, 3.0))
+    made = make.options(placement=other["id"]).remote(MiB, 3.0)   # held: its segment stays to be counted
+    out = jpar.get(made)
     assert out.sum() == 3.0 * MiB and backing(out) != "mmap"   # the driver pulled the other node's result
     stats = store_stats()
     assert "other" in stats                                # each node has its own namespace
