@@ -45,6 +45,7 @@ __all__ = ["ObjectStore", "HeadStores", "Location", "StoreStatistics", "ObjectIn
            "decode_location", "load", "attach", "sweep_cluster", "cluster_tag", "store_settings"]
 
 log = logging.getLogger("jpar.object_store")
+_MADV_POPULATE_WRITE = 23                 # Linux >= 5.14; Python 3.11's mmap has no name for it
 _warned_small_shm = False                # warn once per process about a small /dev/shm
 
 
@@ -146,7 +147,8 @@ class ObjectStore:
             ino = os.fstat(fd).st_ino
             m = self._wmaps.pop(ino, None)        # this process wrote this (now recycled) segment before:
             if m is None or len(m) < p.size:      # its pages are still mapped here, no faults at all
-                m = mmap.mmap(fd, p.size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+                m = mmap.mmap(fd, p.size, flags=mmap.MAP_SHARED)
+                _populate_for_write(m)
             try:
                 _fill(m, p)
             finally:
@@ -654,3 +656,14 @@ class HeadStores:
 
     def close(self) -> None:
         sweep_cluster(self.key, self.settings.get("shm_dir", ""), self.settings.get("spill_dir", ""))
+
+
+def _populate_for_write(m: mmap.mmap) -> None:
+    """Fault a fresh segment's pages in writable, in one call: much faster than the page faults a
+    copy into fresh tmpfs pages takes one by one (measured 2-3x for 1 GB here). Older kernels say
+    EINVAL: then the copy faults them as before."""
+    try:
+        m.madvise(_MADV_POPULATE_WRITE)
+    except (OSError, ValueError, AttributeError):
+        pass
+
