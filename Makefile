@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lab bench clean browser docs
+.PHONY: demo test setup lab bench clean browser docs labext
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ docs: $(STAMP)
 lab: $(STAMP)
 	$(PY) -m pip install --quiet jupyterlab
 	$(VENV)/bin/jupyter lab --ip 127.0.0.1 notebooks/
+
+# Rebuild the prebuilt JupyterLab sidebar (jupyter_ext/ -> jpar/labextension/, committed) with jlpm, then
+# reinstall so share/jupyter/labextensions/jpar picks it up. Only developers need Node for this.
+labext: $(STAMP)
+	cd jupyter_ext && PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm install && rm -f tsconfig.tsbuildinfo && PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm build
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(VENV)/bin/jupyter labextension list 2>&1 | grep -q 'jpar.*enabled.*OK'
 
 BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.installed-bench

@@ -1,0 +1,241 @@
+"""The sidebar's server extension (jpar.labserver) in a real ``jupyter server`` on 127.0.0.1 with a
+token: discovery, status, start/stop, remote heads, the server-sent event stream, and auth.
+
+Clusters live in a private JPAR_RUNTIME_DIR; every head a test starts is stopped (by the API, and
+by its pid if that failed).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import psutil
+import pytest
+
+pytest.importorskip("jupyter_server")
+pytestmark = pytest.mark.timeout(90)
+
+from jpar.labserver import cluster_summary, status_snapshot  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, url: str, token: str, env: dict):
+        self.url, self.token, self.env = url, token, env
+
+    def call(self, method: str, path: str, body: dict | None = None, auth: bool = True, timeout: float = 40):
+        headers = {"Authorization": f"token {self.token}"} if auth else {}
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def stream(self, until, timeout: float = 10.0) -> list:
+        """Read /jpar/stream until ``until(events)`` holds; returns the (kind, data) events seen."""
+        host, port = self.url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        conn.request("GET", "/jpar/stream", headers={"Authorization": f"token {self.token}"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+        events, kind, deadline = [], None, time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                line = resp.fp.readline().decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    events.append((kind, json.loads(line[6:])))
+                    if until(events):
+                        return events
+            raise AssertionError(f"stream condition not met in {timeout} s; saw {[k for k, _ in events]}")
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("labserver")
+    port, token = _free_port(), uuid.uuid4().hex
+    env = dict(os.environ, JPAR_RUNTIME_DIR=str(tmp / "jpar"), JUPYTER_RUNTIME_DIR=str(tmp / "rt"))
+    log = open(tmp / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1",
+                             f"--port={port}", f"--ServerApp.token={token}", "--allow-root",
+                             f"--ServerApp.root_dir={tmp}"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError("jupyter server did not start:\n" + (tmp / "server.log").read_text()[-3000:])
+            time.sleep(0.2)
+    srv = Server(url, token, env)
+    srv.heads = []   # pids of heads started by the tests
+    try:
+        yield srv
+    finally:
+        for pid in srv.heads:   # whatever a failed test left running
+            try:
+                psutil.Process(pid).terminate()
+            except psutil.Error:
+                pass
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _gone(pid: int, timeout: float = 15.0) -> bool:
+    try:
+        psutil.Process(pid).wait(timeout)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        return False
+    return True
+
+
+def test_snapshot_from_status_needs_no_processes():
+    st = {"cluster_id": "c1", "head": "tcp://h:1", "pid": 7, "uptime_s": 3.0,
+          "engines": [{"id": 1, "pid": 11, "node": "n", "cpu": 5.0, "rss": 100, "task": 0, "queued": 0},
+                      {"id": 0, "pid": 10, "node": "n", "cpu": 1.0, "rss": 50, "task": 3, "queued": 1}],
+          "clients": [{"no": 1, "pid": 2, "kind": "driver", "host": "h"}, {"no": 2, "pid": 3, "kind": "lab", "host": "h"}],
+          "scheduler": {"tasks": {"running": 1, "done": 4}, "actors": {"alive": 1}},
+          "actors": [{"id": 5, "class": "Counter", "name": "", "state": "alive"}]}
+    store = {"n": {"bytes_used": 10, "capacity": 100, "spilled_bytes": 0, "object_count": 2}}
+    snap = status_snapshot(st, store, {0: {"cpu": 97.0, "rss": 80, "task": 3}}, rate=2.5)
+    assert [e["id"] for e in snap["engines"]] == [0, 1]
+    assert snap["engines"][0]["cpu"] == 97.0 and snap["engines"][0]["busy"] and not snap["engines"][1]["busy"]
+    assert snap["store"] == {"used": 10, "capacity": 100, "spilled": 0, "objects": 2}
+    assert [d["kind"] for d in snap["drivers"]] == ["driver"]          # the sidebar's own client is hidden
+    assert snap["actors"][0]["class"] == "Counter" and snap["rate"] == 2.5
+    assert "key" not in cluster_summary({"head": "tcp://h:1", "key": "ab", "cluster_id": "c1"})
+
+
+def test_routes_need_auth(server):
+    for method, path in [("GET", "/jpar/clusters"), ("GET", "/jpar/status"), ("POST", "/jpar/start"),
+                         ("POST", "/jpar/stop")]:
+        code, _ = server.call(method, path, {} if method == "POST" else None, auth=False)
+        assert code == 403, (method, path, code)
+
+
+def test_cli_cluster_is_discovered_streamed_and_stopped(server):
+    code, body = server.call("GET", "/jpar/clusters")
+    assert code == 200 and body["clusters"] == []
+    out = subprocess.run([sys.executable, "-m", "jpar.cli", "start", "--head", "-n", "1"], env=server.env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pid = int(out.stdout.split("pid ")[1].split(")")[0])
+    server.heads.append(pid)
+    address = out.stdout.split(" at ")[1].split()[0]
+    try:
+        t0 = time.monotonic()
+        events = server.stream(lambda ev: any(k == "cluster" and d.get("address") == address and d.get("engines")
+                                              for k, d in ev), timeout=10)
+        assert time.monotonic() - t0 < 5
+        lists = [d["clusters"] for k, d in events if k == "clusters"]
+        assert any(c["address"] == address and c["pid"] == pid for c in lists[-1])
+        snap = next(d for k, d in events if k == "cluster" and d.get("engines"))
+        assert len(snap["engines"]) == 1 and "cpu" in snap["engines"][0] and snap["store"]["capacity"] > 0
+        assert set(snap["tasks"]) >= {"queued", "running", "done"}
+
+        code, st = server.call("GET", f"/jpar/status?address={address}")
+        assert code == 200 and st["pid"] == pid and len(st["engines"]) == 1
+        code, st = server.call("GET", "/jpar/status?address=tcp://127.0.0.1:1")
+        assert code == 404 and "GET /jpar/clusters" in st["message"]
+
+        code, res = server.call("POST", "/jpar/engines", {"address": address, "engines": 1})
+        assert code == 200 and len(res["pids"]) == 1, res
+        res_pids = res["pids"]
+        deadline = time.monotonic() + 15
+        while len(server.call("GET", f"/jpar/status?address={address}")[1]["engines"]) < 2:
+            assert time.monotonic() < deadline, "the added engine did not register"
+            time.sleep(0.2)
+
+        code, res = server.call("POST", "/jpar/stop", {"address": address})
+        assert code == 200 and res["pid"] == pid
+        assert _gone(pid)
+        assert all(_gone(e) for e in res_pids)          # the added engine stops with its cluster
+        code, body = server.call("GET", "/jpar/clusters")
+        assert all(c["address"] != address for c in body["clusters"])
+    finally:
+        if not _gone(pid, 0.1):
+            psutil.Process(pid).terminate()
+
+
+def test_start_button_route_starts_a_detached_cluster(server):
+    code, res = server.call("POST", "/jpar/start", {"engines": "two"})
+    assert code == 400 and "integer" in res["message"]
+    code, res = server.call("POST", "/jpar/start", {"engines": 2})
+    assert code == 200, res
+    server.heads.append(res["pid"])
+    try:
+        head = psutil.Process(res["pid"])
+        assert head.ppid() != psutil.Process().pid   # detached: not a child of the server or of pytest
+        deadline = time.monotonic() + 15      # the head answers before its engines have registered
+        while True:
+            code, st = server.call("GET", f"/jpar/status?address={res['address']}")
+            if code != 200 or len(st["engines"]) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert code == 200 and len(st["engines"]) == 2, st
+    finally:
+        code, _ = server.call("POST", "/jpar/stop", {"address": res["address"]})
+        assert code == 200
+        assert _gone(res["pid"])
+
+
+def test_remote_heads_added_by_address(server):
+    code, res = server.call("POST", "/jpar/clusters", {"address": "not an address", "key": "00" * 32})
+    assert code == 400 and "tcp://HOST:PORT" in res["message"]
+    code, res = server.call("POST", "/jpar/clusters", {"address": "tcp://10.0.0.9:5555"})
+    assert code == 400 and "key" in res["message"]
+    code, res = server.call("POST", "/jpar/clusters", {"address": "tcp://10.0.0.9:5555", "key": "ab" * 32})
+    assert code == 200 and res["remote"] is True
+    code, body = server.call("GET", "/jpar/clusters")
+    assert [c["address"] for c in body["clusters"] if c["remote"]] == ["tcp://10.0.0.9:5555"]
+    code, res = server.call("DELETE", "/jpar/clusters?address=tcp://10.0.0.9:5555")
+    assert code == 200 and res["removed"] is True
+    code, body = server.call("GET", "/jpar/clusters")
+    assert not any(c["remote"] for c in body["clusters"])
+
+
+def test_prebuilt_extension_is_shipped_and_enabled():
+    """The committed build is complete and installed: no Node needed at install time."""
+    import jpar
+
+    built = __import__("pathlib").Path(jpar.__file__).parent / "labextension"
+    meta = json.loads((built / "package.json").read_text())
+    assert meta["name"] == "jpar" and (built / meta["jupyterlab"]["_build"]["load"]).exists()
+    out = subprocess.run([sys.executable, "-m", "jupyterlab.labextensions", "list"], capture_output=True, text=True,
+                         timeout=60)
+    text = out.stdout + out.stderr
+    line = next((ln for ln in text.splitlines() if ln.strip().startswith("jpar ")), "")
+    assert "enabled" in line and "OK" in line, text
+    out = subprocess.run([sys.executable, "-m", "jupyter_server.extension.serverextension", "list"],
+                         capture_output=True, text=True, timeout=60)
+    assert "jpar.labserver" in out.stdout + out.stderr and "enabled" in out.stdout + out.stderr

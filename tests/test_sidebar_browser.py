@@ -1,0 +1,276 @@
+"""The jpar sidebar in a real JupyterLab in headless Chromium: a cluster started with
+``jpar start --head`` shows up within ~2 s, its CPU bars and task counts move under load, the
+start/stop and +1 engine buttons work, the init button writes into the active notebook, and the dark theme
+renders. Screenshots go to test-artifacts/ (gitignored).
+
+Needs /usr/bin/chromium (Debian's; ``make test`` installs it) and Python playwright; skipped without
+them. Clusters live in a private JPAR_RUNTIME_DIR and every head started here is stopped by its pid
+if the stop button did not stop it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import psutil
+import pytest
+
+ROOT = pathlib.Path(__file__).parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("jupyterlab")
+pytestmark = [pytest.mark.timeout(120),
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium (make browser)")]
+
+LOAD = """
+import sys, time, jpar
+jpar.init(address=sys.argv[1])
+
+@jpar.remote
+def burn(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return 1
+
+for _ in range(3):
+    jpar.get([burn.remote(0.2) for _ in range(4)])        # many short tasks: tasks/s moves
+jpar.get([burn.remote(3.0) for _ in range(2)])            # then both engines busy: CPU bars move
+jpar.shutdown()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def lab(tmp_path):
+    """JupyterLab on 127.0.0.1 with a token and a free port; jpar clusters in tmp_path/jpar."""
+    port, token = _free_port(), uuid.uuid4().hex
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    (settings / "overrides.json").write_text(json.dumps(
+        {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}))
+    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "user-settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
+               JPAR_RUNTIME_DIR=str(tmp_path / "jpar"))
+    log = open(tmp_path / "lab.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--ServerApp.token={token}", "--ServerApp.password=", "--allow-root", f"--ServerApp.root_dir={tmp_path}",
+         "--LabApp.expose_app_in_browser=True", f"--LabServerApp.app_settings_dir={settings}"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 40
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
+            time.sleep(0.3)
+    heads: list[int] = []
+    try:
+        yield url, token, tmp_path, env, heads
+    finally:
+        for pid in heads:   # heads the stop button did not stop (a failed test)
+            try:
+                psutil.Process(pid).terminate()
+                psutil.Process(pid).wait(10)
+            except psutil.Error:
+                pass
+        try:
+            for k in json.loads(urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=5).read()):
+                req = urllib.request.Request(f"{url}/api/kernels/{k['id']}?token={token}", method="DELETE")
+                urllib.request.urlopen(req, timeout=15).read()
+        except OSError:
+            pass
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _card(address: str) -> str:
+    return f".jp-jpar-cluster[data-address='{address}']"
+
+
+def _bars(page, address: str, kind: str) -> list:
+    return page.eval_on_selector_all(f"{_card(address)} .jp-jpar-bar[data-kind='{kind}']",
+                                     "els => els.map(e => parseFloat(e.dataset.value))")
+
+
+def _clusters(url: str, token: str) -> list:
+    return json.loads(urllib.request.urlopen(f"{url}/jpar/clusters?token={token}", timeout=10).read())["clusters"]
+
+
+def _gone(pid: int, timeout: float = 15.0) -> bool:
+    try:
+        psutil.Process(pid).wait(timeout)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        return False
+    return True
+
+
+def test_sidebar_in_jupyterlab(lab):
+    url, token, root, env, heads = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    (root / "empty.ipynb").write_text(json.dumps({
+        "cells": [], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5}))
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/lab/workspaces/s{uuid.uuid4().hex[:8]}/tree/empty.ipynb?reset&token={token}")
+            page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook", timeout=45_000)
+            page.locator(".jp-SideBar [data-id='jpar-clusters']").click()     # the left-bar tab (LabIcon)
+            page.wait_for_selector(".jp-jpar-conn[data-state='live']", timeout=10_000)
+            assert page.locator(".jp-jpar-cluster").count() == 0
+
+            # 1. a cluster started from a terminal appears within ~2 s
+            out = subprocess.run([sys.executable, "-m", "jpar.cli", "start", "--head", "-n", "2"], env=env,
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            t_started = time.monotonic()
+            heads.append(int(out.stdout.split("pid ")[1].split(")")[0]))
+            address = out.stdout.split(" at ")[1].split()[0]
+            page.wait_for_selector(_card(address), timeout=10_000)
+            appeared = time.monotonic() - t_started
+            page.wait_for_function(
+                f"() => document.querySelectorAll(\"{_card(address)} .jp-jpar-engine\").length === 2",
+                timeout=10_000)
+            engines_shown = time.monotonic() - t_started
+            assert appeared < 2.5, appeared
+            (ARTIFACTS / "sidebar-latency.txt").write_text(
+                f"jpar start --head returned -> card shown: {appeared * 1000:.0f} ms; "
+                f"both engines shown: {engines_shown * 1000:.0f} ms\n")
+
+            # 2. under load: CPU bars, task counts and tasks/s move; the load's driver is listed
+            load = subprocess.Popen([sys.executable, "-c", LOAD, address], env=env)
+            try:
+                cpu_seen, done_seen, rates, drivers = set(), set(), set(), 0
+                shot = False
+                deadline = time.monotonic() + 25
+                while load.poll() is None and time.monotonic() < deadline:
+                    cpu_seen.update(round(v) for v in _bars(page, address, "cpu"))
+                    done_seen.add(page.get_attribute(f"{_card(address)} .jp-jpar-chip[data-state='done']",
+                                                     "data-count"))
+                    rates.add(float(page.get_attribute(f"{_card(address)} .jp-jpar-rate", "data-rate")))
+                    drivers = max(drivers, page.locator(f"{_card(address)} .jp-jpar-driver").count())
+                    if not shot and max(cpu_seen, default=0) >= 50:
+                        page.locator(".jp-jpar-panel").screenshot(path=str(ARTIFACTS / "sidebar-load.png"))
+                        shot = True
+                    page.wait_for_timeout(150)
+                assert load.wait(timeout=30) == 0
+            finally:
+                if load.poll() is None:
+                    load.kill()
+                    load.wait()
+            def counts() -> dict:
+                return page.eval_on_selector_all(f"{_card(address)} .jp-jpar-chip",
+                                                 "els => Object.fromEntries(els.map(e => [e.dataset.state,"
+                                                 " parseInt(e.dataset.count)]))")
+
+            def settled(c: dict) -> bool:   # all 14 tasks finished (the head may count a re-dispatch as cancelled)
+                return (sum(c.get(k, 0) for k in ("waiting", "queued", "assigned", "running")) == 0
+                        and c.get("done", 0) >= 12 and sum(c.get(k, 0) for k in ("done", "failed", "cancelled")) >= 14)
+
+            deadline = time.monotonic() + 15
+            while not settled(counts()) and time.monotonic() < deadline:
+                page.wait_for_timeout(100)
+            assert settled(counts()), page.inner_text(_card(address))
+            assert max(cpu_seen) - min(cpu_seen) >= 30, cpu_seen
+            assert len(done_seen) >= 3, done_seen
+            assert max(rates) > 0, rates
+            assert drivers >= 1
+            assert all(v > 0 for v in _bars(page, address, "mem"))
+            if not shot:
+                page.locator(".jp-jpar-panel").screenshot(path=str(ARTIFACTS / "sidebar-load.png"))
+
+            # 3. the init button writes jpar.init(address=...) into the active notebook
+            page.locator(f"{_card(address)} [data-action='insert']").click()
+            page.wait_for_function(
+                "() => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell'))"
+                f".some(c => c.textContent.includes('jpar.init(address=\"{address}\")'))", timeout=5_000)
+
+            # 3b. the dashboard button inserts and runs a cell: the widget renders, the kernel shows as a driver
+            page.wait_for_function(
+                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
+                " return k && k.status === 'idle'; }", timeout=30_000)
+            page.locator(f"{_card(address)} [data-action='dashboard']").click()
+            page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jpar-dash", timeout=30_000)
+            page.wait_for_function(
+                f"() => document.querySelectorAll(\"{_card(address)} .jp-jpar-driver\").length >= 1", timeout=10_000)
+
+            # the kernel detaches (shut down while its cluster runs, so it cleans up its own segments)
+            for k in json.loads(urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=5).read()):
+                req = urllib.request.Request(f"{url}/api/kernels/{k['id']}?token={token}", method="DELETE")
+                urllib.request.urlopen(req, timeout=15).read()
+            page.wait_for_function(
+                f"() => document.querySelectorAll(\"{_card(address)} .jp-jpar-driver\").length === 0", timeout=10_000)
+
+            # 4. the +1 engine button: a third engine joins
+            page.locator(f"{_card(address)} [data-action='add-engine']").click()
+            page.wait_for_function(
+                f"() => document.querySelectorAll(\"{_card(address)} .jp-jpar-engine\").length === 3",
+                timeout=10_000)
+
+            # 5. the start button: a second cluster with 1 engine
+            page.fill(".jp-jpar-n", "1")
+            page.locator("[data-action='start']").click()
+            page.wait_for_function("() => document.querySelectorAll('.jp-jpar-cluster').length === 2", timeout=20_000)
+            other = next(c for c in _clusters(url, token) if c["address"] != address)
+            heads.append(other["pid"])
+            page.wait_for_function(
+                f"() => document.querySelectorAll(\"{_card(other['address'])} .jp-jpar-engine\").length === 1",
+                timeout=10_000)
+
+            # 6. dark theme
+            page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme',"
+                          " {theme: 'JupyterLab Dark'})")
+            page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=15_000)
+            page.wait_for_timeout(500)
+            bg = page.evaluate("() => getComputedStyle(document.querySelector('.jp-jpar-panel')).backgroundColor")
+            fg = page.evaluate("() => getComputedStyle(document.querySelector('.jp-jpar-panel')).color")
+            lum = [sum(int(x) for x in c[c.index("(") + 1:c.index(")")].split(",")[:3]) for c in (bg, fg)]
+            assert lum[0] < 200 and lum[1] > 400, (bg, fg)        # dark background, light text
+            page.locator(".jp-jpar-panel").screenshot(path=str(ARTIFACTS / "sidebar-dark.png"))
+            page.screenshot(path=str(ARTIFACTS / "sidebar-page-dark.png"))
+
+            ids = [page.get_attribute(_card(a), "data-cluster-id") for a in (address, other["address"])]
+            (ARTIFACTS / "sidebar-clusters.txt").write_text(" ".join(ids) + "\n")
+
+            # 7. the stop buttons stop both clusters and their cards go
+            for a in (other["address"], address):
+                page.locator(f"{_card(a)} [data-action='stop']").click()
+                page.wait_for_selector(_card(a), state="detached", timeout=15_000)
+            for pid in heads:
+                assert _gone(pid), f"head {pid} still running after the stop button"
+            assert page.locator(".jp-jpar-cluster").count() == 0
+        finally:
+            browser.close()
