@@ -478,7 +478,7 @@ class Head(ActorHead):
         self.clients_by_no.pop(client.no, None)
         client.push.close()
         self.events.append(P.Event(time.time(), "cluster", client.no, "client-left", {"why": why}))
-        self._apply(self.sched.client_removed(client.no))
+        self._apply(self.sched.client_removed(client.no, graceful=why == "said goodbye"))
         if client.owns and not self.stopping:
             self._request_stop(f"owning client {client.no} left ({why})")
 

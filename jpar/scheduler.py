@@ -224,11 +224,18 @@ class Scheduler(ActorScheduling):
         self.clients.add(client)
         return self._take()
 
-    def client_removed(self, client: int) -> list:
-        """A client left (or died): cancel its unfinished tasks and release what it held."""
+    def client_removed(self, client: int, graceful: bool = False) -> list:
+        """A client left (or died): cancel its unfinished tasks and release what it held.
+
+        After a goodbye, tasks already running are left to finish: their results go to the engine
+        straight to the client, so the client may have them while the head has not heard yet
+        (cancelling would count finished work as cancelled). A vanished client's running tasks are
+        cancelled to free their engines."""
         self.clients.discard(client)
         self._actors_owner_left(client)
         for tid in [t for t, task in self.tasks.items() if task.owner == client and task.state not in TERMINAL]:
+            if graceful and self.tasks[tid].state is S.RUNNING:
+                continue
             self._cancel_one(self.tasks[tid], force=False, notify=False, stimulus="owner left")
         for oid in [o for o, obj in self.objects.items() if obj.owner == client]:
             self.objects[oid].held_by_owner = False

@@ -236,3 +236,16 @@ def test_idle_engine_takes_back_tasks_queued_behind_a_long_one():
     acts = s.revoked(slow, behind)
     assert {a.task_id: a.engine_id for a in of(acts, DispatchTask)} == {t: fast for t in behind}
     assert s.tasks[1].state is S.RUNNING and list(s.engines[slow].queue) == [1]
+
+
+def test_goodbye_lets_running_tasks_finish_but_a_vanished_client_loses_them(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2)])
+    acts = sched.client_removed(1, graceful=True)
+    assert of(acts, CancelOnEngine) == [] and sched.tasks[1].state is S.RUNNING   # its result may be out
+    assert 2 not in sched.tasks                                                  # queued work is dropped
+    done(sched, 0, 1)
+    assert sched.statistics().tasks["done"] == 1 and sched.objects == {}         # counted done, then freed
+    sched.client_added(2)
+    sched.submit(2, [spec(3)])
+    assert CancelOnEngine(0, 3, False) in sched.client_removed(2)
