@@ -35,7 +35,7 @@ from .driver import Driver, require_driver
 from .errors import ActorDiedError, GetTimeoutError
 from .options import ActorOptions
 from .refs import ObjectRef
-from .remote_function import _split_refs
+from .remote_function import _split_refs, display_name
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "method", "make_actor_class", "kill", "get_actor"]
 
@@ -75,7 +75,7 @@ class ActorClass:
     def __init__(self, cls: type, options: ActorOptions):
         self._cls = cls
         self._options = options
-        self._name = cls.__qualname__
+        self._name = display_name(cls)   # as for functions: no <locals> of enclosing functions
         self._methods = _methods(cls)
         self._is_async = any(a for _, a in self._methods.values())
         self._blob: bytes | None = None
@@ -192,6 +192,21 @@ class ActorHandle:
 
     def __repr__(self) -> str:
         return f"Actor({self._meta['class_name']}, {self._actor_id:016x})"
+
+    def _repr_html_(self) -> str:
+        """Class, id, state as this process knows it (pending, alive, restarting, dead) and methods."""
+        import html
+
+        from .driver import current_driver
+
+        d = current_driver()
+        conn = d._actor_client.conns.get(self._actor_id) if d is not None and d._actor_client else None
+        state = conn.state if conn is not None and conn.state != "unknown" else "not called from here yet"
+        methods = ", ".join(sorted(self._meta.get("methods", {})))
+        name = self._meta.get("name") or ""
+        return (f"<code>Actor({html.escape(self._meta['class_name'])}, {self._actor_id:016x})</code> "
+                f"<small>{html.escape(state)}{' · named ' + html.escape(name) if name else ''}"
+                f" · methods: {html.escape(methods)}</small>")
 
 
 def _rebuild_handle(actor_id: int, meta: dict) -> ActorHandle:

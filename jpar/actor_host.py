@@ -290,7 +290,7 @@ class ActorHost:
             for caller, objects in results.items():
                 ch = self._channel(caller)
                 if ch is not None:
-                    ch.send(P.Results(objects), nowait=True)
+                    ch.send(P.Results(objects, -1), nowait=True)
 
     def _channel(self, caller: int):
         ch = self.push.get(caller)

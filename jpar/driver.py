@@ -114,6 +114,7 @@ class Driver:
         self.wait_hook: Callable[[Callable[[], bool], float | None], None] | None = None
         self.last_heard = time.monotonic()
         self._outbox: list = []                     # TaskSpecs not yet sent (batched)
+        self.origin: dict = {}                      # task id -> name, then (name, engine): for reprs
         self._actor_client = None                   # jpar.actor.ActorClient, made on first actor use
         self._waker = transport.Waker()
 
@@ -182,6 +183,7 @@ class Driver:
         """Queue a task; the receiver thread (or the next blocking call) sends queued ones in one batch."""
         if self.submit_context is not None:
             self.task_context[spec.task_id] = self.submit_context(spec.task_id)
+        self.origin[spec.task_id] = spec.name     # for reprs: which task makes this ref's value
         with self.lock:
             self._enqueue_locked(spec)
 
@@ -285,12 +287,21 @@ class Driver:
         if ids:
             for oid in ids:
                 self.results.pop(oid, None)
+                self.origin.pop(oid, None)
             self._send(P.Release(ids))
 
     def _handle(self, msg: P.Message) -> None:
         self.last_heard = time.monotonic()
         t = type(msg)
-        if t is P.Results or t is P.TaskFailed or t is P.Objects:
+        if t is P.Results:
+            self._store(msg.objects)
+            if msg.engine >= 0:
+                origin = self.origin
+                for rec in msg.objects:
+                    name = origin.get(rec.object_id)
+                    if name is not None:
+                        origin[rec.object_id] = (name, msg.engine)
+        elif t is P.TaskFailed or t is P.Objects:
             self._store(msg.objects)
         elif t is P.Output:
             for chunk in msg.chunks:
@@ -444,6 +455,14 @@ class Driver:
 
             return f"ready, {decode_location(entry[1]).size} bytes in the object store"
         return f"ready, {len(entry[1])} bytes"
+
+    def describe_ref(self, ref: ObjectRef) -> dict:
+        """What a notebook shows for a ref: state and size, the task that makes it, its engine.
+        Reads only what this process already has; holds nothing of the value."""
+        origin = self.origin.get(ref.id)
+        name, engine = (origin if isinstance(origin, tuple) else (origin, None))
+        return {"state": self.ref_state(ref), "task": name, "engine": engine,
+                "owned": ref.owner == self.client_no}
 
     # ------------------------------------------------------------ closing
     def close(self, stop_cluster: bool = False) -> None:

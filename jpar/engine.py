@@ -300,7 +300,7 @@ class Engine:
                 for owner, objects in results.items():
                     ch = self._owner_channel(owner)
                     if ch is not None:
-                        ch.send(P.Results(objects), nowait=True)
+                        ch.send(P.Results(objects, self.engine_id), nowait=True)
         if self.done:
             done, self.done = self.done, []
             self.work.send(P.TaskDone(done))

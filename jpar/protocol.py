@@ -359,6 +359,7 @@ class TaskFailed(Message):
 @dataclass(slots=True)
 class Results(Message):
     objects: list
+    engine: int          # the engine that produced them (-1: an actor process)
 
 
 @_msg(51, {"chunks": OutputRecord})

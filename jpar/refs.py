@@ -52,11 +52,21 @@ class ObjectRef:
         return f"ObjectRef({self.hex()})"
 
     def _repr_html_(self) -> str:
+        """State, size, producing task and engine; nothing of the value (so Out[] pins no data)."""
+        import html
+
         from .driver import current_driver
 
         d = current_driver()
-        state = d.ref_state(self) if d is not None else "unknown"
-        return f"<code>ObjectRef({self.hex()})</code> <small>{state}</small>"
+        if d is None or d.closed:
+            return f"<code>ObjectRef({self.hex()})</code> <small>(no cluster connected)</small>"
+        info = d.describe_ref(self)
+        made = ""
+        if info["task"]:
+            made = f" · from <code>{html.escape(info['task'])}</code>"
+            if info["engine"] is not None:
+                made += f" on engine {info['engine']}"
+        return f"<code>ObjectRef({self.hex()})</code> <small>{html.escape(info['state'])}{made}</small>"
 
     def future(self) -> concurrent.futures.Future:
         """A concurrent.futures.Future resolved when the value arrives."""

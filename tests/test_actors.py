@@ -369,7 +369,7 @@ def test_kill_with_restart_restarts():
 
 
 # ---------------------------------------------------------------- lifetime and resources
-def _wait_gone(pid, timeout=10):
+def _wait_gone(pid, timeout=30):
     """The actor process ends (psutil waits for the pid to go; the head reaps its child)."""
     try:
         proc = psutil.Process(pid)

@@ -258,3 +258,25 @@ def test_engine_killed_under_a_task_retries_then_fails(cluster):
     # the head replaced the dead engines: the cluster still has two and serves
     assert len(set(jpar.get([pid.remote() for _ in range(50)], timeout=30))) >= 1
     assert jpar.cluster_resources()["CPU"] == 2.0
+
+
+def test_ref_repr_names_its_task_and_engine_without_holding_the_value(cluster):
+    ref = square.remote(7)
+    assert jpar.get(ref) == 49
+    html = ref._repr_html_()
+    assert "ready" in html and "from <code>square</code> on engine" in html
+    assert repr(ref) == f"ObjectRef({ref.hex()})"
+    assert "from <code>" not in jpar.put(1)._repr_html_()      # a put value has no producing task
+
+
+def test_actor_handle_repr_shows_state_and_methods(cluster):
+    @jpar.remote
+    class Greeter:
+        def hello(self):
+            return "hi"
+
+    g = Greeter.remote()
+    assert jpar.get(g.hello.remote()) == "hi"
+    html = g._repr_html_()
+    assert "Actor(Greeter" in html and "alive" in html and "methods: hello" in html
+    jpar.kill(g)
