@@ -84,6 +84,17 @@ def _notebook(path: pathlib.Path) -> None:
 @pytest.fixture()
 def lab(tmp_path):
     """JupyterLab on 127.0.0.1 with a token and a free port, serving tmp_path; stopped by its pid."""
+    yield from _server("jupyterlab", tmp_path)
+
+
+@pytest.fixture()
+def notebook7(tmp_path):
+    """Jupyter Notebook 7 (the same front-end components as JupyterLab, another application)."""
+    pytest.importorskip("notebook")
+    yield from _server("notebook", tmp_path)
+
+
+def _server(app: str, tmp_path):
     port, token = _free_port(), uuid.uuid4().hex
     settings = tmp_path / "settings"
     settings.mkdir()
@@ -93,10 +104,10 @@ def lab(tmp_path):
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"))
     log = open(tmp_path / "lab.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        [sys.executable, "-m", app, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--ServerApp.token={token}", "--ServerApp.password=", "--allow-root", f"--ServerApp.root_dir={tmp_path}",
-         "--LabApp.expose_app_in_browser=True", f"--LabServerApp.app_settings_dir={settings}",
-         "--ServerApp.disable_check_xsrf=True"],
+         f"--{'LabApp' if app == 'jupyterlab' else 'JupyterNotebookApp'}.expose_app_in_browser=True",
+         f"--LabServerApp.app_settings_dir={settings}", "--ServerApp.disable_check_xsrf=True"],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 40
@@ -109,7 +120,7 @@ def lab(tmp_path):
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                raise RuntimeError("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
+                raise RuntimeError(f"{app} did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
             time.sleep(0.3)
     try:
         yield url, token, tmp_path
@@ -248,3 +259,46 @@ def test_dashboard_in_jupyterlab(lab):
     if os.environ.get("JPAR_UPDATE_DOCS_IMG"):
         (ROOT / "docs" / "img").mkdir(exist_ok=True)
         shutil.copy(ARTIFACTS / "dashboard-running.png", ROOT / "docs" / "img" / "dashboard.png")
+
+
+def test_dashboard_in_notebook7(notebook7):
+    """Notebook 7 renders the same widget: nodes appear, change state and all finish."""
+    url, token, root = notebook7
+    _notebook(root / "dash.ipynb")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/notebooks/dash.ipynb?token={token}")
+            page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell", timeout=45_000)
+            page.wait_for_function(
+                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
+                " return k && k.status === 'idle'; }", timeout=45_000)
+            _run_cell(page, 0)
+            _wait_done(page, 0)
+            page.wait_for_selector(".jpar-dash .jpar-cpu-fill", timeout=20_000)
+            _run_cell(page, 1)
+            _wait_done(page, 1)
+            seen: dict[str, set] = {}
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                now = _states(page)
+                for nid, st in now.items():
+                    seen.setdefault(nid, set()).add(st)
+                if len(now) >= 7 and all(st == "done" for st in now.values()):
+                    break
+                page.wait_for_timeout(200)
+            now = _states(page)
+            assert len(now) >= 7 and all(st == "done" for st in now.values()), now
+            assert sum(1 for v in seen.values() if len(v) >= 2) >= 2, seen     # observed changing state
+            page.screenshot(path=str(ARTIFACTS / "dashboard-notebook7.png"))
+            _run_cell(page, 2)
+            _wait_done(page, 2)
+            _run_cell(page, 3)
+            _wait_done(page, 3)
+        finally:
+            browser.close()
