@@ -48,8 +48,9 @@ PENDING_PAGES: list[str] = []
 
 
 def newest_benchmark_run() -> pathlib.Path | None:
-    """The newest finished benchmark run worth publishing: results/<tag>/ with a summary.md (written
-    when a run finishes), `*-quick` runs (ignored by git) excluded, newest by results.json's `started`."""
+    """The benchmark run worth publishing: results/<tag>/ with a summary.md (written when a run
+    finishes), `*-quick` scratch runs (ignored by git) excluded; the one that checks the most targets
+    (a run of one workload must not hide the all-workloads one), newest by `started` among those."""
     def started(run: pathlib.Path) -> str:
         try:
             return json.loads((run / "results.json").read_text()).get("started", "")
@@ -58,7 +59,11 @@ def newest_benchmark_run() -> pathlib.Path | None:
 
     runs = [p.parent for p in (ROOT / "benchmarks" / "results").glob("*/summary.md")
             if not p.parent.name.endswith("-quick")]
-    return max(runs, key=lambda run: (started(run), run.name), default=None)
+    def checked(run: pathlib.Path) -> int:
+        text = (run / "summary.md").read_text()
+        return text.count("**PASS**") + text.count("**MISS**")
+
+    return max(runs, key=lambda run: (checked(run), started(run), run.name), default=None)
 
 
 def _benchmark_figures(app, docname, source):
