@@ -7,7 +7,7 @@
          +--ActorHello/ActorReady/ActorCallsDone------+      main thread: run calls in arrival order
                                                              (or hand them to a thread pool / event loop)
     callers' PUSH --Calls--> PULL (ipc + tcp) --> main --+--> PUSH to each caller's PULL: Results, Output
-                                                         +--> head: ActorCallsDone (batched, just before the results)
+                                                         +--> head: ActorCallsDone (batched, after the results)
 
 Calls from one caller arrive in the order it made them (one PUSH socket per caller and
 actor). A plain actor runs them one at a time in that order on the main thread; with
@@ -273,11 +273,11 @@ class ActorHost:
         return tuple((rec.task_id + i, P.ERROR, blob) for i in range(rec.num_returns))
 
     def _flush(self) -> None:
-        """The batch of done notices to the head, then results to their callers.
+        """Results to their callers first, then the batch of done notices to the head.
 
-        The head hears first: a caller can only react to a result (kill the actor, pass the ref
-        on) a hop after the head already has the call's report queued, so the event stream and
-        the head's call table never miss a finished call."""
+        Callers first: once the head hears a released actor's last call is done it ends the actor
+        and tells its callers it is dead, so the results must already be on their way. (The
+        report is asynchronous: a jpar.kill() right after get() can beat it to the head.)"""
         if self.output:
             self.flush_output()
         if not self.done:
@@ -285,12 +285,12 @@ class ActorHost:
         with self.lock:
             results, self.results = self.results, {}
             done, self.done = self.done, []
-        self.head.send(P.ActorCallsDone(self.actor_id, done))
         with self.push_lock:
             for caller, objects in results.items():
                 ch = self._channel(caller)
                 if ch is not None:
                     ch.send(P.Results(objects, -1), nowait=True)
+        self.head.send(P.ActorCallsDone(self.actor_id, done))
 
     def _channel(self, caller: int):
         ch = self.push.get(caller)

@@ -489,17 +489,25 @@ def test_actor_and_call_events_on_the_head_stream():
         c = Counter.remote()
         ref = c.incr.remote()
         assert jpar.get(ref) == 1
-        jpar.kill(c)
         events = []
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            msg = sub.recv(timeout_ms=100)
-            if isinstance(msg, P.Events):
-                events.extend(msg.events)
-            actor_states = [e.state for e in events if e.kind == "actor" and e.key == c._actor_id]
-            call_states = [e.state for e in events if e.kind == "task" and e.key == ref.id]
-            if "dead" in actor_states and "done" in call_states:
-                break
+
+        def collect(until, seconds=10):
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                msg = sub.recv(timeout_ms=100)
+                if isinstance(msg, P.Events):
+                    events.extend(msg.events)
+                if until():
+                    return
+
+        def states(kind, key):
+            return [e.state for e in events if e.kind == kind and e.key == key]
+
+        # the actor reports its calls to the head asynchronously (after the results): wait for it
+        collect(lambda: "done" in states("task", ref.id))
+        jpar.kill(c)
+        collect(lambda: "dead" in states("actor", c._actor_id))
+        actor_states, call_states = states("actor", c._actor_id), states("task", ref.id)
         assert actor_states[:2] == ["pending", "alive"] and "dead" in actor_states
         assert ["queued", "running", "done"] == [s for s in call_states if s in ("queued", "running", "done")]
         created = next(e for e in events if e.kind == "actor" and e.key == c._actor_id and e.state == "pending")
