@@ -12,17 +12,15 @@ import json
 import os
 import pathlib
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import uuid
 
 import pytest
 
+from .jupyter_servers import CHROMIUM, jupyter_app, lab_env, launch_chromium
+
 ROOT = pathlib.Path(__file__).parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("jupyterlab")
@@ -67,12 +65,6 @@ CELLS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _notebook(path: pathlib.Path) -> None:
     nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {}, "outputs": [],
                      "source": src} for i, src in enumerate(CELLS)],
@@ -84,60 +76,22 @@ def _notebook(path: pathlib.Path) -> None:
 @pytest.fixture()
 def lab(tmp_path):
     """JupyterLab on 127.0.0.1 with a token and a free port, serving tmp_path; stopped by its pid."""
-    yield from _server("jupyterlab", tmp_path)
+    yield from _server("jupyterlab", "LabApp", tmp_path)
 
 
 @pytest.fixture()
 def notebook7(tmp_path):
     """Jupyter Notebook 7 (the same front-end components as JupyterLab, another application)."""
     pytest.importorskip("notebook")
-    yield from _server("notebook", tmp_path)
+    yield from _server("notebook", "JupyterNotebookApp", tmp_path)
 
 
-def _server(app: str, tmp_path):
-    port, token = _free_port(), uuid.uuid4().hex
-    settings = tmp_path / "settings"
-    settings.mkdir()
-    (settings / "overrides.json").write_text(json.dumps(
-        {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}))
-    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "user-settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"))
-    log = open(tmp_path / "lab.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", app, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--ServerApp.token={token}", "--ServerApp.password=", "--allow-root", f"--ServerApp.root_dir={tmp_path}",
-         f"--{'LabApp' if app == 'jupyterlab' else 'JupyterNotebookApp'}.expose_app_in_browser=True",
-         f"--LabServerApp.app_settings_dir={settings}", "--ServerApp.disable_check_xsrf=True"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 40
-    import urllib.request
-
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2).read()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(f"{app} did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
-            time.sleep(0.3)
-    try:
+def _server(app: str, app_class: str, tmp_path):
+    env, settings = lab_env(tmp_path)
+    with jupyter_app(app, tmp_path, env, (f"--{app_class}.expose_app_in_browser=True",
+                                          f"--LabServerApp.app_settings_dir={settings}",
+                                          "--ServerApp.disable_check_xsrf=True")) as (url, token):
         yield url, token, tmp_path
-    finally:
-        try:   # shut kernels down first: their atexit stops the clusters they started
-            for k in json.loads(urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=5).read()):
-                req = urllib.request.Request(f"{url}/api/kernels/{k['id']}?token={token}", method="DELETE")
-                urllib.request.urlopen(req, timeout=15).read()
-        except OSError:
-            pass
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def _run_cell(page, index: int, timeout: float = 30.0) -> None:
@@ -186,9 +140,7 @@ def test_dashboard_in_jupyterlab(lab):
     _notebook(root / "dash.ipynb")
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/lab/workspaces/t{uuid.uuid4().hex[:8]}/tree/dash.ipynb?reset&token={token}")
@@ -267,9 +219,7 @@ def test_dashboard_in_notebook7(notebook7):
     _notebook(root / "dash.ipynb")
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/notebooks/dash.ipynb?token={token}")

@@ -10,27 +10,21 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 
 import psutil
 import pytest
+
+from .jupyter_servers import jupyter_app
 
 pytest.importorskip("jupyter_server")
 pytestmark = pytest.mark.timeout(90)
 
 from jpar.labserver import cluster_summary, status_snapshot  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -72,25 +66,13 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("labserver")
-    port, token = _free_port(), uuid.uuid4().hex
     env = dict(os.environ, JPAR_RUNTIME_DIR=str(tmp / "jpar"), JUPYTER_RUNTIME_DIR=str(tmp / "rt"))
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1",
-                             f"--port={port}", f"--ServerApp.token={token}", "--allow-root",
-                             f"--ServerApp.root_dir={tmp}"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2).read()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                proc.wait()
-                raise RuntimeError("jupyter server did not start:\n" + (tmp / "server.log").read_text()[-3000:])
-            time.sleep(0.2)
-    srv = Server(url, token, env)
+    with jupyter_app("jupyter_server", tmp, env, start_timeout=30) as (url, token):
+        srv = Server(url, token, env)
+        yield from _with_heads(srv)
+
+
+def _with_heads(srv):
     srv.heads = []   # pids of heads started by the tests
     try:
         yield srv
@@ -100,13 +82,6 @@ def server(tmp_path_factory):
                 psutil.Process(pid).terminate()
             except psutil.Error:
                 pass
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def _gone(pid: int, timeout: float = 15.0) -> bool:

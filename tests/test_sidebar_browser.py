@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import time
@@ -23,9 +22,10 @@ import uuid
 import psutil
 import pytest
 
+from .jupyter_servers import CHROMIUM, jupyter_app, lab_env, launch_chromium
+
 ROOT = pathlib.Path(__file__).parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("jupyterlab")
@@ -50,41 +50,16 @@ jpar.shutdown()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def lab(tmp_path):
     """JupyterLab on 127.0.0.1 with a token and a free port; jpar clusters in tmp_path/jpar."""
-    port, token = _free_port(), uuid.uuid4().hex
-    settings = tmp_path / "settings"
-    settings.mkdir()
-    (settings / "overrides.json").write_text(json.dumps(
-        {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}))
-    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "user-settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
-               JPAR_RUNTIME_DIR=str(tmp_path / "jpar"))
-    log = open(tmp_path / "lab.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--ServerApp.token={token}", "--ServerApp.password=", "--allow-root", f"--ServerApp.root_dir={tmp_path}",
-         "--LabApp.expose_app_in_browser=True", f"--LabServerApp.app_settings_dir={settings}"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 40
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2).read()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                proc.wait()
-                raise RuntimeError("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
-            time.sleep(0.3)
+    env, settings = lab_env(tmp_path, JPAR_RUNTIME_DIR=str(tmp_path / "jpar"))
+    with jupyter_app("jupyterlab", tmp_path, env, ("--LabApp.expose_app_in_browser=True",
+                                                   f"--LabServerApp.app_settings_dir={settings}")) as (url, token):
+        yield from _with_heads(url, token, tmp_path, env)
+
+
+def _with_heads(url, token, tmp_path, env):
     heads: list[int] = []
     try:
         yield url, token, tmp_path, env, heads
@@ -95,19 +70,6 @@ def lab(tmp_path):
                 psutil.Process(pid).wait(10)
             except psutil.Error:
                 pass
-        try:
-            for k in json.loads(urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=5).read()):
-                req = urllib.request.Request(f"{url}/api/kernels/{k['id']}?token={token}", method="DELETE")
-                urllib.request.urlopen(req, timeout=15).read()
-        except OSError:
-            pass
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def _card(address: str) -> str:
@@ -140,9 +102,7 @@ def test_sidebar_in_jupyterlab(lab):
         "cells": [], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
         "nbformat": 4, "nbformat_minor": 5}))
     with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/lab/workspaces/s{uuid.uuid4().hex[:8]}/tree/empty.ipynb?reset&token={token}")

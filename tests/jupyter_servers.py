@@ -1,0 +1,81 @@
+"""A Jupyter application (JupyterLab, Notebook 7, a bare jupyter_server) and Debian's headless Chromium
+for the tests that look at jpar the way a person does. One copy of the start / wait / stop dance."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+NO_NEWS = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def jupyter_app(app: str, root: pathlib.Path, env: dict | None = None, args: tuple = (), start_timeout: float = 40):
+    """Run ``python -m <app>`` on 127.0.0.1 with a token and a free port, serving ``root``; yields
+    (url, token). On exit its kernels are shut down first (their atexit stops the jpar clusters
+    they started), then the server is stopped by its pid."""
+    port, token = free_port(), uuid.uuid4().hex
+    log_path = root / f"{app}.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", app, "--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--ServerApp.token={token}",
+         "--ServerApp.password=", "--allow-root", f"--ServerApp.root_dir={root}", *args],
+        stdout=log, stderr=subprocess.STDOUT, env=env or dict(os.environ), cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{app} did not start:\n" + log_path.read_text()[-3000:]) from None
+                time.sleep(0.3)   # the server gives no other readiness signal than answering
+        yield url, token
+    finally:
+        try:
+            for k in json.loads(urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=5).read()):
+                req = urllib.request.Request(f"{url}/api/kernels/{k['id']}?token={token}", method="DELETE")
+                urllib.request.urlopen(req, timeout=15).read()
+        except OSError:
+            pass
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def lab_env(tmp_path: pathlib.Path, **extra: str) -> tuple[dict, pathlib.Path]:
+    """Environment and settings directory of a throwaway JupyterLab (no news popup, own workspaces)."""
+    settings = tmp_path / "settings"
+    settings.mkdir(exist_ok=True)
+    (settings / "overrides.json").write_text(json.dumps(NO_NEWS))
+    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "user-settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
+               **extra)
+    return env, settings
+
+
+def launch_chromium(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
