@@ -6,10 +6,32 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test setup lab bench clean browser docs labext
 
-$(STAMP): pyproject.toml
+TOOLS := $(VENV)/.tools
+# The JupyterLab sidebar, built from jupyter_ext/ (TypeScript) into jpar/labextension/ (not committed).
+LABEXT := jpar/labextension/package.json
+LABEXT_SRC := $(wildcard jupyter_ext/src/*.ts jupyter_ext/style/*) jupyter_ext/package.json jupyter_ext/tsconfig.json \
+	jupyter_ext/yarn.lock jupyter_ext/.yarnrc.yml
+
+# What building needs: hatchling and the JupyterLab build hook for the package, JupyterLab for jlpm
+# and the extension builder. Node.js itself comes from the machine (apt's nodejs if it is missing).
+$(TOOLS):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	@command -v node >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm)
+	$(PY) -m pip install --quiet 'hatchling>=1.21' editables 'hatch-jupyter-builder>=0.9' 'jupyterlab>=4,<5'
+	touch $(TOOLS)
+
+# npm install (offline-capable against the registry; first time ~3 min) and the prebuilt extension build.
+$(LABEXT): $(LABEXT_SRC) | $(TOOLS)
+	cd jupyter_ext && PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm install && rm -f tsconfig.tsbuildinfo \
+		&& PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm build
+	touch $(LABEXT)
+
+# The package, editable, with its test extras; reinstalled when the extension is rebuilt so that
+# share/jupyter/labextensions/jpar holds the new build (the wheel's shared-data mapping copies it).
+$(STAMP): pyproject.toml $(LABEXT) | $(TOOLS)
+	SKIP_JUPYTER_BUILDER=1 $(PY) -m pip install --quiet --no-build-isolation -e '.[test]'
+	$(VENV)/bin/jupyter labextension list 2>&1 | grep -q 'jpar.*enabled.*OK'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -29,15 +51,12 @@ docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -b html -c docs . build/docs
 
 lab: $(STAMP)
-	$(PY) -m pip install --quiet jupyterlab
 	$(VENV)/bin/jupyter lab --ip 127.0.0.1 notebooks/
 
-# Rebuild the prebuilt JupyterLab sidebar (jupyter_ext/ -> jpar/labextension/, committed) with jlpm, then
-# reinstall so share/jupyter/labextensions/jpar picks it up. Only developers need Node for this.
-labext: $(STAMP)
-	cd jupyter_ext && PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm install && rm -f tsconfig.tsbuildinfo && PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm build
-	$(PY) -m pip install --quiet --no-deps -e .
-	$(VENV)/bin/jupyter labextension list 2>&1 | grep -q 'jpar.*enabled.*OK'
+# Rebuild the sidebar now (make test and make demo rebuild it whenever jupyter_ext/ changed).
+labext:
+	rm -f $(LABEXT)
+	$(MAKE) setup
 
 BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.installed-bench
@@ -52,4 +71,4 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info jpar/labextension jupyter_ext/lib jupyter_ext/node_modules jupyter_ext/tsconfig.tsbuildinfo

@@ -50,6 +50,22 @@ def unload_ipython_extension(ipython) -> None:
     unload(ipython)
 
 
+def _register_sidebar_comm() -> None:
+    """Inside a Jupyter kernel, answer the JupyterLab sidebar's questions about this notebook
+    (jpar.notebook.sidebar_comm); a no-op elsewhere, and engines never load ipykernel."""
+    import sys
+
+    if "ipykernel" in sys.modules:
+        try:
+            from .notebook.sidebar_comm import register
+
+            register()
+        except Exception:   # the sidebar is a convenience: never break `import jpar` for it
+            pass
+
+
+_register_sidebar_comm()
+
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
     "cluster_resources", "available_resources", "nodes", "get_runtime_context", "exceptions",

@@ -16,7 +16,8 @@ from .protocol import Event, Events, OutputRecord
 
 __all__ = ["set_submit_hook", "set_output_handler", "set_front_end", "apply_front_end", "cancel_tasks", "engines",
            "status", "task_ids_done", "OutputRecord", "Event", "EventSubscription", "subscribe_events",
-           "set_progress_reporter", "progress_reporter", "task_error", "store_statistics", "release_now"]
+           "set_progress_reporter", "progress_reporter", "task_error", "store_statistics", "release_now",
+           "driver_info", "pending_tasks"]
 
 _front_end: tuple | None = None   # (submit_hook, output_handler) for drivers made later
 
@@ -211,3 +212,26 @@ def release_now(timeout: float = 10.0) -> None:
     d = require_driver("release_now()")
     d.flush_released()
     d.query("resources", timeout=timeout)
+
+
+def driver_info() -> dict | None:
+    """This process's driver as front ends name it (cluster, address, client number); None if none."""
+    d = current_driver()
+    if d is None or d.closed:
+        return None
+    return {"cluster_id": d.cluster_id, "address": d.conn.get("head", ""), "client_no": d.client_no}
+
+
+def pending_tasks() -> dict:
+    """``{task_id: (context, name)}`` of this driver's unfinished tasks that a submit hook saw
+    (the context is what the hook returned: the notebook layer's Cell). Empty without a hook."""
+    d = current_driver()
+    if d is None or d.closed:
+        return {}
+    contexts = dict(d.task_context)   # one C-level copy: the receiver thread pops finished ones
+    origin = d.origin
+    out = {}
+    for tid, ctx in contexts.items():
+        name = origin.get(tid)
+        out[tid] = (ctx, name[0] if isinstance(name, tuple) else name or "task")
+    return out

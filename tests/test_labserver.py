@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -200,7 +201,7 @@ def test_remote_heads_added_by_address(server):
 
 
 def test_prebuilt_extension_is_shipped_and_enabled():
-    """The committed build is complete and installed: no Node needed at install time."""
+    """The build (make compiles jupyter_ext/ into jpar/labextension/) is complete and installed."""
     import jpar
 
     built = __import__("pathlib").Path(jpar.__file__).parent / "labextension"
@@ -214,3 +215,33 @@ def test_prebuilt_extension_is_shipped_and_enabled():
     out = subprocess.run([sys.executable, "-m", "jupyter_server.extension.serverextension", "list"],
                          capture_output=True, text=True, timeout=60)
     assert "jpar.labserver" in out.stdout + out.stderr and "enabled" in out.stdout + out.stderr
+
+
+def test_wheel_ships_the_prebuilt_extension(tmp_path):
+    """The wheel carries the built sidebar and the server extension's switch, so installing it needs
+    no Node: installed into an empty prefix, JupyterLab finds the extension there."""
+    import zipfile
+
+    import jpar
+
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path), str(pathlib.Path(jpar.__file__).parent.parent)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    wheel = next(tmp_path.glob("jpar-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    built = pathlib.Path(jpar.__file__).parent / "labextension"
+    for f in built.rglob("*"):
+        if f.is_file():
+            assert f"jpar-0.1.0.data/data/share/jupyter/labextensions/jpar/{f.relative_to(built)}" in names
+    assert "jpar-0.1.0.data/data/etc/jupyter/jupyter_server_config.d/jpar.json" in names
+    prefix = tmp_path / "prefix"
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--prefix", str(prefix), str(wheel)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    env = dict(os.environ, JUPYTER_PATH=str(prefix / "share" / "jupyter"), PATH="/usr/sbin:/sbin")   # no node
+    out = subprocess.run([sys.executable, "-m", "jupyterlab.labextensions", "list"], capture_output=True, text=True,
+                         timeout=60, env=env)
+    text = out.stdout + out.stderr
+    section = text.split(str(prefix / "share" / "jupyter" / "labextensions"), 1)[-1].strip().splitlines()
+    assert section and section[0].split()[0] == "jpar" and "enabled" in section[0] and "OK" in section[0], text

@@ -266,6 +266,56 @@ def test_jpar_free_releases_what_the_out_history_holds(kernel):
     assert int(stream_text(out)) <= 1_000_000
 
 
+def _send(kernel, channel, msg_type: str, content: dict, subshell: str | None = None, metadata=None) -> str:
+    msg = kernel.kc.session.msg(msg_type, content, metadata=metadata or {})
+    if subshell:
+        msg["header"]["subshell_id"] = subshell
+    getattr(kernel.kc, channel).send(msg)
+    return msg["header"]["msg_id"]
+
+
+def test_sidebar_comm_answers_on_a_subshell_while_a_cell_is_busy(kernel):
+    """The JupyterLab sidebar's comm (jpar.notebook.sidebar_comm), as JupyterLab opens it: on a
+    subshell, so this notebook's pending tasks per cell are known, and cancellable, mid-cell."""
+    _send(kernel, "control_channel", "create_subshell_request", {})
+    reply = kernel.kc.get_control_msg(timeout=10)
+    assert reply["msg_type"] == "create_subshell_reply", reply
+    subshell = reply["content"]["subshell_id"]
+    busy = _send(kernel, "shell_channel", "execute_request",
+                 {"code": "@jpar.remote\ndef slow(i):\n    time.sleep(60)\n"
+                          "refs = [slow.remote(i) for i in range(5)]\njpar.get(refs)", "silent": False,
+                  "store_history": True, "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+                 metadata={"cellId": "cell-busy"})
+    kernel.wait_for(lambda m: m["parent_header"].get("msg_id") == busy and m["msg_type"] == "execute_input")
+    comm_id = "sidebar-test"
+    _send(kernel, "shell_channel", "comm_open", {"comm_id": comm_id, "target_name": "jpar.sidebar", "data": {}},
+          subshell)
+
+    def ask(request: dict) -> dict:
+        t0 = time.monotonic()
+        _send(kernel, "shell_channel", "comm_msg", {"comm_id": comm_id, "data": request}, subshell)
+        t, m = kernel.wait_for(lambda m: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
+                               and m["content"]["data"].get("id") == request["id"], timeout=10)
+        print(f"\nsidebar comm {request['request']!r} answered in {(t - t0) * 1000:.0f} ms", file=sys.stderr)
+        assert t - t0 < 2.0        # not after the busy cell (60 s): the subshell answered
+        return m["content"]["data"]
+
+    info = ask({"request": "info", "id": 1})
+    assert busy not in kernel.replies                     # the cell is still running
+    assert info["attached"] and info["driver"] >= 1 and info["cluster"]["address"].startswith("tcp://")
+    assert info["pid"] == kernel.pid()
+    cell = next(c for c in info["cells"] if c["cell_id"] == "cell-busy")
+    assert cell["pending"] == 5 and cell["names"] == {"slow": 5} and cell["msg_id"] == busy
+    assert ask({"request": "nonsense", "id": 2})["error"].startswith("unknown request")
+    assert ask({"request": "cancel", "id": 3, "cell_id": "cell-busy"})["cancelled"] == 5
+    reply = kernel.wait(busy, timeout=20)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "TaskCancelledError"
+    assert ask({"request": "info", "id": 4})["pending"] == 0
+    _send(kernel, "shell_channel", "comm_close", {"comm_id": comm_id, "data": {}}, subshell)
+    _send(kernel, "control_channel", "delete_subshell_request", {"subshell_id": subshell})
+    assert kernel.kc.get_control_msg(timeout=10)["content"]["status"] == "ok"
+
+
 def test_zz_kernel_shutdown_stops_its_cluster(kernel):
     proc = psutil.Process(kernel.pid())
     children = proc.children(recursive=True)

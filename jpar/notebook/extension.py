@@ -45,6 +45,9 @@ class NotebookLayer:
         from . import progress
 
         progress.enable()                 # long jpar.get/wait show a bar under the waiting cell
+        from . import sidebar_comm
+
+        sidebar_comm.register()           # the JupyterLab sidebar asks this kernel about its cells
         layer.tracker.start_cell()        # %load_ext runs inside a cell: track that one too
         shell._jpar_layer = layer
         return layer
