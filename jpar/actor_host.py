@@ -50,7 +50,7 @@ class ActorHost:
         self.actor_id = int(a["id"])
         self.incarnation = int(a["incarnation"])
         self.gpu_ids = a.get("gpu_ids") or []
-        self.bind_host = a.get("bind_host") or "127.0.0.1"
+        self.bind_host = transport.callback_host(setup["head"], a.get("bind_host") or transport.LOOPBACK)
         self.signer = P.Signer(bytes.fromhex(setup["key"]))
         self.head = transport.connect_dealer(setup["head"], self.signer, identity=os.urandom(8).hex().encode())
         self.pid = os.getpid()

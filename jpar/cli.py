@@ -5,6 +5,8 @@
     jpar start --head [--num-engines N] [--port P]     a head (and N local engines), detached
     jpar start --address tcp://HOST:PORT [-n N]        N engines joining that head
     jpar status [--address A]                          engines, resources, tasks
+    jpar remove-engines [--address A] [-n N | --engine ID ...] [--no-wait]
+                                                       drain engines and stop them (not replaced)
     jpar stop [--address A | --all]                    stop a cluster and all its processes
 """
 
@@ -81,7 +83,36 @@ def cmd_status(args, config: Config) -> int:
     print("tasks: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none yet"))
     print(f"{'engine':>6} {'node':<16} {'pid':>7} {'cpu%':>6} {'rss MiB':>8} {'queued':>6}")
     for e in sorted(st["engines"], key=lambda e: e["id"]):
-        print(f"{e['id']:>6} {e['node'][:16]:<16} {e['pid']:>7} {e['cpu']:>6.0f} {e['rss'] / 2**20:>8.0f} {e['queued']:>6}")
+        leaving = "  leaving" if e.get("draining") else ""
+        print(f"{e['id']:>6} {e['node'][:16]:<16} {e['pid']:>7} {e['cpu']:>6.0f} {e['rss'] / 2**20:>8.0f} {e['queued']:>6}"
+              f"{leaving}")
+    return 0
+
+
+def cmd_remove_engines(args, config: Config) -> int:
+    from .errors import GetTimeoutError
+    from .hooks import remove_engines
+
+    d = _connect(args.address, config)
+    try:
+        try:
+            removed = remove_engines(args.num_engines, args.engine, wait=False, driver=d)
+        except (ValueError, LookupError) as exc:
+            print(f"jpar remove-engines: {exc}", file=sys.stderr)
+            return 1
+        which = f"engine{'s' if len(removed) != 1 else ''} {', '.join(map(str, removed))}"
+        print(f"removing {which} from cluster at {d.conn['head']}: each stops once its running task is done",
+              flush=True)
+        if not args.no_wait:
+            try:
+                d.query("engines_gone", removed, timeout=args.timeout)
+            except GetTimeoutError:
+                print(f"jpar remove-engines: {which} still running tasks after {args.timeout} s; they leave once "
+                      "done (`jpar status` shows them until then).", file=sys.stderr)
+                return 1
+            print(f"removed {which}")
+    finally:
+        d.close()
     return 0
 
 
@@ -112,13 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="show engines, resources and tasks")
     p.add_argument("--address", help="head address or connection file (default: the newest local cluster)")
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    p = sub.add_parser("remove-engines", help="remove engines: each finishes its running task, then stops")
+    p.add_argument("--address", help="head address or connection file (default: the newest local cluster)")
+    p.add_argument("-n", "--num-engines", type=int, default=1, help="how many (default 1; idle ones first)")
+    p.add_argument("--engine", type=int, action="append", metavar="ID", help="remove this engine (repeatable)")
+    p.add_argument("--no-wait", action="store_true", help="return at once; the engines leave when done")
+    p.add_argument("--timeout", type=float, help="seconds to wait for them to leave (default: no limit)")
     p = sub.add_parser("stop", help="stop a cluster and its processes")
     p.add_argument("--address", help="head address or connection file (default: the newest local cluster)")
     p.add_argument("--all", action="store_true", help="stop every cluster on this machine")
     args = parser.parse_args(argv)
     config = Config.from_env()
     try:
-        return {"start": cmd_start, "status": cmd_status, "stop": cmd_stop}[args.command](args, config)
+        return {"start": cmd_start, "status": cmd_status, "stop": cmd_stop,
+                "remove-engines": cmd_remove_engines}[args.command](args, config)
     except (JparError, ClusterError) as exc:
         print(f"jpar {args.command}: {exc}", file=sys.stderr)
         return 1

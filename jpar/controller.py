@@ -3,6 +3,7 @@
 ::
 
     clients (DEALER) --Submit/Put/Release/Cancel/Query--> ROUTER --+
+          (and RemoveEngines/CancelClientTasks)                    |
     engines (DEALER) --EngineHello/TaskDone/Blocked-----> ROUTER --+--> Scheduler (pure)
     engine ctl (DEALER) --Metrics/Heartbeat-------------> ROUTER --+        |
                                                                          actions
@@ -12,9 +13,10 @@
 
 One thread, one loop: drain every queued message, feed the scheduler, then flush one
 batched Dispatch per engine and one Events message per loop turn. Local engines are
-children of the head; it respawns one that dies and requeues (or fails) its tasks. The
-head exits when the client that started it disappears, so a crashed notebook leaves no
-process behind.
+children of the head; it respawns one that dies and requeues (or fails) its tasks. An
+engine removed on request is drained first (the scheduler moves its unstarted tasks), then
+sent Shutdown and not replaced. The head exits when the client that started it disappears,
+so a crashed notebook leaves no process behind.
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ from . import object_store, serialization, transport
 from .config import Config, runtime_dir
 from .controller_actors import ACTOR_ACTIONS, ACTOR_CLIENT_MESSAGES, ActorHead
 from .errors import ActorDiedError, EngineCrashedError, ObjectLostError, ResourceError, TaskCancelledError
-from .scheduler import (CancelOnEngine, DispatchTask, Failure, FreeObjects, ReplyObjects, RevokeOnEngine,
-                        Scheduler,
-                        SendFailure, Transition)
+from .scheduler import (CancelOnEngine, DispatchTask, DrainEngine, Failure, FreeObjects, ReplyObjects,
+                        RetireEngine, RevokeOnEngine, Scheduler, SendFailure, TaskState, Transition)
 
 log = logging.getLogger("jpar.head")
+
+RETIRE_GRACE_S = 5.0   # a removed local engine that has not exited by then is killed
 
 
 class Client:
@@ -87,6 +90,8 @@ class Head(ActorHead):
         self.events: list = []
         self.failures: dict[int, list] = {}
         self.wait_engines: list = []            # (client_no, req_id, n)
+        self.wait_gone: list = []               # (client_no, req_id, engine ids): answered once all are gone
+        self.retired: dict[int, float] = {}     # pid of a removed local engine -> when to kill it (monotonic)
         self.children: dict[int, subprocess.Popen] = {}   # pid -> engine process
         self.want_local = int(setup.get("num_engines", 0))
         self.owner_pid = int(setup.get("owner_pid", 0))
@@ -211,6 +216,10 @@ class Head(ActorHead):
                 self._apply(self.sched.cancel(msg.task_id, msg.force, msg.recursive))
             elif t is P.Query:
                 self._query(client, msg)
+            elif t is P.RemoveEngines:
+                self._remove_engines(client, msg)
+            elif t is P.CancelClientTasks:
+                self._cancel_client_tasks(client, msg)
             elif t is P.Goodbye:
                 self._client_gone(client, "said goodbye")
                 if msg.stop_cluster:
@@ -286,11 +295,47 @@ class Head(ActorHead):
                 still.append((client_no, req_id, n))
         self.wait_engines = still
 
+    def _answer_gone_waits(self) -> None:
+        still = []
+        for client_no, req_id, ids in self.wait_gone:
+            if any(i in self.engines_by_id for i in ids):
+                still.append((client_no, req_id, ids))
+            else:
+                self._answer(client_no, req_id, sorted(ids))
+        self.wait_gone = still
+
+    def _remove_engines(self, client: Client, msg: P.RemoveEngines) -> None:
+        """Drain engines; answered at once with their ids (they leave once their running tasks end)."""
+        try:
+            actions = self.sched.drain_engines(int(msg.count), tuple(msg.engine_ids or ()))
+        except (ValueError, TypeError, LookupError) as exc:   # nothing changed: the client raises it
+            self._answer(client.no, msg.req_id, exc)
+            return
+        ids = sorted({a.engine_id for a in actions if type(a) is DrainEngine})
+        log.info("client %d removes engines %s", client.no, ids)
+        self._apply(actions)
+        self._answer(client.no, msg.req_id, ids)
+
+    def _cancel_client_tasks(self, client: Client, msg: P.CancelClientTasks) -> None:
+        try:
+            actions = self.sched.cancel_client(int(msg.client_no), bool(msg.force))
+        except (ValueError, TypeError, LookupError) as exc:
+            self._answer(client.no, msg.req_id, exc)
+            return
+        n = sum(1 for a in actions if type(a) is Transition and a.new is TaskState.CANCELLED)
+        log.info("client %d cancelled %d tasks of client %d", client.no, n, msg.client_no)
+        self._apply(actions)
+        self._answer(client.no, msg.req_id, n)
+
     def _query(self, client: Client, msg: P.Query) -> None:
         what = msg.what
         if what == "wait_engines":
             self.wait_engines.append((client.no, msg.req_id, int(msg.arg)))
             self._answer_engine_waits()
+            return
+        if what == "engines_gone":   # answered once none of these engine ids is in the cluster
+            self.wait_gone.append((client.no, msg.req_id, [int(i) for i in msg.arg or ()]))
+            self._answer_gone_waits()
             return
         if what == "resources":
             value = self.sched.resources()
@@ -317,6 +362,9 @@ class Head(ActorHead):
             c.push.send(P.Answer(req_id, value), nowait=True)
 
     def status(self) -> dict:
+        owned: dict[int, int] = {}          # client -> its unfinished tasks (the scheduler forgets finished ones)
+        for t in self.sched.tasks.values():
+            owned[t.owner] = owned.get(t.owner, 0) + 1
         engines = []
         for e in self.engines_by_id.values():
             m = e.metrics
@@ -324,10 +372,10 @@ class Head(ActorHead):
             engines.append({"id": e.id, "pid": e.pid, "host": e.host, "node": e.node,
                             "cpu": m.cpu_percent if m else 0.0, "rss": m.rss if m else 0,
                             "shared": m.shared if m else 0, "task": m.task_id if m else 0,
-                            "queued": len(q.queue) if q else 0})
+                            "queued": len(q.queue) if q else 0, "draining": bool(q and q.draining)})
         return {"cluster_id": self.cluster_id, "head": self.head_tcp, "pid": os.getpid(),
                 "uptime_s": time.time() - self.started, "engines": engines,
-                "clients": [{"no": c.no, "pid": c.pid, "kind": c.kind, "host": c.host}
+                "clients": [{"no": c.no, "pid": c.pid, "kind": c.kind, "host": c.host, "tasks": owned.get(c.no, 0)}
                             for c in self.clients.values()],
                 "resources": self.sched.resources(), "available": self.sched.available(),
                 "node_resources": {n.name: dict(n.total) for n in self.sched.nodes.values()},
@@ -368,6 +416,12 @@ class Head(ActorHead):
                     self.router.send_to(e.identity + b"/ctl", P.CancelTask(a.task_id, a.force))
             elif t is FreeObjects:
                 self.stores.free(a.object_ids)   # shared-memory segments of those objects, if any
+            elif t is DrainEngine:
+                self.events.append(P.Event(time.time(), "engine", a.engine_id, "draining", None))
+            elif t is RetireEngine:
+                e = self.engines_by_id.get(a.engine_id)
+                if e is not None:
+                    self._retire(e)
             elif t in ACTOR_ACTIONS:
                 self._apply_actor(a)
 
@@ -451,12 +505,17 @@ class Head(ActorHead):
         for pid, proc in list(self.children.items()):
             if proc.poll() is not None:
                 del self.children[pid]
+                if self.retired.pop(pid, None) is not None:
+                    continue   # removed on request: reaped, not replaced
                 eng = next((e for e in self.engines_by_id.values() if e.pid == pid), None)
                 log.warning("engine pid %d exited with %s", pid, proc.returncode)
                 if eng is not None:
                     self._engine_gone(eng, f"exited with code {proc.returncode}")
                 if not self.stopping:
                     self._spawn_engine()
+            elif now > self.retired.get(pid, now):
+                log.warning("removed engine pid %d did not exit; killing it", pid)
+                proc.kill()   # reaped at the next check
         self._check_actor_procs()
         dead_after = self.config.dead_after_s
         for eng in [e for e in self.engines_by_id.values() if now - e.last > dead_after]:
@@ -466,12 +525,24 @@ class Head(ActorHead):
         for client in [c for c in self.clients.values() if now - c.last > dead_after]:
             self._client_gone(client, f"silent for {now - client.last:.1f} s")
 
-    def _engine_gone(self, eng: EngineInfo, why: str) -> None:
+    def _engine_gone(self, eng: EngineInfo, why: str, state: str = "dead") -> None:
         self.engines.pop(eng.identity, None)
         self.engines_by_id.pop(eng.id, None)
         self.ctl_ids.pop(eng.identity + b"/ctl", None)
-        self.events.append(P.Event(time.time(), "engine", eng.id, "dead", {"why": why}))
+        self.events.append(P.Event(time.time(), "engine", eng.id, state, {"why": why}))
         self._apply(self.sched.engine_removed(eng.id))
+        if self.wait_gone:
+            self._answer_gone_waits()
+
+    def _retire(self, eng: EngineInfo) -> None:
+        """A drained engine holds no task: stop it (its node's object store stays) and forget it.
+        A local one is reaped by _check_liveness, not replaced, and killed if it lingers."""
+        bye = P.Shutdown("removed on request", cluster_over=False)
+        self.router.send_to(eng.identity, bye)
+        self.router.send_to(eng.identity + b"/ctl", bye)
+        if eng.proc is not None:
+            self.retired[eng.proc.pid] = time.monotonic() + RETIRE_GRACE_S
+        self._engine_gone(eng, "removed on request", "removed")
 
     def _client_gone(self, client: Client, why: str) -> None:
         self.clients.pop(client.identity, None)

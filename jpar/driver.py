@@ -122,7 +122,8 @@ class Driver:
         ident = uuid.uuid4().hex[:12]
         if conn.get("local", True) and rundir:
             ep = f"ipc://{rundir}/c-{ident}"
-        else:
+        else:   # a head on another host connects back to an address that routes to it (so does the store)
+            config = self.config = config.replace(bind_host=transport.callback_host(conn["head"], config.bind_host))
             ep = f"tcp://{config.bind_host}:0"
         self.pull, bound = transport.bind_pull([ep], self.signer)
         self.endpoint = bound[0]
@@ -135,6 +136,8 @@ class Driver:
             raise ClusterError(
                 f"The head at {head} did not answer within {config.start_timeout_s} s. "
                 "Check that the cluster is running (`jpar status`) and that the key matches its connection file."
+                + (f" The head answers by connecting back to {self.endpoint}: if its host cannot reach that, set "
+                   "JPAR_BIND_HOST to an address of this host that it can reach." if ep.startswith("tcp://") else "")
             )
         self.client_no = welcome.client_no
         self.cluster_id = welcome.cluster_id
@@ -221,13 +224,26 @@ class Driver:
         """Ask the head something and wait for the answer."""
         req = next(self._req)
         self._send(P.Query(req, what, arg))
+        return self._await_answer(req, repr(what), timeout)
+
+    def request(self, msg_type: type, *fields: Any, timeout: float | None = None) -> Any:
+        """Send a typed request (a message whose first field is ``req_id``, e.g. ``P.RemoveEngines``)
+        made of ``fields`` and wait for the head's Answer; an answer that is an exception is raised."""
+        req = next(self._req)
+        self._send(msg_type(req, *fields))
+        value = self._await_answer(req, msg_type.__name__, timeout)
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    def _await_answer(self, req: int, what: str, timeout: float | None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.cond:
             while req not in self._answers:
                 self._check_alive()
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise GetTimeoutError(f"The head did not answer {what!r} within {timeout} s.")
+                    raise GetTimeoutError(f"The head did not answer {what} within {timeout} s.")
                 self.cond.wait(0.2 if left is None else min(left, 0.2))
             return self._answers.pop(req)
 

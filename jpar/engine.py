@@ -13,7 +13,8 @@ calls ``jpar.get`` on something not ready tells the head it is blocked and, whil
 waits, runs the engine's other queued tasks inline, so nested tasks never deadlock.
 Output printed by a task is captured (never written to inherited file descriptors) and
 sent to the task's owner, tagged with the task id. The engine exits when its head goes
-silent or its parent process (the head, for local engines) disappears.
+silent or its parent process (the head, for local engines) disappears, and on the head's
+Shutdown: the cluster stops, or this engine was removed (then its node's store stays).
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class Engine:
         self.output: list = []                   # (owner, OutputRecord) not yet sent
         self.output_lock = threading.Lock()
         self.stop = False
+        self.sweep_on_exit = True                # False when removed from a cluster that goes on
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
         self.parent_pid = setup.get("parent_pid") or 0
@@ -149,7 +151,8 @@ class Engine:
                 self._flush()
         finally:
             self.stop = True
-            self.store.sweep_node()   # Shutdown: the cluster is over (the head sweeps too, on its host)
+            if self.sweep_on_exit:
+                self.store.sweep_node()   # Shutdown: the cluster is over (the head sweeps too, on its host)
             self.store.close()
             if self.client is not None:
                 self.client.close()
@@ -169,6 +172,9 @@ class Engine:
             from .config import Config
 
             settings = object_store.store_settings(Config.from_env())
+        # an engine joining a head on another host serves its objects on an address that routes there
+        settings = dict(settings, bind_host=transport.callback_host(self.setup["head"],
+                                                                     settings.get("bind_host", transport.LOOPBACK)))
         store = object_store.attach(bytes.fromhex(self.setup["key"]), self.setup.get("node") or self.hostname,
                                     settings)
         store.cache_bytes = store.capacity
@@ -191,6 +197,7 @@ class Engine:
         elif t is P.DriverInfo:
             self.owners[msg.client_no] = msg.endpoint
         elif t is P.Shutdown:
+            self.sweep_on_exit = msg.cluster_over
             self.stop = True
 
     # ------------------------------------------------------------ running tasks
@@ -365,6 +372,7 @@ class Engine:
                             self.revoked.update(given)
                         ctl.send(P.Revoked(given))
                     elif isinstance(msg, P.Shutdown):
+                        self.sweep_on_exit = msg.cluster_over
                         self.stop = True
                         break
                 if self.output:

@@ -1,6 +1,7 @@
 """Integration points for front ends (the notebook layer, dashboards): who submitted a task,
-where its output goes, which engines exist. Plain functions over the current driver, so
-front ends never reach into driver internals.
+where its output goes, which engines exist; cluster operations (remove engines, cancel a
+driver's tasks). Plain functions over the current driver, so front ends never reach into
+driver internals.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import time
 from typing import Any, Callable
 
 from . import transport
-from .driver import current_driver, require_driver
-from .protocol import Event, Events, OutputRecord
+from .driver import Driver, current_driver, require_driver
+from .errors import GetTimeoutError
+from .protocol import CancelClientTasks, Event, Events, OutputRecord, RemoveEngines
 
 __all__ = ["set_submit_hook", "set_output_handler", "set_front_end", "apply_front_end", "cancel_tasks", "engines",
            "status", "task_ids_done", "OutputRecord", "Event", "EventSubscription", "subscribe_events",
            "set_progress_reporter", "progress_reporter", "task_error", "store_statistics", "release_now",
-           "driver_info", "pending_tasks"]
+           "driver_info", "pending_tasks", "remove_engines", "cancel_driver_tasks"]
 
 _front_end: tuple | None = None   # (submit_hook, output_handler) for drivers made later
 
@@ -64,6 +66,44 @@ def apply_front_end() -> bool:
 def cancel_tasks(task_ids, force: bool = False) -> None:
     """Cancel tasks by id (as seen by the submit hook); like jpar.cancel() on their refs."""
     require_driver("cancel_tasks()").cancel_ids(list(task_ids), force, True)
+
+
+def cancel_driver_tasks(client_no: int | None = None, force: bool = False, *, driver: Driver | None = None,
+                        timeout: float = 10.0) -> int:
+    """Cancel every unfinished task of one driver (client number ``client_no``, as in
+    ``status()["clients"]``; None: this process's own) and the tasks they submitted; that driver's
+    ``jpar.get`` raises TaskCancelledError. ``force`` kills the engines running them (local ones
+    are replaced). Actor calls are left alone. Returns how many tasks were cancelled.
+    Raises LookupError if no such client is connected. ``driver``: ask through this connection
+    instead of the current one (e.g. the sidebar's)."""
+    d = driver or require_driver("cancel_driver_tasks()")
+    return d.request(CancelClientTasks, d.client_no if client_no is None else int(client_no), bool(force),
+                     timeout=timeout)
+
+
+def remove_engines(count: int = 1, engine_ids=None, *, wait: bool = True, timeout: float | None = None,
+                   driver: Driver | None = None) -> list[int]:
+    """Remove engines from the cluster gracefully, returning their ids: ``engine_ids``, or else
+    ``count`` of them (idle ones first, then the least busy, the newest first). Each takes no new
+    task, gives back the tasks it prefetched but had not started (they run on other engines),
+    finishes its running task, then stops (a local one is not replaced). Tasks pinned to it that had
+    not started fail with ResourceError.
+
+    With ``wait``, returns once they are gone from ``status()["engines"]`` (their processes exit
+    right after), raising GetTimeoutError after ``timeout`` seconds (they still leave when done).
+    Raises ValueError, removing nothing, if that would leave no engine taking tasks (a cluster keeps
+    one: stop it instead), LookupError for an unknown engine id. ``driver``: as above."""
+    d = driver or require_driver("remove_engines()")
+    ids = [int(i) for i in engine_ids or ()]
+    removed = d.request(RemoveEngines, 0 if ids else int(count), ids, timeout=10.0 if timeout is None else timeout)
+    if wait and removed:
+        try:
+            d.query("engines_gone", removed, timeout=timeout)
+        except GetTimeoutError:
+            raise GetTimeoutError(
+                f"Engine(s) {removed} are still finishing their running tasks after {timeout} s; each leaves once "
+                "done (engines() shows them until then). Wait longer, or cancel those tasks.") from None
+    return removed
 
 
 def task_ids_done(task_ids) -> list:

@@ -23,6 +23,11 @@ GET  /jpar/status          ``?address=...``: one status answer (engines, tasks, 
 POST /jpar/start           ``{"engines": N}``: a detached local cluster, like ``jpar start --head``
 POST /jpar/stop            ``{"address": ...}``: stop that cluster and all its processes
 POST /jpar/engines         ``{"address": ..., "engines": N}``: N more local engines joining it
+DELETE /jpar/engines       ``?address=...&engines=N`` (or ``&engine=ID``, repeatable; or the same as a JSON
+                           body): remove engines gracefully, ``{"address", "removed": [ids]}``; each
+                           finishes its running task, then stops (the stream shows it go)
+POST /jpar/cancel          ``{"address": ..., "driver": no, "force": false}``: cancel every unfinished
+                           task of driver ``no`` (a ``drivers`` entry's ``no``): ``{"cancelled": n}``
 GET  /jpar/stream          ``text/event-stream``: ``clusters`` and ``cluster`` snapshots, pushed
 =========================  ====================================================================
 
@@ -51,7 +56,7 @@ from .config import Config
 from .hooks import EventSubscription
 from .launcher import find_clusters
 
-__all__ = ["Hub", "Watcher", "cluster_summary", "status_snapshot"]
+__all__ = ["Hub", "Watcher", "cluster_summary", "status_snapshot", "kernel_pids"]
 
 log = logging.getLogger("jpar.labserver")
 
@@ -67,7 +72,8 @@ def _jupyter_server_extension_points() -> list[dict]:
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
-    hub = Hub(Config.from_env())
+    km = getattr(serverapp, "kernel_manager", None)
+    hub = Hub(Config.from_env(), kernel_pids=(lambda: kernel_pids(km)) if km is not None else None)
     web_app = serverapp.web_app
     base = url_path_join(web_app.settings["base_url"], "jpar")
     args = {"hub": hub}
@@ -77,6 +83,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         (url_path_join(base, "start"), StartHandler, args),
         (url_path_join(base, "stop"), StopHandler, args),
         (url_path_join(base, "engines"), EnginesHandler, args),
+        (url_path_join(base, "cancel"), CancelHandler, args),
         (url_path_join(base, "stream"), StreamHandler, args),
     ])
     web_app.settings["jpar_hub"] = hub
@@ -111,7 +118,8 @@ def status_snapshot(st: dict, store: Any, engines: dict | None = None, rate: flo
         m = live.get(e["id"], {})
         rows.append({"id": e["id"], "node": e.get("node", ""), "pid": e.get("pid", 0),
                      "cpu": round(float(m.get("cpu", e.get("cpu", 0.0))), 1), "rss": int(m.get("rss", e.get("rss", 0))),
-                     "queued": e.get("queued", 0), "busy": bool(m.get("task", e.get("task", 0)))})
+                     "queued": e.get("queued", 0), "busy": bool(m.get("task", e.get("task", 0))),
+                     "draining": bool(e.get("draining", False))})
     sched = st.get("scheduler", {})
     actors = [{"id": a.get("id"), "class": a.get("class", "?"), "name": a.get("name", ""), "state": a.get("state", "?")}
               for a in st.get("actors", ()) or () if isinstance(a, dict)]
@@ -121,6 +129,21 @@ def status_snapshot(st: dict, store: Any, engines: dict | None = None, rate: flo
             "rate": round(rate, 1), "resources": st.get("resources", {}), "available": st.get("available", {}),
             "store": _store_figures(store), "actors": actors, "actor_counts": sched.get("actors", {}),
             "drivers": drivers, "memory_total": _memory_total()}
+
+
+def kernel_pids(kernel_manager: Any) -> dict[int, str]:
+    """``{pid: kernel id}`` of the kernels this Jupyter server started on this machine, so the
+    sidebar can name a driver by its notebook (drivers report their pid to the head)."""
+    out: dict[int, str] = {}
+    for kid in list(kernel_manager.list_kernel_ids()):
+        try:
+            prov = kernel_manager.get_kernel(kid).provisioner
+            pid = getattr(prov, "pid", None) or getattr(getattr(prov, "process", None), "pid", None)
+        except Exception:   # gone meanwhile, or a provisioner without a local process
+            continue
+        if pid:
+            out[int(pid)] = kid
+    return out
 
 
 def _memory_total() -> int:
@@ -214,8 +237,9 @@ class Watcher:
 class Hub:
     """Discovery plus one Watcher per cluster while at least one browser stream listens."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, kernel_pids=None):
         self.config = config
+        self.kernel_pids = kernel_pids              # () -> {pid: kernel id} of this server's kernels
         self.remotes: dict[str, dict] = {}          # address -> conn (with key), added by the user
         self.lock = threading.Lock()
         self.listeners: set = set()                 # (loop, asyncio.Queue)
@@ -283,6 +307,13 @@ class Hub:
 
     def _publish_cluster(self, address: str, snap: dict) -> None:
         snap = dict(snap, address=address)
+        if snap.get("drivers") and self.kernel_pids is not None:
+            try:
+                pids = self.kernel_pids()
+            except Exception:   # a kernel being started or stopped: name it next time
+                pids = {}
+            snap["drivers"] = [dict(d, kernel_id=pids[d["pid"]]) if d.get("pid") in pids else d
+                               for d in snap["drivers"]]
         with self.lock:
             self.latest[address] = snap
             if snap.get("error"):
@@ -368,6 +399,33 @@ class Hub:
             raise RuntimeError(f"jpar start --address failed: {out.stderr.strip() or out.stdout.strip()}")
         pids = re.search(r"pids ([\d, ]+)\)", out.stdout)
         return {"address": conn["head"], "pids": [int(p) for p in pids.group(1).split(", ")] if pids else []}
+
+    def remove_engines(self, address: str, count: int = 1, engine_ids=None) -> dict:
+        """Drain ``count`` engines (or those ids) of a cluster; answered at once, they leave when done."""
+        from .hooks import remove_engines
+
+        conn = self.find(address)
+        if conn is None:
+            raise LookupError(f"No jpar cluster at {address!r}; GET /jpar/clusters lists the known ones.")
+        d = _connect(conn, self.config)
+        try:
+            return {"address": conn["head"], "removed": remove_engines(count, engine_ids, wait=False, driver=d)}
+        finally:
+            d.close()
+
+    def cancel_driver(self, address: str, client_no: int, force: bool = False) -> dict:
+        """Cancel every unfinished task of one driver of a cluster (its number in ``drivers``)."""
+        from .hooks import cancel_driver_tasks
+
+        conn = self.find(address)
+        if conn is None:
+            raise LookupError(f"No jpar cluster at {address!r}; GET /jpar/clusters lists the known ones.")
+        d = _connect(conn, self.config)
+        try:
+            return {"address": conn["head"], "driver": client_no,
+                    "cancelled": cancel_driver_tasks(client_no, force, driver=d)}
+        finally:
+            d.close()
 
     def stop(self, address: str) -> dict:
         conn = self.find(address)
@@ -456,6 +514,35 @@ class EnginesHandler(_Base):
         if not isinstance(n, int) or not 1 <= n <= 256:
             raise tornado.web.HTTPError(400, "\"engines\" must be an integer from 1 to 256.")
         self.finish(json.dumps(await self.run(self.hub.add_engines, str(b.get("address", "")), n)))
+
+    @tornado.web.authenticated
+    async def delete(self) -> None:
+        b = self.body()
+        if not isinstance(b, dict):
+            raise tornado.web.HTTPError(400, "The request body must be a JSON object.")
+        n, ids = self.get_argument("engines", None), self.get_arguments("engine")
+        try:
+            n = b.get("engines", 1) if n is None else int(n)
+            ids = [int(i) for i in ids] if ids else b.get("engine_ids", [])
+        except ValueError:
+            n = None
+        if (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 256 or not isinstance(ids, list)
+                or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+            raise tornado.web.HTTPError(400, "\"engines\" must be an integer from 1 to 256, and \"engine\" "
+                                             "(\"engine_ids\" in a JSON body) engine ids (integers).")
+        address = self.get_argument("address", None) or str(b.get("address", ""))
+        self.finish(json.dumps(await self.run(self.hub.remove_engines, address, n, ids)))
+
+
+class CancelHandler(_Base):
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        b = self.body()
+        no, force = b.get("driver"), b.get("force", False)
+        if not isinstance(no, int) or isinstance(no, bool) or not isinstance(force, bool):
+            raise tornado.web.HTTPError(400, "\"driver\" must be a driver's number (an integer, the \"no\" of "
+                                             "a status \"drivers\" entry) and \"force\" true or false.")
+        self.finish(json.dumps(await self.run(self.hub.cancel_driver, str(b.get("address", "")), no, force)))
 
 
 class StreamHandler(_Base):

@@ -17,6 +17,7 @@ Who sends what (D = driver or any client, H = head, E = engine)::
 
     D->H  Hello Goodbye Heartbeat RegisterFunction Submit PutObjects Release Cancel GetObjects Query
           CreateActor ActorLookup KillActor ReleaseActor ActorCallsDone (failures the caller decided)
+          RemoveEngines CancelClientTasks               (cluster operations: the sidebar, `jpar`)
     E->H  EngineHello TaskDone Blocked Metrics Heartbeat
     A->H  ActorHello ActorReady ActorCallsDone       (A = an engine in actor mode: one actor)
     H->E  Define DriverInfo Dispatch CancelTask Heartbeat Shutdown
@@ -237,8 +238,28 @@ class GetObjects(Message):
 @dataclass(slots=True)
 class Query(Message):
     req_id: int
-    what: str            # "resources", "available", "status", "wait_engines"
+    what: str            # "resources", "available", "status", "wait_engines", "engines_gone"...
     arg: Any = None
+
+
+@_msg(16)
+@dataclass(slots=True)
+class RemoveEngines(Message):
+    """Drain engines (these ids, or else ``count`` of them) and stop each once its running task ends.
+    Answered with the ids being removed, or with the ValueError/LookupError saying why nothing was."""
+    req_id: int
+    count: int
+    engine_ids: list
+
+
+@_msg(17)
+@dataclass(slots=True)
+class CancelClientTasks(Message):
+    """Cancel every unfinished task of one client (driver) by its number. Answered with how many,
+    or with a LookupError for a client that is not connected."""
+    req_id: int
+    client_no: int
+    force: bool
 
 
 @_msg(20)
@@ -317,6 +338,7 @@ class Revoked(Message):
 @dataclass(slots=True)
 class Shutdown(Message):
     reason: str = ""
+    cluster_over: bool = True   # False: only this engine leaves; its node's object store stays
 
 
 @_msg(35)
@@ -477,6 +499,7 @@ MESSAGES: dict[int, type[Message]] = {
     cls.CODE: cls
     for cls in (
         Hello, Goodbye, Heartbeat, RegisterFunction, Submit, PutObjects, Release, Cancel, GetObjects, Query,
+        RemoveEngines, CancelClientTasks,
         EngineHello, TaskDone, Blocked, Metrics, Define, DriverInfo, Dispatch, CancelTask, Revoke, Revoked,
         Shutdown,
         EngineWelcome, Welcome, Answer, Objects, TaskFailed, Results, Output, Events,

@@ -16,6 +16,10 @@ prefetch queue; an engine reserves the element-wise maximum of its queued tasks'
 (they run one after another), so prefetching costs no extra CPUs. Ready tasks wait in
 one FIFO per resource shape; a shape whose oldest task does not fit holds its demand
 back from younger tasks of other shapes, so big requests are not starved.
+
+Engines leave on request by draining (:meth:`Scheduler.drain_engines`): a draining engine takes
+no new task, its prefetched tasks are revoked and run elsewhere, its running task finishes, and
+then :class:`RetireEngine` tells the controller to stop it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .protocol import TaskSpec
 from .scheduler_actors import ACTOR_TRANSITIONS, ActorScheduling, ActorState  # noqa: F401  (actors: see there)
 
 __all__ = ["Scheduler", "TaskState", "TRANSITIONS", "DispatchTask", "SendFailure", "CancelOnEngine", "RevokeOnEngine",
-           "ReplyObjects", "Transition", "Failure", "ActorState", "ACTOR_TRANSITIONS"]
+           "ReplyObjects", "Transition", "Failure", "ActorState", "ACTOR_TRANSITIONS", "DrainEngine", "RetireEngine"]
 
 
 class TaskState(str, enum.Enum):
@@ -57,13 +61,15 @@ TRANSITIONS: dict[tuple[TaskState | None, TaskState], str] = {
     (S.QUEUED, S.FAILED): "the last node able to run it left",
     (S.QUEUED, S.CANCELLED): "cancelled before it could run",
     (S.ASSIGNED, S.RUNNING): "the engine finished the task ahead of it",
-    (S.ASSIGNED, S.QUEUED): "taken back unstarted: its engine died, or was busy far longer than usual",
+    (S.ASSIGNED, S.QUEUED): "taken back unstarted: its engine died, is being removed, or was busy far longer "
+                            "than usual",
     (S.ASSIGNED, S.CANCELLED): "cancelled while prefetched",
     (S.ASSIGNED, S.DONE): "finished (run while the task ahead was blocked)",
     (S.ASSIGNED, S.FAILED): "raised (run while the task ahead was blocked)",
     (S.RUNNING, S.DONE): "finished",
     (S.RUNNING, S.FAILED): "raised, or its engine died with no retries left",
-    (S.RUNNING, S.QUEUED): "retried: its engine died, or it raised an exception retry_exceptions allows",
+    (S.RUNNING, S.QUEUED): "retried: its engine died, or it raised an exception retry_exceptions allows; "
+                           "or its engine gave it back unstarted (revoked as the task ahead finished)",
     (S.RUNNING, S.CANCELLED): "cancelled while running",
 }
 
@@ -107,6 +113,18 @@ class RevokeOnEngine(NamedTuple):
 
     engine_id: int
     task_ids: tuple
+
+
+class DrainEngine(NamedTuple):
+    """This engine takes no new tasks from now on (it is being removed); one per engine of a drain."""
+
+    engine_id: int
+
+
+class RetireEngine(NamedTuple):
+    """A draining engine holds no task any more: stop its process (``engine_removed`` follows)."""
+
+    engine_id: int
 
 
 class ReplyObjects(NamedTuple):
@@ -174,6 +192,8 @@ class Engine:
     avg_s: float = -1.0                              # moving average of its tasks' run time (-1: none yet)
     running_since: float = 0.0                       # scheduler clock when its current task started
     depth: int = 1                                   # how many tasks it may hold (1 + prefetch)
+    draining: bool = False                           # being removed: no new tasks, retired once empty
+    retired: bool = False                            # RetireEngine sent
 
 
 @dataclass(slots=True)
@@ -202,6 +222,7 @@ class Scheduler(ActorScheduling):
         self.actions: list = []
         self.now = 0.0                                   # the controller's clock, set before each event
         self._feasible_cache: dict = {}                  # demand shape -> can some node ever run it
+        self.removed: set[int] = set()                   # ids of engines retired on request
         self._init_actors(Obj)
 
     # ---- helpers
@@ -261,13 +282,15 @@ class Scheduler(ActorScheduling):
         eng = self.engines.pop(engine_id, None)
         if eng is None:
             return self._take()
+        if eng.draining:
+            self.removed.add(engine_id)
         node = self.nodes[eng.node]
         node.engines.remove(engine_id)
         self._unreserve(eng)
         for tid in eng.queue:
             task = self.tasks[tid]
             self._release_gpus(task, node)
-            task.engine = -1
+            task.engine, task.revoking = -1, False
             if task.state is S.ASSIGNED and not task.started:
                 self._move(task, S.QUEUED, "its engine died before starting it")
                 self._enqueue(task, front=True)
@@ -286,19 +309,81 @@ class Scheduler(ActorScheduling):
         eng.queue.clear()
         eng.shapes.clear()
         eng.active = 0
-        for shape in [s for s in self.ready if s[0] == engine_id]:
-            pinned = self.ready.pop(shape)
-            for tid in pinned:
-                task = self.tasks.get(tid)
-                if task is not None and task.state is S.QUEUED:
-                    self._fail(task, Failure.ENGINE_CRASHED, f"engine {engine_id}, which it was pinned to, died",
-                               "its pinned engine died")
+        self._fail_pinned_ready(engine_id)
         if not node.engines:
             del self.nodes[eng.node]
             self._feasible_cache.clear()
             self._fail_infeasible()
         self._schedule()
         return self._take()
+
+    def drain_engines(self, count: int = 0, engine_ids=()) -> list:
+        """Remove engines gracefully: ``engine_ids``, or else ``count`` of them (idle ones first, then the
+        fewest queued, the newest first). Each takes no new task, gives back the tasks it prefetched but
+        has not started (they run elsewhere), finishes what it runs, then is retired (:class:`RetireEngine`).
+        The engines chosen come first in the actions, as :class:`DrainEngine` (already draining ones too).
+
+        Raises ValueError or LookupError, changing nothing, for a request that would leave no engine
+        taking tasks, or names an unknown engine."""
+        ids = list(dict.fromkeys(int(i) for i in engine_ids))
+        taking = [e for e in self.engines.values() if not e.draining]
+        if ids:
+            unknown = [i for i in ids if i not in self.engines]
+            if unknown:
+                raise LookupError(f"No engine with id {', '.join(map(str, unknown))} in this cluster (engines: "
+                                  f"{sorted(self.engines)}). Pick ids from jpar.hooks.engines() or `jpar status`.")
+            chosen = [self.engines[i] for i in ids]
+        elif count < 1:
+            raise ValueError(f"Removing {count} engines does nothing; ask for at least one, or name engine ids.")
+        else:
+            chosen = sorted(taking, key=lambda e: (len(e.queue), -e.engine_id))[:count]
+        if len(taking) - sum(1 for e in chosen if not e.draining) < 1:
+            raise ValueError(f"Removing {len(ids) or count} of the {len(taking)} engine(s) still taking tasks would "
+                             "leave none; a cluster keeps at least one engine. Remove fewer, or stop the cluster "
+                             "instead (jpar.shutdown() or `jpar stop`).")
+        for eng in chosen:
+            self.actions.append(DrainEngine(eng.engine_id))
+        for eng in chosen:
+            if eng.draining:
+                continue
+            eng.draining = True
+            back = tuple(tid for tid in eng.queue
+                         if (t := self.tasks[tid]).state is S.ASSIGNED and not t.started and not t.revoking)
+            if back:
+                for tid in back:
+                    self.tasks[tid].revoking = True
+                self.actions.append(RevokeOnEngine(eng.engine_id, back))
+            self._fail_pinned_ready(eng.engine_id)
+            self._maybe_retire(eng)
+        self._schedule()
+        return self._take()
+
+    def _maybe_retire(self, eng: Engine) -> None:
+        if eng.draining and not eng.queue and not eng.retired:
+            eng.retired = True
+            self.actions.append(RetireEngine(eng.engine_id))
+
+    def _pin_lost(self, task: Task) -> tuple | None:
+        """(Failure, message) when the engine a task is pinned to will never run it, else None."""
+        pin = task.spec.placement
+        eng = self.engines.get(pin)
+        if eng is not None and not eng.draining:
+            return None
+        if eng is None and pin not in self.removed:
+            return Failure.ENGINE_CRASHED, f"engine {pin}, which it was pinned to, died"
+        return Failure.INFEASIBLE, (
+            f"{task.spec.name} was pinned to engine {pin}, which {'is being' if eng else 'was'} removed on request, "
+            "before it could run it. Pin it to a live engine (jpar.hooks.engines() lists them), or drop "
+            "placement= from .options().")
+
+    def _fail_pinned_ready(self, engine_id: int) -> None:
+        """Fail the ready tasks pinned to an engine that left or is leaving."""
+        for shape in [s for s in self.ready if s[0] == engine_id]:
+            for tid in self.ready.pop(shape):
+                task = self.tasks.get(tid)
+                if task is not None and task.state is S.QUEUED:
+                    kind, detail = self._pin_lost(task) or (Failure.ENGINE_CRASHED, f"engine {engine_id} left")
+                    self._fail(task, kind, detail, "its pinned engine left")
 
     # ---- objects
     def put(self, client: int, object_ids, status: int = 0, blobs=None) -> list:
@@ -391,9 +476,12 @@ class Scheduler(ActorScheduling):
         if self.nodes and not self._feasible(dshape):
             self._fail(task, Failure.INFEASIBLE, self._infeasible_message(task), "no node can ever run it")
             return
-        if spec.placement >= 0 and spec.placement not in self.engines:
+        if spec.placement >= 0 and spec.placement not in self.engines and spec.placement not in self.removed:
             self._fail(task, Failure.INFEASIBLE, f"{spec.name} was pinned to engine {spec.placement}, which does "
                        f"not exist (engines: {sorted(self.engines)}). Pick a live engine id.", "no such engine")
+            return
+        if spec.placement >= 0 and (lost := self._pin_lost(task)) is not None:
+            self._fail(task, *lost, "its pinned engine is leaving or gone")
             return
         failed = None
         for oid in spec.deps:
@@ -481,6 +569,26 @@ class Scheduler(ActorScheduling):
         self._schedule()
         return self._take()
 
+    def cancel_client(self, client: int, force: bool = False) -> list:
+        """Cancel every unfinished task ``client`` submitted, and the tasks those submitted (as
+        ``jpar.cancel`` does); the owner's ``get`` raises TaskCancelledError. How many were cancelled:
+        the :class:`Transition` actions to CANCELLED. Actor calls are left alone.
+        Raises LookupError, changing nothing, for a client that is not connected."""
+        if client not in self.clients:
+            raise LookupError(f"No client (driver) number {client} is connected to this cluster (connected: "
+                              f"{sorted(self.clients)}). Pick one from the status's \"clients\" "
+                              "(`jpar status --json`).")
+        mine = [t for t in self.tasks.values() if t.owner == client and t.state not in TERMINAL]
+        todo = deque(t.spec.task_id for t in sorted(mine, key=lambda t: t.state is S.RUNNING))  # unstarted first
+        stimulus = f"all tasks of client {client} cancelled"
+        while todo:
+            task = self.tasks.get(todo.popleft())
+            if task is not None and task.state not in TERMINAL:
+                todo.extend(task.children)
+                self._cancel_one(task, force, notify=True, stimulus=stimulus)
+        self._schedule()
+        return self._take()
+
     def _cancel_one(self, task: Task, force: bool, notify: bool, stimulus: str) -> None:
         if task.engine >= 0:
             self.actions.append(CancelOnEngine(task.engine, task.spec.task_id, force))
@@ -541,6 +649,9 @@ class Scheduler(ActorScheduling):
 
     # ---- placement
     def _enqueue(self, task: Task, front: bool = False) -> None:
+        if task.spec.placement >= 0 and (lost := self._pin_lost(task)) is not None:
+            self._fail(task, *lost, "its pinned engine is leaving or gone")
+            return
         q = self.ready.get(task.shape)
         if q is None:
             q = self.ready[task.shape] = deque()
@@ -603,7 +714,7 @@ class Scheduler(ActorScheduling):
 
     def _steal(self) -> None:
         """An engine is idle and nothing waits: take back tasks queued behind a long-running one."""
-        if not any(e.active == 0 and not e.queue for e in self.engines.values()):
+        if not any(e.active == 0 and not e.queue and not e.draining for e in self.engines.values()):
             return
         for eng in self.engines.values():
             if eng.active > 1 and self.now - eng.running_since > max(4 * eng.avg_s, 0.005):
@@ -623,13 +734,18 @@ class Scheduler(ActorScheduling):
 
     def revoked(self, engine_id: int, task_ids) -> list:
         """The engine gave these back unstarted: queue them again for any engine."""
+        eng = self.engines.get(engine_id)
+        why = f"taken back from {'leaving' if eng is not None and eng.draining else 'busy'} engine {engine_id}"
         for tid in task_ids:
             task = self.tasks.get(tid)
-            if task is None or task.engine != engine_id or task.state is not S.ASSIGNED or task.started:
+            # the engine's word counts: a task it gave back never ran there, even if the task ahead of it
+            # finished meanwhile and the scheduler took it to be running
+            if task is None or task.engine != engine_id or not task.revoking or task.state not in (S.ASSIGNED,
+                                                                                                  S.RUNNING):
                 continue
-            task.revoking = False
             self._off_engine(task)
-            self._move(task, S.QUEUED, f"taken back from busy engine {engine_id}")
+            task.started = False
+            self._move(task, S.QUEUED, why)
             self._enqueue(task, front=True)
         self._schedule()
         return self._take()
@@ -641,7 +757,7 @@ class Scheduler(ActorScheduling):
         pin = task.spec.placement
         for eng in (self.engines.values() if pin < 0 else [self.engines[pin]] if pin in self.engines else []):
             n = eng.active
-            if n >= best_len or n >= (eng.depth if simple else 1):
+            if n >= best_len or n >= (eng.depth if simple else 1) or eng.draining:
                 continue
             if n and self.now - eng.running_since > max(4 * eng.avg_s, 0.005):
                 continue  # its current task runs far longer than usual: queue nothing behind it
@@ -712,6 +828,7 @@ class Scheduler(ActorScheduling):
         eng = self.engines.get(task.engine)
         self._release_gpus(task, self.nodes.get(eng.node) if eng is not None else None)
         task.engine = -1
+        task.revoking = False
         if eng is None:
             return
         if eng.queue.pop(task.spec.task_id, 0) is None and not task.blocked:
@@ -725,6 +842,8 @@ class Scheduler(ActorScheduling):
                     eng.running_since = self.now
                     self._move(nxt, S.RUNNING, f"engine {eng.engine_id} reached it")
                 break
+        if eng.draining:
+            self._maybe_retire(eng)
 
     def _count(self, eng: Engine, task: Task, delta: int) -> bool:
         """Count a task in or out of its engine's unblocked queue; True when the set of shapes changed."""

@@ -8,8 +8,10 @@ caller ever sees a forged or garbled message.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import socket
 import threading
 
 import zmq
@@ -18,7 +20,7 @@ from . import protocol
 from .errors import ProtocolError
 
 __all__ = ["Channel", "Poller", "Waker", "context", "bind_router", "bind_pull", "bind_pub", "connect_dealer",
-           "connect_push", "connect_sub", "Again"]
+           "connect_push", "connect_sub", "Again", "callback_host", "LOOPBACK"]
 
 log = logging.getLogger("jpar.transport")
 Again = zmq.Again
@@ -149,6 +151,33 @@ def _bind(sock: zmq.Socket, endpoint: str) -> str:
         return f"{endpoint[: endpoint.rindex(':')]}:{port}"
     sock.bind(endpoint)
     return sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+
+LOOPBACK = "127.0.0.1"   # the default bind host (config.bind_host): this host only
+
+
+def callback_host(peer: str, bind_host: str = LOOPBACK) -> str:
+    """The interface to bind a socket on that ``peer`` (a ``tcp://host:port`` this process connects
+    to) must connect back to: a driver's result socket, an object server, an actor's inbox.
+
+    An explicitly set ``bind_host`` wins. With the default (loopback), a peer on this host gets
+    loopback, and a peer on another host gets the local address the kernel routes to it from (a UDP
+    "connect" sends no packet; it only picks the route), so ``jpar.init(address=...)`` works from
+    another host with no extra setting. Falls back to ``bind_host`` when the peer has no route.
+    """
+    if bind_host != LOOPBACK or not peer.startswith("tcp://"):
+        return bind_host
+    host, _, port = peer[len("tcp://"):].rpartition(":")
+    try:
+        addr = socket.getaddrinfo(host.strip("[]"), None, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
+        ip = ipaddress.ip_address(addr)
+        if ip.is_loopback or ip.is_unspecified:
+            return bind_host
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((addr, int(port) if port.isdigit() else 9))
+            return s.getsockname()[0]
+    except (OSError, ValueError, IndexError):
+        return bind_host
 
 
 def bind_router(endpoints: list[str], signer) -> tuple[Channel, list[str]]:

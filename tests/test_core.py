@@ -280,3 +280,36 @@ def test_actor_handle_repr_shows_state_and_methods(cluster):
     html = g._repr_html_()
     assert "Actor(Greeter" in html and "alive" in html and "methods: hello" in html
     jpar.kill(g)
+
+
+def test_cancel_all_tasks_of_one_driver_from_another(cluster):
+    from jpar.driver import Driver, current_driver, set_current_driver
+
+    main = current_driver()
+    bystander = Driver(main.conn, main.config)              # another notebook on the same cluster
+    admin = Driver(main.conn, main.config, kind="cli")      # the sidebar or `jpar`, cancelling
+    try:
+        longs = [sleep_then.remote(30, i) for i in range(3)]     # two run, one waits for an engine
+        later = add.remote(longs[0], 1)                           # waits for an argument
+        main.query("sync", timeout=10)                            # the head has them (same socket, in order)
+        set_current_driver(bystander)
+        try:
+            kept = sleep_then.remote(0.2, "kept")
+        finally:
+            set_current_driver(main)
+        bystander.query("sync", timeout=10)
+        assert jpar.hooks.cancel_driver_tasks(main.client_no, driver=admin) == 4
+        for ref in longs + [later]:
+            with pytest.raises(jpar.TaskCancelledError):
+                jpar.get(ref, timeout=10)
+        assert bystander.get([kept], timeout=20) == ["kept"]     # its engines were freed, its task ran
+        with pytest.raises(LookupError, match="No client"):
+            jpar.hooks.cancel_driver_tasks(10_000)
+        mine = sleep_then.remote(30)
+        assert jpar.hooks.cancel_driver_tasks() == 1              # this process's own driver
+        with pytest.raises(jpar.TaskCancelledError):
+            jpar.get(mine, timeout=10)
+        assert jpar.get(square.remote(6), timeout=10) == 36      # and it goes on submitting
+    finally:
+        bystander.close()
+        admin.close()

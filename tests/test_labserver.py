@@ -114,7 +114,7 @@ def test_snapshot_from_status_needs_no_processes():
 
 def test_routes_need_auth(server):
     for method, path in [("GET", "/jpar/clusters"), ("GET", "/jpar/status"), ("POST", "/jpar/start"),
-                         ("POST", "/jpar/stop")]:
+                         ("POST", "/jpar/stop"), ("DELETE", "/jpar/engines"), ("POST", "/jpar/cancel")]:
         code, _ = server.call(method, path, {} if method == "POST" else None, auth=False)
         assert code == 403, (method, path, code)
 
@@ -161,6 +161,66 @@ def test_cli_cluster_is_discovered_streamed_and_stopped(server):
     finally:
         if not _gone(pid, 0.1):
             psutil.Process(pid).terminate()
+
+
+def test_remove_engines_and_cancel_a_drivers_tasks(server):
+    import jpar
+    from jpar.api import _resolve_address
+    from jpar.config import Config
+    from jpar.driver import Driver, set_current_driver
+
+    out = subprocess.run([sys.executable, "-m", "jpar.cli", "start", "--head", "-n", "2"], env=server.env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pid = int(out.stdout.split("pid ")[1].split(")")[0])
+    server.heads.append(pid)
+    address = out.stdout.split(" at ")[1].split()[0]
+    d = None
+    try:
+        code, body = server.call("GET", "/jpar/clusters")
+        conn_file = next(c["file"] for c in body["clusters"] if c["address"] == address)
+        config = Config.from_env()
+        d = Driver(_resolve_address(conn_file, config), config)    # a notebook's driver on that cluster
+        d.query("wait_engines", 2, timeout=30)
+        engine_pids = {e["id"]: e["pid"] for e in d.query("status", timeout=10)["engines"]}
+
+        for query in ("engines=0", "engines=two", "engine=x"):
+            code, res = server.call("DELETE", f"/jpar/engines?address={address}&{query}")
+            assert code == 400 and "integer" in res["message"], (query, res)
+        code, res = server.call("DELETE", "/jpar/engines?address=tcp://127.0.0.1:1&engines=1")
+        assert code == 404 and "GET /jpar/clusters" in res["message"]
+        code, res = server.call("DELETE", f"/jpar/engines?address={address}&engine=99")
+        assert code == 404 and "No engine with id 99" in res["message"]
+        code, res = server.call("DELETE", f"/jpar/engines?address={address}&engines=1")
+        assert code == 200 and res == {"address": address, "removed": [max(engine_pids)]}, res
+        code, st = server.call("GET", f"/jpar/status?address={address}")   # an idle engine leaves at once
+        assert code == 200 and [e["id"] for e in st["engines"]] == [min(engine_pids)]
+        assert _gone(engine_pids[max(engine_pids)])
+        code, res = server.call("DELETE", "/jpar/engines", {"address": address, "engines": 1})   # JSON body
+        assert code == 400 and "keeps at least one engine" in res["message"]
+
+        set_current_driver(d)
+        try:
+            ref = jpar.remote(time.sleep).remote(30)
+        finally:
+            set_current_driver(None)
+        d.query("sync", timeout=10)                        # the head has the task
+        for body in ({"address": address, "driver": "1"}, {"address": address, "driver": 1, "force": "no"}):
+            code, res = server.call("POST", "/jpar/cancel", body)
+            assert code == 400 and "driver" in res["message"], body
+        code, res = server.call("POST", "/jpar/cancel", {"address": "tcp://127.0.0.1:1", "driver": 1})
+        assert code == 404
+        code, res = server.call("POST", "/jpar/cancel", {"address": address, "driver": 10_000})
+        assert code == 404 and "No client" in res["message"]
+        code, res = server.call("POST", "/jpar/cancel", {"address": address, "driver": d.client_no})
+        assert code == 200 and res["cancelled"] == 1, res
+        with pytest.raises(jpar.TaskCancelledError):
+            d.get([ref], timeout=10)
+    finally:
+        if d is not None:
+            d.close()
+        code, _ = server.call("POST", "/jpar/stop", {"address": address})
+        assert code == 200 and _gone(pid)
 
 
 def test_start_button_route_starts_a_detached_cluster(server):
@@ -235,8 +295,9 @@ def test_wheel_ships_the_prebuilt_extension(tmp_path):
         if f.is_file():
             assert f"jpar-0.1.0.data/data/share/jupyter/labextensions/jpar/{f.relative_to(built)}" in names
     assert "jpar-0.1.0.data/data/etc/jupyter/jupyter_server_config.d/jpar.json" in names
-    prefix = tmp_path / "prefix"
-    out = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--prefix", str(prefix), str(wheel)],
+    prefix = tmp_path / "prefix"   # --ignore-installed: never uninstall the jpar under test
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q",
+                          "--prefix", str(prefix), str(wheel)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     env = dict(os.environ, JUPYTER_PATH=str(prefix / "share" / "jupyter"), PATH="/usr/sbin:/sbin")   # no node

@@ -180,6 +180,94 @@ def test_cli_start_status_join_stop(tmp_path):
                 os.kill(p, signal.SIGKILL)
 
 
+@jpar.remote
+def square_after(x, seconds):
+    time.sleep(seconds)
+    return x * x
+
+
+@jpar.remote
+def block_after(seconds, size):
+    time.sleep(seconds)
+    return b"x" * size
+
+
+def test_remove_engines_while_tasks_run():
+    jpar.init(num_engines=3)
+    try:
+        st = jpar.hooks.status()
+        head = psutil.Process(st["pid"])
+        procs = {e["id"]: psutil.Process(e["pid"]) for e in st["engines"]}
+        leaving = max(procs)
+        kept = jpar.put(b"k" * (4 << 20))                                  # in the node's shared memory
+        running = block_after.options(placement=leaving).remote(0.5, 4 << 20)   # starts there at once
+        refs = [square_after.remote(i, 0.002) for i in range(300)]
+        assert jpar.hooks.remove_engines(engine_ids=[leaving]) == [leaving]   # returns once it is gone
+        assert sorted(e["id"] for e in jpar.hooks.engines()) == sorted(set(procs) - {leaving})
+        assert jpar.get(running, timeout=10) == b"x" * (4 << 20)   # its running task finished; the result outlives it
+        assert jpar.get(refs, timeout=60) == [i * i for i in range(300)]
+        assert jpar.get(echo.remote(kept), timeout=10) == jpar.get(kept)   # the node's store was left alone
+        assert wait_gone([procs[leaving]], 15) == []
+        # reaped, not replaced: the head's children are exactly the engines it still has
+        assert sorted(p.pid for p in head.children()) == sorted(p.pid for i, p in procs.items() if i != leaving)
+        with pytest.raises(jpar.ResourceError, match=f"engine {leaving}, which was removed on request"):
+            jpar.get(square_after.options(placement=leaving).remote(2, 0), timeout=10)
+
+        jpar.get([echo.remote(i) for i in range(200)], timeout=30)   # short tasks: engines prefetch deep queues
+        refs = [echo.remote(i) for i in range(3000)]
+        (second,) = jpar.hooks.remove_engines(1, timeout=60)          # its prefetched tasks run elsewhere
+        assert jpar.get(refs, timeout=60) == list(range(3000))
+        assert [e["id"] for e in jpar.hooks.engines()] == sorted(set(procs) - {leaving, second})
+        with pytest.raises(ValueError, match="keeps at least one engine"):
+            jpar.hooks.remove_engines(1)
+        with pytest.raises(LookupError, match="No engine with id 99"):
+            jpar.hooks.remove_engines(engine_ids=[99])
+        assert len(jpar.hooks.engines()) == 1 and jpar.get(echo.remote("last"), timeout=10) == "last"
+        assert wait_gone([procs[second]], 15) == []
+    finally:
+        jpar.shutdown()
+
+
+def test_cli_remove_engines_stops_an_engine_that_joined_by_address(tmp_path):
+    from jpar.api import _resolve_address
+    from jpar.config import Config
+    from jpar.driver import Driver
+
+    env = dict(os.environ, JPAR_RUNTIME_DIR=str(tmp_path))
+    cli = [PY, "-m", "jpar.cli"]
+    out = subprocess.run(cli + ["start", "--head", "-n", "1"], capture_output=True, text=True, env=env, timeout=30)
+    assert "jpar head started" in out.stdout, out.stderr
+    head_pid = int(out.stdout.split("(pid ")[1].split(")")[0])
+    address = out.stdout.split(" at ")[1].split()[0]
+    d = None
+    try:
+        out = subprocess.run(cli + ["start", "--address", address, "-n", "1", "--node", "second-host"],
+                             capture_output=True, text=True, env=env, timeout=30)
+        joined = psutil.Process(int(out.stdout.split("(pids ")[1].split(")")[0]))
+        (conn_file,) = tmp_path.glob("cluster-*.json")
+        config = Config.from_env()
+        d = Driver(_resolve_address(str(conn_file), config), config, kind="cli")
+        d.query("wait_engines", 2, timeout=30)
+        joined_id = next(e["id"] for e in d.query("status", timeout=10)["engines"] if e["node"] == "second-host")
+        out = subprocess.run(cli + ["remove-engines", "--address", address, "--engine", str(joined_id)],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0 and f"removed engine {joined_id}" in out.stdout, out.stderr
+        assert wait_gone([joined], 15) == []          # not a child of the head: it left on its own
+        assert [e["node"] for e in d.query("status", timeout=10)["engines"]] != ["second-host"]
+        assert len(d.query("status", timeout=10)["engines"]) == 1
+        out = subprocess.run(cli + ["remove-engines", "--address", address], capture_output=True, text=True,
+                             env=env, timeout=60)
+        assert out.returncode == 1 and "keeps at least one engine" in out.stderr
+        out = subprocess.run(cli + ["remove-engines", "--address", address, "--engine", "99"], capture_output=True,
+                             text=True, env=env, timeout=60)
+        assert out.returncode == 1 and "No engine with id 99" in out.stderr
+    finally:
+        if d is not None:
+            d.close()
+        subprocess.run(cli + ["stop", "--address", address], capture_output=True, text=True, env=env, timeout=30)
+        assert wait_gone([psutil.Process(head_pid)] if psutil.pid_exists(head_pid) else [], 20) == []
+
+
 def test_connection_file_is_private():
     jpar.init(num_engines=1)
     try:

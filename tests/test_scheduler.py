@@ -3,8 +3,8 @@
 import pytest
 
 from jpar import protocol as P
-from jpar.scheduler import (TRANSITIONS, CancelOnEngine, DispatchTask, Failure, FreeObjects, ReplyObjects,
-                            RevokeOnEngine,
+from jpar.scheduler import (TRANSITIONS, CancelOnEngine, DispatchTask, DrainEngine, Failure, FreeObjects,
+                            ReplyObjects, RetireEngine, RevokeOnEngine,
                             Scheduler, SendFailure, TaskState, Transition)
 
 S = TaskState
@@ -249,3 +249,152 @@ def test_goodbye_lets_running_tasks_finish_but_a_vanished_client_loses_them(sche
     sched.client_added(2)
     sched.submit(2, [spec(3)])
     assert CancelOnEngine(0, 3, False) in sched.client_removed(2)
+
+
+# ---- removing engines (drain) and cancelling a client's work
+def prefetching(n_engines: int) -> Scheduler:
+    """Engines that have run tiny tasks quickly, so they prefetch deep queues."""
+    s = Scheduler(prefetch=8, prefetch_s=0.002)
+    s.client_added(1)
+    s.engine_added(0, "n", {"CPU": n_engines})
+    for e in range(1, n_engines):
+        s.engine_added(e, "n", {})
+    for eng in s.engines.values():
+        eng.avg_s, eng.depth = 1e-4, 9
+    return s
+
+
+def test_drain_picks_idle_engines_first_then_fewest_queued_newest_first(sched):
+    for e in range(4):
+        sched.engine_added(e, "n", {"CPU": 4} if e == 0 else {})
+    sched.submit(1, [spec(1, placement=0), spec(2, placement=2)])       # engines 0 and 2 busy, 1 and 3 idle
+    acts = sched.drain_engines(1)
+    assert of(acts, DrainEngine) == [DrainEngine(3)] and of(acts, RetireEngine) == [RetireEngine(3)]
+    acts = sched.drain_engines(2)
+    assert of(acts, DrainEngine) == [DrainEngine(1), DrainEngine(2)]   # the idle one, then the newest busy one
+    assert of(acts, RetireEngine) == [RetireEngine(1)]                  # engine 2 still runs task 2
+    assert sched.engines[2].draining and sched.tasks[2].state is S.RUNNING
+
+
+def test_draining_engine_gets_no_new_tasks_and_retires_after_its_running_task(sched):
+    sched.engine_added(0, "n", {"CPU": 2})
+    sched.engine_added(1, "n", {})
+    sched.submit(1, [spec(1), spec(2)])
+    draining = sched.tasks[1].engine
+    other = 1 - draining
+    acts = sched.drain_engines(engine_ids=[draining])
+    assert of(acts, DrainEngine) == [DrainEngine(draining)] and of(acts, RetireEngine) == []
+    acts = sched.submit(1, [spec(3), spec(4)])
+    assert of(acts, DispatchTask) == []                                 # the other engine is busy: they wait
+    acts = done(sched, other, 2)
+    assert of(acts, DispatchTask) == [DispatchTask(other, 3, ())] and of(acts, RetireEngine) == []
+    acts = done(sched, draining, 1)                                     # its running task finishes normally
+    assert of(acts, RetireEngine) == [RetireEngine(draining)] and of(acts, DispatchTask) == []
+    assert of(acts, SendFailure) == [] and sched.statistics().tasks["done"] == 2
+    acts = sched.engine_removed(draining)
+    assert of(acts, SendFailure) == [] and sched.tasks[4].state is S.QUEUED
+    assert draining not in sched.engines and [t.state for t in sched.tasks.values()] == [S.RUNNING, S.QUEUED]
+
+
+def test_prefetched_tasks_of_a_draining_engine_are_revoked_and_rerun_elsewhere():
+    s = prefetching(2)
+    s.submit(1, [spec(i) for i in range(1, 9)])
+    leaving = s.tasks[1].engine
+    stay = 1 - leaving
+    behind = tuple(t for t in s.engines[leaving].queue if t != 1)
+    assert behind
+    acts = s.drain_engines(engine_ids=[leaving])
+    assert of(acts, RevokeOnEngine) == [RevokeOnEngine(leaving, behind)]
+    acts = s.revoked(leaving, behind)                  # the engine gave them all back unstarted
+    assert of(acts, RetireEngine) == []                # task 1 still runs there
+    assert list(s.engines[leaving].queue) == [1]
+    ran = {a.task_id: a.engine_id for a in of(acts, DispatchTask)}
+    while s.engines[stay].queue:
+        tid = next(iter(s.engines[stay].queue))
+        acts = s.tasks_done(stay, [P.DoneRecord(tid, 0, P.OK, ((tid, P.OK, b""),), 1e-4)])
+        ran.update({a.task_id: a.engine_id for a in of(acts, DispatchTask)})
+    assert set(behind) <= set(ran) and set(ran.values()) == {stay}   # every one re-ran on the other engine
+    acts = s.tasks_done(leaving, [P.DoneRecord(1, 0, P.OK, ((1, P.OK, b""),), 1e-4)])
+    assert of(acts, RetireEngine) == [RetireEngine(leaving)]
+    assert s.tasks == {} and s.statistics().tasks["done"] == 8
+
+
+def test_a_started_task_the_engine_would_not_give_back_still_finishes_before_retiring():
+    s = prefetching(2)
+    s.submit(1, [spec(1), spec(2), spec(3), spec(4)])
+    leaving = s.tasks[1].engine
+    behind = tuple(t for t in s.engines[leaving].queue if t != 1)
+    s.drain_engines(engine_ids=[leaving])
+    acts = s.revoked(leaving, behind[1:])              # it had started the first one already
+    assert of(acts, RetireEngine) == []
+    s.tasks_done(leaving, [P.DoneRecord(1, 0, P.OK, ((1, P.OK, b""),), 1e-4)])
+    acts = s.tasks_done(leaving, [P.DoneRecord(behind[0], 0, P.OK, ((behind[0], P.OK, b""),), 1e-4)])
+    assert of(acts, RetireEngine) == [RetireEngine(leaving)]
+
+
+def test_a_task_given_back_after_the_one_ahead_finished_is_rerun_not_lost():
+    s = prefetching(2)
+    s.submit(1, [spec(1), spec(2), spec(3), spec(4)])
+    leaving = s.tasks[1].engine
+    behind = tuple(t for t in s.engines[leaving].queue if t != 1)
+    s.drain_engines(engine_ids=[leaving])
+    s.tasks_done(leaving, [P.DoneRecord(1, 0, P.OK, ((1, P.OK, b""),), 1e-4)])   # crosses the Revoke
+    assert s.tasks[behind[0]].state is S.RUNNING                                   # as far as the head knows
+    acts = s.revoked(leaving, behind)                                               # but the engine gave it back
+    assert {a.task_id for a in of(acts, DispatchTask)} == set(behind)
+    assert all(s.tasks[t].engine == 1 - leaving for t in behind)
+    assert of(acts, RetireEngine) == [RetireEngine(leaving)]
+
+
+def test_the_last_engine_and_unknown_engines_are_refused_and_nothing_changes(sched):
+    sched.engine_added(0, "n", {"CPU": 2})
+    sched.engine_added(1, "n", {})
+    with pytest.raises(ValueError, match="keeps at least one engine"):
+        sched.drain_engines(2)
+    with pytest.raises(ValueError, match="keeps at least one engine"):
+        sched.drain_engines(engine_ids=[0, 1])
+    with pytest.raises(LookupError, match="No engine with id 7"):
+        sched.drain_engines(engine_ids=[0, 7])
+    with pytest.raises(ValueError, match="at least one"):
+        sched.drain_engines(0)
+    assert not any(e.draining for e in sched.engines.values())
+    sched.drain_engines(1)
+    with pytest.raises(ValueError, match="keeps at least one engine"):
+        sched.drain_engines(1)                         # one is leaving: the other is the last
+    assert of(sched.drain_engines(engine_ids=[1]), DrainEngine) == [DrainEngine(1)]   # asking again is harmless
+
+
+def test_tasks_pinned_to_a_removed_engine_fail_saying_so(sched):
+    sched.engine_added(0, "n", {"CPU": 2})
+    sched.engine_added(1, "n", {})
+    sched.submit(1, [spec(1, placement=1), spec(2, placement=1), spec(3, deps=[1], placement=1)])
+    acts = sched.drain_engines(engine_ids=[1])
+    fails = {f.task_id: f for f in of(acts, SendFailure)}
+    assert list(fails) == [2] and fails[2].kind is Failure.INFEASIBLE and "being removed" in fails[2].detail
+    acts = sched.submit(1, [spec(4, placement=1)])
+    assert [f.task_id for f in of(acts, SendFailure)] == [4]
+    acts = done(sched, 1, 1)                          # the running pinned task finishes; its dependant can't run
+    assert [f.task_id for f in of(acts, SendFailure)] == [3] and of(acts, RetireEngine) == [RetireEngine(1)]
+    sched.engine_removed(1)
+    acts = sched.submit(1, [spec(5, placement=1)])
+    (fail,) = of(acts, SendFailure)
+    assert fail.kind is Failure.INFEASIBLE and "was removed on request" in fail.detail
+
+
+def test_cancel_client_cancels_only_that_clients_tasks_and_counts_them(sched):
+    sched.engine_added(0, "n", {"CPU": 2})
+    sched.engine_added(1, "n", {})
+    sched.client_added(2)
+    sched.submit(1, [spec(1), spec(2), spec(3, deps=[1])])           # two run, one waits
+    sched.submit(2, [spec(10), spec(11)])                            # queued behind them
+    sched.submit(2, [spec(12, parent=1)])                            # a child of client 1's task 1
+    acts = sched.cancel_client(1, force=False)
+    cancelled = [a.task_id for a in of(acts, Transition) if a.new is S.CANCELLED]
+    assert sorted(cancelled) == [1, 2, 3, 12]
+    assert sorted(a.task_id for a in of(acts, CancelOnEngine)) == [1, 2]
+    assert {(f.owner, f.task_id, f.kind) for f in of(acts, SendFailure)} == {
+        (1, 1, Failure.CANCELLED), (1, 2, Failure.CANCELLED), (1, 3, Failure.CANCELLED), (2, 12, Failure.CANCELLED)}
+    assert {a.task_id for a in of(acts, DispatchTask)} == {10, 11}   # client 2's tasks take the engines
+    assert of(sched.cancel_client(1, force=True), Transition) == []  # nothing left: count 0
+    with pytest.raises(LookupError, match="No client"):
+        sched.cancel_client(9, force=False)

@@ -234,3 +234,120 @@ def test_sidebar_in_jupyterlab(lab):
             assert page.locator(".jp-jpar-cluster").count() == 0
         finally:
             browser.close()
+
+
+def _notebook(path: pathlib.Path, cells: dict) -> None:
+    """A notebook file whose code cells have the given ids (JupyterLab keeps them as the cells' ids)."""
+    path.write_text(json.dumps({
+        "cells": [{"cell_type": "code", "id": cid, "metadata": {}, "execution_count": None, "outputs": [],
+                   "source": src} for cid, src in cells.items()],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5}))
+
+
+def _run_cell(page, index: int) -> None:
+    page.evaluate(f"() => {{ const nb = window.jupyterapp.shell.currentWidget.content; nb.activeCellIndex = {index};"
+                  " void window.jupyterapp.commands.execute('notebook:run-cell'); }")   # not awaited: it may run long
+
+
+def _kernel_idle(page, timeout: int = 45_000) -> None:
+    page.wait_for_function(
+        "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
+        " return k && k.status === 'idle'; }", timeout=timeout)
+
+
+def _prompt(page, index: int) -> str:
+    """The execution prompt of a cell: '[*]:' while it runs (the kernel's status is no guide with
+    subshells: their idle messages make a busy kernel look idle)."""
+    return page.evaluate(f"() => window.jupyterapp.shell.currentWidget.content.widgets[{index}]"
+                         ".node.querySelector('.jp-InputPrompt').textContent.trim()")
+
+
+def _wait_cell_done(page, index: int, timeout: int = 20_000) -> None:
+    page.wait_for_function(f"() => {{ const t = window.jupyterapp.shell.currentWidget.content.widgets[{index}]"
+                           ".node.querySelector('.jp-InputPrompt').textContent; return /\\[\\d+\\]/.test(t); }",
+                           timeout=timeout)
+
+
+BUSY_CELL = ("@jpar.remote\ndef slow(i):\n    time.sleep(60)\n    return i\n\n"
+             "refs = [slow.remote(i) for i in range(6)]\njpar.get(refs)")
+
+
+def test_sidebar_this_notebook_while_a_cell_is_busy(lab):
+    """The notebook's own section comes from its kernel over a comm on a subshell: while a cell
+    waits on 6 tasks the sidebar lists them under that cell within a couple of seconds and its
+    cancel button ends the cell; the cluster card names the notebook's kernel as a driver with its
+    task count, cancels all of a driver's tasks, and removes an engine; all of it survives a kernel
+    restart."""
+    url, token, root, env, heads = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    _notebook(root / "busy.ipynb", {"cell-init": "%load_ext jpar\nimport jpar, time\nctx = jpar.init(num_engines=2)",
+                                    "cell-busy": BUSY_CELL})
+    with playwright_sync.sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/lab/workspaces/s{uuid.uuid4().hex[:8]}/tree/busy.ipynb?reset&token={token}")
+            page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook", timeout=45_000)
+            page.locator(".jp-SideBar [data-id='jpar-clusters']").click()
+            page.wait_for_selector(".jp-jpar-conn[data-state='live']", timeout=10_000)
+            _kernel_idle(page)
+            page.wait_for_selector(".jp-jpar-notebook[data-attached='false']", timeout=10_000)
+
+            _run_cell(page, 0)     # %load_ext jpar; jpar.init(): the sidebar finds jpar in the kernel
+            _wait_cell_done(page, 0, 45_000)
+            page.wait_for_selector(".jp-jpar-notebook[data-attached='true']", timeout=30_000)
+            address = page.evaluate("() => document.querySelector('.jp-jpar-cluster').dataset.address")
+            card = _card(address)
+
+            # 1. a busy cell: its pending tasks are listed under it, answered on a subshell
+            _run_cell(page, 1)
+            t0 = time.monotonic()
+            page.wait_for_selector(".jp-jpar-cell[data-cell-id='cell-busy'][data-pending='6']", timeout=10_000)
+            listed = time.monotonic() - t0
+            assert page.get_attribute(".jp-jpar-notebook", "data-subshell") == "true"
+            assert "slow ×6" in page.inner_text(".jp-jpar-cell[data-cell-id='cell-busy']")
+            assert "cell 2:" in page.inner_text(".jp-jpar-cell[data-cell-id='cell-busy']")
+            assert "*" in _prompt(page, 1)          # the cell still waits on its tasks
+            # the cluster card: this kernel is a driver with 6 tasks, named by its notebook
+            page.wait_for_selector(f"{card} .jp-jpar-driver.jp-mod-current[data-tasks='6']", timeout=10_000)
+            assert "busy.ipynb" in page.inner_text(f"{card} .jp-jpar-driver.jp-mod-current")
+            page.locator(".jp-jpar-panel").screenshot(path=str(ARTIFACTS / "sidebar-notebook-busy.png"))
+            (ARTIFACTS / "sidebar-notebook-latency.txt").write_text(
+                f"busy cell started -> its 6 pending tasks listed in the sidebar: {listed * 1000:.0f} ms\n")
+
+            # 2. the cell's cancel button (through the kernel comm) ends the cell
+            page.locator(".jp-jpar-cell[data-cell-id='cell-busy'] [data-action='cancel-cell']").click()
+            _wait_cell_done(page, 1)
+            page.wait_for_function(
+                "() => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell'))"
+                ".some(c => c.textContent.includes('TaskCancelledError'))", timeout=10_000)
+            page.wait_for_selector(".jp-jpar-notebook[data-pending='0']", timeout=10_000)
+
+            # 3. the driver's cancel button in the cluster card (through the server and the head)
+            _run_cell(page, 1)
+            page.wait_for_selector(f"{card} .jp-jpar-driver.jp-mod-current[data-tasks='6']", timeout=15_000)
+            page.locator(f"{card} .jp-jpar-driver.jp-mod-current [data-action='cancel-driver']").click()
+            _wait_cell_done(page, 1)
+            page.wait_for_selector(f"{card} .jp-jpar-driver.jp-mod-current[data-tasks='0']", timeout=10_000)
+            assert "cancelled 6 task" in page.inner_text(".jp-jpar-message")
+
+            # 4. -1 engine: the cluster goes from 2 engines to 1, and the engine process ends
+            pids = page.eval_on_selector_all(f"{card} .jp-jpar-engine", "els => els.map(e => e.dataset.engineId)")
+            assert len(pids) == 2
+            page.locator(f"{card} [data-action='remove-engine']").click()
+            page.wait_for_function(
+                f"() => document.querySelectorAll(\"{card} .jp-jpar-engine\").length === 1", timeout=15_000)
+            page.locator(".jp-jpar-panel").screenshot(path=str(ARTIFACTS / "sidebar-notebook-after.png"))
+
+            # 5. a kernel restart: the kernel's cluster goes, the section says so, and comes back after init
+            page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart()")
+            page.wait_for_selector(card, state="detached", timeout=20_000)
+            page.wait_for_selector(".jp-jpar-notebook[data-attached='false']", timeout=20_000)
+            _kernel_idle(page)
+            _run_cell(page, 0)
+            page.wait_for_selector(".jp-jpar-notebook[data-attached='true']", timeout=30_000)
+            page.wait_for_selector(".jp-jpar-driver.jp-mod-current", timeout=10_000)
+        finally:
+            browser.close()

@@ -218,7 +218,7 @@ class DashboardModel:
         return e
 
     def _engine(self, eid: int, state: str, info) -> None:
-        if state == "dead":
+        if state in ("dead", "removed"):
             self.engines.pop(eid, None)
             return
         e = self._engine_entry(eid)

@@ -11,7 +11,8 @@ Messages may therefore arrive on a subshell thread: handlers only read the drive
 
     sidebar -> kernel  {"request": "info", "id": n}
     kernel  -> sidebar {"reply": "info", "id": n, "attached": bool, "cluster": {...}, "driver": no,
-                        "pending": N, "cells": [{"cell_id", "msg_id", "pending", "names": {...}}, ...]}
+                        "layer": bool, "pending": N,
+                        "cells": [{"cell_id", "msg_id", "pending", "names": {...}}, ...]}
     sidebar -> kernel  {"request": "cancel", "id": n, "cell_id": optional, "force": bool}
     kernel  -> sidebar {"reply": "cancel", "id": n, "cancelled": k}
 
@@ -73,13 +74,21 @@ def _cell_id(cell: Any) -> str:
     return str((parent.get("metadata") or {}).get("cellId") or "")
 
 
+def _layer_loaded() -> bool:
+    """Whether ``%load_ext jpar`` runs in this kernel (it records which cell submitted each task)."""
+    ipython_mod = sys.modules.get("IPython")
+    shell = ipython_mod.get_ipython() if ipython_mod is not None else None
+    return getattr(shell, "_jpar_layer", None) is not None
+
+
 def notebook_info() -> dict:
     """Which cluster this kernel drives, and its unfinished tasks grouped by submitting cell."""
     from jpar import hooks
 
     driver = hooks.driver_info()
     pending = hooks.pending_tasks()
-    info: dict = {"attached": driver is not None, "pid": os.getpid(), "pending": len(pending), "cells": []}
+    info: dict = {"attached": driver is not None, "pid": os.getpid(), "pending": len(pending), "cells": [],
+                  "layer": _layer_loaded()}
     if driver is None:
         return info
     info["cluster"] = {"id": driver["cluster_id"], "address": driver["address"]}

@@ -7,16 +7,19 @@
  *       |  (fetch through ServerConnection: the server's own port and auth, so JupyterHub/Binder work)
  *     ClusterPanel (one Lumino widget in the left area) renders one card per cluster.
  *
- * No kernel is involved: the panel works with no notebook open and across kernel restarts.
+ * Cluster-wide data never involves a kernel: the panel works with no notebook open and across kernel
+ * restarts. What only the active notebook's kernel knows (its pending tasks per cell) comes over a comm
+ * on that kernel (KernelLink, on a subshell where supported), asked once a second while shown.
  */
 import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { URLExt } from '@jupyterlab/coreutils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
-import { ServerConnection } from '@jupyterlab/services';
+import { Kernel, ServerConnection, Session } from '@jupyterlab/services';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import iconSvg from '../style/icon.svg';
+import { INotebookInfo, KernelLink } from './kernellink';
 
 export const jparIcon = new LabIcon({ name: 'jpar:clusters', svgstr: iconSvg });
 
@@ -52,7 +55,7 @@ interface ISnapshot {
   store?: { used: number; capacity: number; spilled: number; objects: number };
   actors?: { id: number; class: string; name: string; state: string }[];
   actor_counts?: Record<string, number>;
-  drivers?: { no: number; pid: number; kind: string; host: string }[];
+  drivers?: { no: number; pid: number; kind: string; host: string; tasks?: number; kernel_id?: string }[];
   memory_total?: number;
   uptime?: number;
 }
@@ -78,7 +81,10 @@ function bar(kind: string, frac: number, label: string): string {
 
 /** The left-sidebar panel. */
 export class ClusterPanel extends Widget {
-  constructor(private tracker: INotebookTracker | null) {
+  constructor(
+    private tracker: INotebookTracker | null,
+    private sessions: Session.IManager | null = null
+  ) {
     super();
     this.id = 'jpar-clusters';
     this.addClass('jp-jpar-panel');
@@ -95,8 +101,15 @@ export class ClusterPanel extends Widget {
       '<input class="jp-jpar-remote-key" placeholder="key (hex)">' +
       '<button class="jp-jpar-button" data-action="add-remote">Add</button></div>' +
       '<div class="jp-jpar-message"></div>' +
+      '<div class="jp-jpar-notebook" data-attached="false"></div>' +
       '<div class="jp-jpar-clusters"><div class="jp-jpar-empty">No running jpar cluster.</div></div>';
     this.node.addEventListener('click', ev => this.onClick(ev));
+    this.tracker?.currentChanged.connect(() => this.notebookChanged());
+    NotebookActions.executed.connect(() => {
+      this.openWanted = true; // a cell ran: maybe `import jpar` now
+    });
+    this.sessions?.runningChanged.connect(() => this.updateSessions());
+    this.updateSessions();
   }
 
   private settings = ServerConnection.makeSettings();
@@ -108,17 +121,21 @@ export class ClusterPanel extends Widget {
   // Stream only while the panel is shown: a collapsed sidebar costs the clusters nothing.
   protected onAfterShow(): void {
     void this.stream();
+    this.startNotebookTimer();
   }
 
   protected onAfterAttach(): void {
     if (this.isVisible) {
       void this.stream();
+      this.startNotebookTimer();
     }
   }
 
   protected onBeforeHide(): void {
     this.abort?.abort();
     this.abort = null;
+    window.clearInterval(this.nbTimer);
+    this.nbTimer = 0;
   }
 
   protected onBeforeDetach(): void {
@@ -127,7 +144,192 @@ export class ClusterPanel extends Widget {
 
   dispose(): void {
     this.abort?.abort();
+    window.clearInterval(this.nbTimer);
+    for (const link of this.links.values()) {
+      link.dispose();
+    }
     super.dispose();
+  }
+
+  // ------------------------------------------------------------------ this notebook (kernel comm)
+  private links = new Map<string, KernelLink>(); // kernel id -> its comm
+  private nbInfo: INotebookInfo | null = null;
+  private nbTimer = 0;
+  private nbBusy = false;
+  private openWanted = true; // try (re)opening the comm at the next tick
+  private lastOpen = 0;
+  private kernelPaths = new Map<string, string>(); // kernel id -> notebook path
+
+  private updateSessions(): void {
+    if (!this.sessions) {
+      return;
+    }
+    this.kernelPaths.clear();
+    for (const s of this.sessions.running()) {
+      if (s.kernel) {
+        this.kernelPaths.set(s.kernel.id, s.path);
+      }
+    }
+    for (const a of this.snapshots.keys()) {
+      this.renderCluster(a);
+    }
+  }
+
+  private startNotebookTimer(): void {
+    if (!this.nbTimer) {
+      this.nbTimer = window.setInterval(() => void this.refreshNotebook(), 1000);
+      void this.refreshNotebook();
+    }
+  }
+
+  private notebookChanged(): void {
+    this.openWanted = true;
+    this.nbInfo = null;
+    const panel = this.tracker?.currentWidget;
+    if (panel && !(panel as any).__jparWatched) {
+      (panel as any).__jparWatched = true;
+      panel.sessionContext.kernelChanged.connect(() => {
+        this.openWanted = true;
+        void this.refreshNotebook();
+      });
+      panel.sessionContext.statusChanged.connect((_, status) => {
+        if (status === 'restarting' || status === 'dead') {
+          this.openWanted = true;
+        }
+      });
+    }
+    this.renderNotebook();
+    void this.refreshNotebook();
+  }
+
+  private currentKernel(): Kernel.IKernelConnection | null {
+    return this.tracker?.currentWidget?.sessionContext.session?.kernel ?? null;
+  }
+
+  private linkFor(kernel: Kernel.IKernelConnection): KernelLink {
+    let link = this.links.get(kernel.id);
+    if (!link || link.kernel !== kernel) {
+      link?.dispose();
+      const fresh = new KernelLink(kernel);
+      this.links.set(kernel.id, fresh);
+      kernel.disposed.connect(() => {
+        fresh.dispose();
+        if (this.links.get(kernel.id) === fresh) {
+          this.links.delete(kernel.id);
+        }
+      });
+      link = fresh;
+    }
+    return link;
+  }
+
+  /** Ask the active notebook's kernel for its pending tasks (opening the comm when worth a try). */
+  async refreshNotebook(): Promise<void> {
+    if (this.nbBusy || this.isDisposed) {
+      return;
+    }
+    this.nbBusy = true;
+    try {
+      const kernel = this.currentKernel();
+      if (!kernel) {
+        this.nbInfo = null;
+        return;
+      }
+      const link = this.linkFor(kernel);
+      const now = Date.now();
+      if (!link.isOpen && (this.openWanted || now - this.lastOpen > 10000)) {
+        this.openWanted = false;
+        this.lastOpen = now;
+        await link.open();
+      }
+      this.nbInfo = link.isOpen
+        ? await link.info()
+        : { attached: false, pid: 0, pending: 0, cells: [], error: 'no-jpar' };
+    } catch (err) {
+      this.nbInfo = { attached: false, pid: 0, pending: 0, cells: [], error: String((err as Error).message || err) };
+    } finally {
+      this.nbBusy = false;
+      this.renderNotebook();
+    }
+  }
+
+  private cellLabel(cellId: string): { index: number; text: string } {
+    const nb = this.tracker?.currentWidget?.content;
+    if (nb) {
+      for (let i = 0; i < nb.widgets.length; i++) {
+        const cell = nb.widgets[i];
+        if (cell.model.id === cellId) {
+          const first = cell.model.sharedModel.getSource().split('\n')[0].trim();
+          return { index: i, text: `cell ${i + 1}: ${first.length > 32 ? first.slice(0, 31) + '…' : first}` };
+        }
+      }
+    }
+    return { index: -1, text: cellId ? 'a cell no longer in this notebook' : 'outside any cell' };
+  }
+
+  private renderNotebook(): void {
+    const el = this.node.querySelector('.jp-jpar-notebook') as HTMLElement;
+    const panel = this.tracker?.currentWidget;
+    const info = this.nbInfo;
+    const link = this.currentKernel() ? this.links.get(this.currentKernel()!.id) : undefined;
+    el.dataset.attached = String(!!info?.attached);
+    el.dataset.pending = String(info?.pending ?? 0);
+    el.dataset.subshell = String(!!link?.onSubshell);
+    const name = panel ? panel.context.path.split('/').pop() : '';
+    let body: string;
+    if (!panel) {
+      body = '<div class="jp-jpar-dim">No notebook is active.</div>';
+    } else if (!info || !info.attached) {
+      body =
+        '<div class="jp-jpar-dim">' +
+        (info && info.error && info.error !== 'no-jpar'
+          ? esc(info.error)
+          : 'Not using jpar yet: run <code>import jpar; jpar.init()</code>, or <b>init</b> on a cluster below.') +
+        '</div>';
+    } else {
+      const cells = info.cells
+        .map(c => {
+          const label = this.cellLabel(c.cell_id);
+          const names = Object.entries(c.names)
+            .map(([n, k]) => `${esc(n)} ×${k}`)
+            .join(', ');
+          return (
+            `<li class="jp-jpar-cell" data-cell-id="${esc(c.cell_id)}" data-pending="${c.pending}">` +
+            `<a class="jp-jpar-goto" data-action="goto-cell" title="Show this cell">${esc(label.text)}</a> ` +
+            `<span class="jp-jpar-dim">${c.pending} pending (${names})</span> ` +
+            '<button class="jp-jpar-button jp-mod-warn" data-action="cancel-cell" title="Cancel the pending tasks this cell submitted">cancel</button></li>'
+          );
+        })
+        .join('');
+      body =
+        `<div class="jp-jpar-nb-status">driver ${info.driver} of <span title="${esc(info.cluster?.address)}">` +
+        `cluster ${esc(info.cluster?.id)}</span> · <span class="jp-jpar-nb-pending">${info.pending}</span> pending` +
+        (info.pending
+          ? ' <button class="jp-jpar-button jp-mod-warn" data-action="cancel-notebook" title="Cancel every pending task of this notebook">cancel all</button>'
+          : '') +
+        '</div>' +
+        (cells ? `<ul class="jp-jpar-list jp-jpar-cells">${cells}</ul>` : '') +
+        (info.layer ? '' : '<div class="jp-jpar-dim">Tasks per cell need <code>%load_ext jpar</code>.</div>');
+    }
+    el.innerHTML =
+      `<div class="jp-jpar-section">This notebook <span class="jp-jpar-dim">${esc(name)}</span></div>` + body;
+    for (const a of this.snapshots.keys()) {
+      this.markCurrentDriver(a);
+    }
+  }
+
+  /** Mark, in a cluster's driver list, the driver that is the active notebook's kernel. */
+  private markCurrentDriver(address: string): void {
+    const card = this.cardOf(address);
+    if (!card) {
+      return;
+    }
+    const info = this.nbInfo;
+    for (const li of Array.from(card.querySelectorAll('.jp-jpar-driver'))) {
+      const el = li as HTMLElement;
+      const mine = !!info?.attached && info.cluster?.address === address && String(info.driver) === el.dataset.no;
+      el.classList.toggle('jp-mod-current', mine);
+    }
   }
 
   private url(path: string): string {
@@ -264,6 +466,7 @@ export class ClusterPanel extends Widget {
           (c.file
             ? '<button class="jp-jpar-button" data-action="add-engine" title="Start one more engine on this machine">+1 engine</button>'
             : '') +
+          '<button class="jp-jpar-button" data-action="remove-engine" title="Stop one engine once its running task is done">−1 engine</button>' +
           '<button class="jp-jpar-button jp-mod-warn" data-action="stop" title="Stop this cluster and all its processes">stop</button>' +
           '</div><div class="jp-jpar-body"><div class="jp-jpar-empty">connecting…</div></div>';
         list.appendChild(card);
@@ -314,7 +517,19 @@ export class ClusterPanel extends Widget {
       )
       .join('');
     const drivers = (s.drivers || [])
-      .map(d => `<li class="jp-jpar-driver">${esc(d.kind)} pid ${d.pid} on ${esc(d.host)}</li>`)
+      .map(d => {
+        const path = d.kernel_id ? this.kernelPaths.get(d.kernel_id) : undefined;
+        const who = path ? `${esc(path)} <span class="jp-jpar-dim">(kernel pid ${d.pid})</span>` : `${esc(d.kind)} pid ${d.pid} on ${esc(d.host)}`;
+        const tasks = d.tasks ?? 0;
+        return (
+          `<li class="jp-jpar-driver" data-no="${d.no}" data-tasks="${tasks}" data-kernel-id="${esc(d.kernel_id || '')}">` +
+          `${who} · ${tasks} task${tasks === 1 ? '' : 's'}` +
+          (tasks
+            ? ' <button class="jp-jpar-button jp-mod-warn" data-action="cancel-driver" title="Cancel all unfinished tasks of this driver">cancel</button>'
+            : '') +
+          '</li>'
+        );
+      })
       .join('');
     body.innerHTML =
       `<div class="jp-jpar-section">Engines <span class="jp-jpar-dim">(${engines.length})</span></div>` +
@@ -328,6 +543,7 @@ export class ClusterPanel extends Widget {
       `<ul class="jp-jpar-list jp-jpar-actors">${actors || '<li class="jp-jpar-dim">none</li>'}</ul>` +
       `<div class="jp-jpar-section">Drivers <span class="jp-jpar-dim">(${(s.drivers || []).length})</span></div>` +
       `<ul class="jp-jpar-list jp-jpar-drivers">${drivers || '<li class="jp-jpar-dim">none attached</li>'}</ul>`;
+    this.markCurrentDriver(address);
   }
 
   private message(text: string, error = false): void {
@@ -358,6 +574,34 @@ export class ClusterPanel extends Widget {
       } else if (action === 'add-engine') {
         const r = await this.request('engines', 'POST', { address, engines: 1 });
         this.message(`engine started (pid ${r.pids.join(', ')})`);
+      } else if (action === 'remove-engine') {
+        const r = await this.request(`engines?address=${encodeURIComponent(address)}&engines=1`, 'DELETE');
+        this.message(`removing engine ${(r.removed || []).join(', ')}`);
+      } else if (action === 'cancel-driver') {
+        const no = parseInt((button.closest('.jp-jpar-driver') as HTMLElement).dataset.no || '0', 10);
+        const r = await this.request('cancel', 'POST', { address, driver: no });
+        this.message(`cancelled ${r.cancelled} task(s) of driver ${no}`);
+      } else if (action === 'cancel-notebook' || action === 'cancel-cell') {
+        const kernel = this.currentKernel();
+        const link = kernel ? this.links.get(kernel.id) : undefined;
+        if (!link?.isOpen) {
+          throw new Error('This notebook has no jpar comm open.');
+        }
+        const cellId = action === 'cancel-cell' ? (button.closest('.jp-jpar-cell') as HTMLElement).dataset.cellId : undefined;
+        const r = await link.cancel(cellId);
+        if (r.error) {
+          throw new Error(r.error);
+        }
+        this.message(`cancelled ${r.cancelled} task(s) of this notebook`);
+        void this.refreshNotebook();
+      } else if (action === 'goto-cell') {
+        const cellId = (button.closest('.jp-jpar-cell') as HTMLElement).dataset.cellId || '';
+        const { index } = this.cellLabel(cellId);
+        const nb = this.tracker?.currentWidget?.content;
+        if (nb && index >= 0) {
+          nb.activeCellIndex = index;
+          void nb.scrollToCell(nb.widgets[index]);
+        }
       } else if (action === 'add-remote') {
         const a = (this.node.querySelector('.jp-jpar-remote-address') as HTMLInputElement).value.trim();
         const k = (this.node.querySelector('.jp-jpar-remote-key') as HTMLInputElement).value.trim();
@@ -402,7 +646,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   requires: [ILabShell],
   optional: [INotebookTracker],
   activate: (app: JupyterFrontEnd, shell: ILabShell, tracker: INotebookTracker | null) => {
-    const panel = new ClusterPanel(tracker);
+    const panel = new ClusterPanel(tracker, app.serviceManager.sessions);
     shell.add(panel, 'left', { rank: 600 });
     app.commands.addCommand('jpar:open-sidebar', {
       label: 'Show the jpar clusters',

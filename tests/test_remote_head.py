@@ -1,0 +1,322 @@
+"""A head on another "host" (a network namespace joined to this one by a veth pair) used as a driver
+and watched by the sidebar's server extension, with no JPAR_BIND_HOST on this side.
+
+The namespace gets 10.251.X.2/30, this side 10.251.X.1/30. The head runs there with
+``jpar start --head --bind 10.251.X.2 --node <other>`` and its own JPAR_RUNTIME_DIR, so this side
+knows it only by address and key, like a head on another machine; the distinct node name makes
+large objects cross through the object servers (not the shared /dev/shm). The fixture stops the
+head and its engines by pid, sweeps the cluster's segments and deletes the namespace and the veth
+pair, whatever the tests did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import jpar
+from jpar.config import Config
+from jpar.driver import Driver, current_driver
+from jpar.errors import ClusterError
+from jpar.labserver import FINISHED, Hub
+from jpar.object_store import sweep_cluster
+
+pytestmark = pytest.mark.timeout(180)
+
+ROOT = pathlib.Path(jpar.__file__).parent.parent
+PORT = 47311          # the namespace is private, so any port is free there
+NODE = "remote-ns"    # the engines' node name: another node than this process's
+
+
+def _ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = ["ip", *(["netns", "exec", ns, "ip"] if ns else []), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    if check and out.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
+    return out
+
+
+def _free_subnet() -> int:
+    """A third octet X with no 10.251.X.* address on this side yet (other test runs may hold some)."""
+    used = _ip("-o", "-4", "addr").stdout
+    for i in range(250):
+        x = (os.getpid() + i) % 250 + 1
+        if f"10.251.{x}." not in used:
+            return x
+    raise RuntimeError("no free 10.251.X.0/30 subnet for the test namespace")
+
+
+def _skip_reason() -> str | None:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "needs root to create a network namespace"
+    if shutil.which("ip") is None:
+        return "needs iproute2's `ip` (apt-get install -y iproute2)"
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=20)
+    if out.returncode:
+        return f"`ip netns` is unavailable: {out.stderr.strip()}"
+    return None
+
+
+_SKIP = _skip_reason()
+if _SKIP:
+    pytest.skip(_SKIP, allow_module_level=True)
+
+
+def _env(**extra: str) -> dict:
+    """This environment with no JPAR_* setting (nothing configured by hand), jpar importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JPAR_")}
+    return dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])), **extra)
+
+
+def _cluster_procs(head_pid: int) -> list[psutil.Process]:
+    try:
+        head = psutil.Process(head_pid)
+        return [head, *head.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory):
+    """The remote head: {"ns", "address", "key", "pid", "local_ip", "remote_ip", "procs", "conn"}."""
+    ns = f"jpt{os.getpid()}"
+    veth_here, veth_there = f"{ns}a", f"{ns}b"
+    runtime = tmp_path_factory.mktemp("remote-head")
+    info: dict = {"ns": ns, "pid": 0, "key": ""}
+    try:
+        x = _free_subnet()
+        info["local_ip"], info["remote_ip"] = here, there = f"10.251.{x}.1", f"10.251.{x}.2"
+        try:
+            _ip("netns", "add", ns)
+        except RuntimeError as exc:
+            pytest.skip(f"`ip netns add` is not permitted here: {exc}")
+        _ip("link", "add", veth_here, "type", "veth", "peer", "name", veth_there)
+        _ip("link", "set", veth_there, "netns", ns)
+        _ip("addr", "add", f"{here}/30", "dev", veth_here)
+        _ip("link", "set", veth_here, "up")
+        _ip("addr", "add", f"{there}/30", "dev", veth_there, ns=ns)
+        _ip("link", "set", veth_there, "up", ns=ns)
+        _ip("link", "set", "lo", "up", ns=ns)
+
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "jpar.cli", "start", "--head", "--bind", there,
+             "--port", str(PORT), "-n", "1", "--node", NODE],
+            capture_output=True, text=True, timeout=90, env=_env(JPAR_RUNTIME_DIR=str(runtime)), cwd=ROOT)
+        files = glob.glob(str(runtime / "cluster-*.json"))
+        if files:
+            with open(files[0]) as f:
+                info["conn"] = conn = json.load(f)
+            info["pid"], info["key"], info["address"] = conn["pid"], conn["key"], conn["head"]
+        assert out.returncode == 0 and files, f"jpar start --head failed in {ns}:\n{out.stdout}{out.stderr}"
+        info["procs"] = _cluster_procs(info["pid"])
+        yield info
+    finally:
+        procs = _cluster_procs(info["pid"]) if info["pid"] else []
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=10)
+        if info["key"]:
+            sweep_cluster(bytes.fromhex(info["key"]))
+        _ip("netns", "del", ns, check=False)            # takes the veth pair with it
+        _ip("link", "del", veth_here, check=False)        # in case the pair outlived the namespace
+
+
+@pytest.fixture(scope="module")
+def driver(remote):
+    """This process's driver of the remote cluster (jpar.init by address and key)."""
+    ctx = jpar.init(address=remote["address"], cluster_key=remote["key"])
+    yield ctx
+    jpar.shutdown()
+
+
+def test_the_head_listens_on_the_veth_address(remote):
+    conn = remote["conn"]
+    assert conn["head"] == f"tcp://{remote['remote_ip']}:{PORT}"
+    assert conn["events"].startswith(f"tcp://{remote['remote_ip']}:")    # the event stream is reachable too
+    assert remote["procs"], "the head is not running"
+
+
+def test_callback_address_routes_to_the_head(remote):
+    from jpar import transport
+
+    assert transport.callback_host(remote["address"]) == remote["local_ip"]
+    assert transport.callback_host(remote["address"], "192.0.2.7") == "192.0.2.7"      # an explicit setting wins
+    assert transport.callback_host("tcp://127.0.0.1:5555") == "127.0.0.1"
+    assert transport.callback_host("ipc:///tmp/x/head") == "127.0.0.1"
+
+
+def _by_value():
+    """The tasks, defined in a function so they ship by value: engines never import this module."""
+    def square(x):
+        return x * x
+
+    def whereami():
+        return os.getpid(), os.readlink("/proc/self/ns/net"), jpar.get_runtime_context().get_node_id()
+
+    def total(a):
+        return float(a.sum()), a.shape
+
+    def ones(n):
+        import numpy as np
+
+        return np.ones(n) * 3
+
+    return square, whereami, total, ones
+
+
+square, whereami, total, ones = _by_value()
+
+
+def test_tasks_run_on_the_remote_engine(remote, driver):
+    d = current_driver()
+    assert d.endpoint.startswith(f"tcp://{remote['local_ip']}:"), d.endpoint   # chosen with no JPAR_BIND_HOST
+    sq = jpar.remote(square)
+    assert jpar.get([sq.remote(i) for i in range(50)], timeout=60) == [i * i for i in range(50)]
+    pid, netns, node = jpar.get(jpar.remote(whereami).remote(), timeout=30)
+    assert netns != os.readlink("/proc/self/ns/net")
+    assert node == NODE
+    engines = driver.status()["engines"]
+    assert [(e["pid"], e["node"]) for e in engines] == [(pid, NODE)]
+
+
+def test_large_arrays_cross_hosts_both_ways(remote, driver):
+    np = pytest.importorskip("numpy")
+    a = np.arange(3_000_000, dtype=np.float64)        # 24 MB: far above the inline threshold
+    ref = jpar.put(a)
+    endpoint = current_driver().store.server_endpoint()
+    assert endpoint.startswith(f"tcp://{remote['local_ip']}:"), endpoint
+    assert jpar.get(jpar.remote(total).remote(ref), timeout=60) == (float(a.sum()), a.shape)   # engine pulls
+    big = jpar.remote(ones).remote(2_000_000)
+    got = jpar.get(big, timeout=60)                      # this side pulls from the engine's object server
+    assert got.shape == (2_000_000,) and float(got.sum()) == 6_000_000.0
+    assert jpar.get(jpar.remote(total).remote(big), timeout=60) == (6_000_000.0, (2_000_000,))   # stays there
+
+
+def test_actor_on_the_remote_head(driver):
+    @jpar.remote
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def incr(self, k):
+            self.n += k
+            return self.n
+
+    c = Counter.remote()
+    assert jpar.get([c.incr.remote(1) for _ in range(5)], timeout=60) == [1, 2, 3, 4, 5]
+    jpar.kill(c)
+
+
+def test_wrong_key_is_a_clear_error(remote):
+    conn = {"head": remote["address"], "key": "ab" * 32, "local": False, "cluster_id": "?"}
+    t0 = time.monotonic()
+    with pytest.raises(ClusterError, match="key"):
+        Driver(conn, Config.from_env(start_timeout_s=2.0))
+    assert time.monotonic() - t0 < 10
+
+
+async def _next(q: asyncio.Queue, pred, timeout: float):
+    """The first (kind, data) from the hub's queue that satisfies ``pred``."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no matching event in {timeout} s; saw {seen[-5:]}")
+        try:
+            kind, data = await asyncio.wait_for(q.get(), left)
+        except asyncio.TimeoutError:
+            continue
+        seen.append((kind, data))
+        if pred(kind, data):
+            return data
+
+
+def _watch(hub: Hub, body) -> None:
+    """Listen to ``hub`` while ``body(queue)`` runs; then let its threads (and their clients) end."""
+    async def main():
+        q = hub.listen()
+        try:
+            await body(q)
+        finally:
+            hub.unlisten(q)
+            watchers = list(hub.watchers.values())
+            scan = hub._thread
+            await asyncio.to_thread(lambda: scan is None or scan.join(10))
+            for w in watchers:
+                await asyncio.to_thread(w.thread.join, 10)
+                assert not w.thread.is_alive(), "a sidebar watcher did not stop"
+
+    asyncio.run(main())
+
+
+def _done(snap: dict) -> int:
+    return sum(snap.get("tasks", {}).get(k, 0) for k in FINISHED)
+
+
+def test_sidebar_watches_the_remote_head_live(remote, driver, tmp_path):
+    hub = Hub(Config.from_env(runtime_dir=str(tmp_path / "lab")))
+    hub.add_remote(remote["address"], remote["key"])
+    address = remote["address"]
+
+    def ours(kind, data):
+        return kind == "cluster" and data.get("address") == address
+
+    async def body(q):
+        clusters = await _next(q, lambda k, d: k == "clusters" and d["clusters"], 20)
+        assert [c["address"] for c in clusters["clusters"]] == [address]
+        assert clusters["clusters"][0]["remote"] is True
+        first = await _next(q, ours, 30)
+        assert "error" not in first, first
+        assert [(e["node"]) for e in first["engines"]] == [NODE]
+        before = _done(first)
+        sq = jpar.remote(square)
+        await asyncio.to_thread(lambda: jpar.get([sq.remote(i) for i in range(20)], timeout=60))
+        later = await _next(q, lambda k, d: ours(k, d) and _done(d) >= before + 20, 30)
+        assert "error" not in later and later["engines"][0]["node"] == NODE
+
+    _watch(hub, body)
+
+
+def test_sidebar_wrong_key_gives_an_error_snapshot(remote, tmp_path):
+    hub = Hub(Config.from_env(runtime_dir=str(tmp_path / "lab")))
+    hub.add_remote(remote["address"], "cd" * 32)
+    address = remote["address"]
+
+    async def body(q):
+        t0 = time.monotonic()
+        snap = await _next(q, lambda k, d: k == "cluster" and d.get("address") == address, 30)
+        assert "key" in snap.get("error", ""), snap
+        assert time.monotonic() - t0 < 20
+    _watch(hub, body)
+
+
+def test_stop_the_remote_head_by_address(remote, tmp_path):
+    jpar.shutdown()   # this module's driver first (a later test would start a new one)
+    procs = _cluster_procs(remote["pid"])
+    assert len(procs) >= 2, "the head and its engine should still run"
+    env = _env(JPAR_CLUSTER_KEY=remote["key"], JPAR_RUNTIME_DIR=str(tmp_path))   # by address and key only
+    out = subprocess.run([sys.executable, "-m", "jpar.cli", "stop", "--address", remote["address"]],
+                         capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    _, alive = psutil.wait_procs(procs, timeout=20)
+    assert alive == [], f"processes of the remote cluster survived `jpar stop`: {[p.pid for p in alive]}"
