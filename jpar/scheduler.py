@@ -473,6 +473,10 @@ class Scheduler(ActorScheduling):
         parent = self.tasks.get(spec.parent) if spec.parent else None
         if parent is not None and parent.state not in TERMINAL:
             parent.children.append(tid)
+        for oid in spec.deps:   # first: whatever fails it below, _finish drops exactly these references
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.task_refs += 1
         if self.nodes and not self._feasible(dshape):
             self._fail(task, Failure.INFEASIBLE, self._infeasible_message(task), "no node can ever run it")
             return
@@ -492,7 +496,6 @@ class Scheduler(ActorScheduling):
                            "belongs to another cluster. Keep the ObjectRef alive, or put() the value again.",
                            "argument lost")
                 return
-            obj.task_refs += 1
             if not obj.ready:
                 task.missing += 1
                 obj.waiters.append(tid)

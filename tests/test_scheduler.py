@@ -398,3 +398,22 @@ def test_cancel_client_cancels_only_that_clients_tasks_and_counts_them(sched):
     assert of(sched.cancel_client(1, force=True), Transition) == []  # nothing left: count 0
     with pytest.raises(LookupError, match="No client"):
         sched.cancel_client(9, force=False)
+
+
+@pytest.mark.parametrize("why", ["infeasible", "unknown engine", "argument lost"])
+def test_a_task_failed_at_submission_leaves_its_arguments_references_alone(sched, why):
+    """A task failed before it could wait (no node fits it, no such engine, an argument already gone)
+    must not drop references it never took: the object stays while another task still needs it."""
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.put(1, [100], 0, [b"data"])
+    sched.submit(1, [spec(1, cpus=1)])                                      # keeps the engine busy
+    bad = {"infeasible": spec(2, deps=[100], cpus=64), "unknown engine": spec(2, deps=[100], placement=7),
+           "argument lost": spec(2, deps=[999, 100])}[why]
+    acts = sched.submit(1, [bad])
+    assert of(acts, SendFailure) and 2 not in sched.tasks
+    assert sched.objects[100].task_refs == 0
+    sched.submit(1, [spec(3, deps=[100])])                                  # queued behind task 1
+    assert of(sched.release(1, [100]), FreeObjects) == []                   # task 3 still needs it
+    acts = done(sched, 0, 1)
+    assert of(acts, DispatchTask) == [DispatchTask(0, 3, ())] and 100 in sched.objects
+    assert FreeObjects((100,)) in done(sched, 0, 3)
