@@ -126,7 +126,7 @@ class Driver:
             config = self.config = config.replace(bind_host=transport.callback_host(conn["head"], config.bind_host))
             ep = f"tcp://{config.bind_host}:0"
         self.pull, bound = transport.bind_pull([ep], self.signer)
-        self.endpoint = bound[0]
+        self.endpoint = transport.advertised_endpoint(bound[0], conn["head"])   # not 0.0.0.0
         head = conn["head_ipc"] if conn.get("local", True) and conn.get("head_ipc") else conn["head"]
         self.dealer = transport.connect_dealer(head, self.signer, identity=ident.encode())
         self._send(P.Hello(kind, os.getpid(), socket.gethostname(), self.endpoint, owns_cluster))
@@ -146,7 +146,7 @@ class Driver:
         from . import object_store   # large values: the host's shared-memory store (an engine's own, in tasks)
 
         self.store = object_store.attach(bytes.fromhex(conn["key"]), conn.get("node"),
-                                         object_store.store_settings(config))
+                                         dict(object_store.store_settings(config), peer=conn["head"]))
         self._thread = threading.Thread(target=self._receive_loop, name="jpar-driver-recv", daemon=True)
         self._thread.start()
 
@@ -252,15 +252,17 @@ class Driver:
         hb = self.config.heartbeat_s
         next_hb = time.monotonic() + hb
         pull = self.pull
-        poller = transport.Poller(pull, self._waker)
+        waker = self._waker
+        poller = transport.Poller(pull, waker)
         try:
             while not self.closed:
                 ready = poller.poll(int(hb * 1000 / 2))
-                if self._outbox:
+                if waker in ready:   # always drain it: a wake-up left pending would make poll() spin
                     with self.lock:
-                        self._waker.drain()
-                        self._flush_locked()
-                msg = pull.recv_nowait() if ready else None
+                        waker.drain()
+                        if self._outbox:
+                            self._flush_locked()
+                msg = pull.recv_nowait() if pull in ready else None
                 while msg is not None:
                     self._handle(msg)
                     msg = pull.recv_nowait()
