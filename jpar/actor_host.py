@@ -129,6 +129,7 @@ class ActorHost:
         conc = opts.get("max_concurrency") or (1000 if is_async else 1)
         ipc = f"ipc://{self.setup.get('rundir') or '/tmp'}/a-{self.actor_id:x}-{self.incarnation}"
         self.pull, bound = transport.bind_pull([ipc, f"tcp://{self.bind_host}:0"], self.signer)
+        bound = [transport.advertised_endpoint(e, self.setup["head"]) for e in bound]
         self.waker = transport.Waker()
         if is_async:
             self.mode = "async"

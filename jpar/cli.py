@@ -40,7 +40,9 @@ def cmd_start(args, config: Config) -> int:
         conn, proc = start_head(config, args.num_engines if args.num_engines is not None else (os.cpu_count() or 1),
                                 owner=False, detach=True, node=args.node or "")
         path = next((c["file"] for c in find_clusters(config) if c["cluster_id"] == conn["cluster_id"]), "")
-        print(f"jpar head started (pid {proc.pid}) at {conn['head']}")
+        bound = conn.get("bound", conn["head"])   # the head advertises a concrete address for a wildcard bind
+        listening = f" (listening on {bound})" if bound != conn["head"] else ""
+        print(f"jpar head started (pid {proc.pid}) at {conn['head']}{listening}")
         print(f"connection file: {path}")
         print(f"connect a notebook with: jpar.init(address={conn['head']!r})")
         print(f"add engines with: jpar start --address {conn['head']}")
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connection-file", help="the head's connection file (holds the cluster key)")
     p.add_argument("-n", "--num-engines", type=int, help="engines to start (default: one per core)")
     p.add_argument("--port", type=int, help="head TCP port (default: a free one)")
-    p.add_argument("--bind", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--bind", help="interface to bind (default 127.0.0.1); 0.0.0.0 or :: binds all, "
+                   "and the head then advertises this host's main address")
     p.add_argument("--node", help="node name the engines report (default: the host name)")
     p = sub.add_parser("status", help="show engines, resources and tasks")
     p.add_argument("--address", help="head address or connection file (default: the newest local cluster)")

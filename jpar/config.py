@@ -26,7 +26,7 @@ class Config:
     num_engines: int = _setting(0, "JPAR_NUM_ENGINES", "Engines started by init() on this host; 0 means one per core.")
     num_cpus: float = _setting(0.0, "JPAR_NUM_CPUS", "CPUs a host advertises; 0 means its core count.")
     num_gpus: float = _setting(-1.0, "JPAR_NUM_GPUS", "GPUs a host advertises; -1 means count CUDA_VISIBLE_DEVICES.")
-    bind_host: str = _setting("127.0.0.1", "JPAR_BIND_HOST", "Interface TCP sockets bind to. With the default (loopback), a client of a head on another host (driver, engine, sidebar) binds the local address that routes to that head instead; set it to choose another.")
+    bind_host: str = _setting("127.0.0.1", "JPAR_BIND_HOST", "Interface TCP sockets bind to. With the default (loopback), a client of a head on another host (driver, engine, sidebar) binds the local address that routes to that head instead; set it to choose another. 0.0.0.0 (or ::) binds every interface, and the addresses given to other processes then name this host's address that routes to them (else its main IPv4 address), never 0.0.0.0.")
     head_port: int = _setting(0, "JPAR_HEAD_PORT", "TCP port of the head; 0 picks a free port.")
     heartbeat_s: float = _setting(1.0, "JPAR_HEARTBEAT_S", "Seconds between heartbeats among head, engines and drivers.")
     dead_after_s: float = _setting(10.0, "JPAR_DEAD_AFTER_S", "A peer silent this long is declared dead.")

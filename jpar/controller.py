@@ -98,6 +98,7 @@ class Head(ActorHead):
         self.stopping = False
         self.started = time.time()
         self.tasks_finished = 0
+        self.events_published = 0    # events sent on the stream (task ones only while someone listens)
         self._init_actor_head()
         self.store_settings = object_store.store_settings(self.config)
         self.stores = object_store.HeadStores(self.key, self.store_settings)   # segment names, not bytes
@@ -107,13 +108,16 @@ class Head(ActorHead):
         host = self.config.bind_host
         self.router, bound = transport.bind_router(
             [f"ipc://{self.rundir}/head", f"tcp://{host}:{self.config.head_port or 0}"], self.signer)
-        self.head_ipc, self.head_tcp = bound
-        self.pub, self.pub_tcp = transport.bind_pub(f"tcp://{host}:0", self.signer)
+        self.head_ipc, self.head_bound = bound
+        self.pub, self.pub_bound = transport.bind_pub(f"tcp://{host}:0", self.signer)
+        # bound on a wildcard (0.0.0.0, ::): advertise an address other hosts can connect to
+        self.head_tcp = transport.advertised_endpoint(self.head_bound)
+        self.pub_tcp = transport.advertised_endpoint(self.pub_bound)
         for _ in range(self.want_local):
             self._spawn_engine()
         self.conn = {
             "cluster_id": self.cluster_id, "key": self.key.hex(), "head": self.head_tcp, "head_ipc": self.head_ipc,
-            "events": self.pub_tcp, "pid": os.getpid(), "rundir": self.rundir, "started": self.started,
+            "events": self.pub_tcp, "bound": self.head_bound, "pid": os.getpid(), "rundir": self.rundir, "started": self.started,
             "host": socket.gethostname(), "protocol": P.PROTOCOL_VERSION,
         }
         self.conn_file = os.path.join(runtime_dir(self.config), f"cluster-{self.cluster_id}.json")
@@ -177,6 +181,7 @@ class Head(ActorHead):
                 if now >= next_check:
                     next_check = now + 0.1
                     self._check_liveness(now)
+                    self.pub.update_listeners()   # dashboards and sidebars come and go
                     self.stores.tick(now)   # recycle freed segments once no process maps them
                     self.sched.now = now
                     self._apply(self.sched.tick())
@@ -246,9 +251,10 @@ class Head(ActorHead):
                 self._apply(self.sched.revoked(eng.id, msg.task_ids))
             elif t is P.Metrics:
                 eng.metrics = msg
-                self.events.append(P.Event(time.time(), "metrics", eng.id, "sample", {
-                    "cpu": msg.cpu_percent, "rss": msg.rss, "shared": msg.shared, "task": msg.task_id,
-                    "node": eng.node, "pid": eng.pid}))
+                if self.pub.listened:
+                    self.events.append(P.Event(time.time(), "metrics", eng.id, "sample", {
+                        "cpu": msg.cpu_percent, "rss": msg.rss, "shared": msg.shared, "task": msg.task_id,
+                        "node": eng.node, "pid": eng.pid}))
             return
         if identity in self.actor_peers or t is P.ActorHello:
             self._actor_peer_message(identity, msg)
@@ -268,7 +274,9 @@ class Head(ActorHead):
         self.clients[identity] = client
         self.clients_by_no[no] = client
         self._apply(self.sched.client_added(no))
-        push.send(P.Welcome(no, self.cluster_id, {"head": self.head_tcp, "events": self.pub_tcp,
+        # the addresses that route to this client (a head on several networks)
+        push.send(P.Welcome(no, self.cluster_id, {"head": transport.advertised_endpoint(self.head_bound, msg.endpoint),
+                                                   "events": transport.advertised_endpoint(self.pub_bound, msg.endpoint),
                                                    "engines": len(self.engines)}))
         self.events.append(P.Event(time.time(), "cluster", no, "client-joined",
                                    {"kind": msg.kind, "pid": msg.pid, "host": msg.host}))
@@ -344,6 +352,7 @@ class Head(ActorHead):
         elif what == "status":
             value = self.status()
         elif what == "ping_events":   # a subscriber proves its subscription is live (PUB/SUB joins late)
+            self.pub.update_listeners()   # its subscription arrived before this ping, or the ping is lost too
             self.events.append(P.Event(time.time(), "cluster", 0, "ping", {"token": msg.arg}))
             value = True
         elif what == "actor":
@@ -380,6 +389,7 @@ class Head(ActorHead):
                 "resources": self.sched.resources(), "available": self.sched.available(),
                 "node_resources": {n.name: dict(n.total) for n in self.sched.nodes.values()},
                 "scheduler": dataclasses.asdict(self.sched.statistics()), "functions": len(self.functions),
+                "events": {"published": self.events_published, "listened": self.pub.listened},
                 "actors": self._actor_status()}
 
     # ------------------------------------------------------------ actions
@@ -388,6 +398,8 @@ class Head(ActorHead):
         for a in actions:
             t = type(a)
             if t is Transition:
+                if not self.pub.listened:   # nobody watches: no per-task events to build and send
+                    continue
                 if now is None:
                     now = time.time()
                 info = None
@@ -495,6 +507,7 @@ class Head(ActorHead):
                     c.push.send(P.TaskFailed(recs), nowait=True)
         if self.events:
             events, self.events = self.events, []
+            self.events_published += len(events)
             self.pub.send(P.Events(events), nowait=True)
 
     # ------------------------------------------------------------ liveness

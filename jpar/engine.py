@@ -174,7 +174,8 @@ class Engine:
             settings = object_store.store_settings(Config.from_env())
         # an engine joining a head on another host serves its objects on an address that routes there
         settings = dict(settings, bind_host=transport.callback_host(self.setup["head"],
-                                                                     settings.get("bind_host", transport.LOOPBACK)))
+                                                                     settings.get("bind_host", transport.LOOPBACK)),
+                        peer=self.setup["head"])
         store = object_store.attach(bytes.fromhex(self.setup["key"]), self.setup.get("node") or self.hostname,
                                     settings)
         store.cache_bytes = store.capacity

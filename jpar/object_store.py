@@ -55,7 +55,7 @@ class ObjectStore:
 
     def __init__(self, key: bytes, node: str, *, threshold: int = 100 * 1024, capacity: int = 0,
                  shm_dir: str = "", spill_dir: str = "", cache_bytes: int = 0, bind_host: str = "127.0.0.1",
-                 host: str = ""):
+                 host: str = "", peer: str = ""):
         import socket
 
         self.key = key
@@ -69,6 +69,7 @@ class ObjectStore:
         self.pool_limit = self.capacity // 4
         self.prefix = f"jpar-{self.tag}-{_node_tag(node)}-"
         self.bind_host = bind_host
+        self.peer = peer    # the head this process joined: the object server is advertised on the route to it
         self.cache_bytes = cache_bytes
         self._cache: dict[str, tuple] = {}          # name -> (mmap, inode, size): engines keep mappings warm
         self._cached = 0
@@ -544,7 +545,7 @@ class ObjectStore:
                 if self._server is None:
                     from .object_transfer import ObjectServer
 
-                    self._server = ObjectServer(self, self.bind_host)
+                    self._server = ObjectServer(self, self.bind_host, self.peer)
         return self._server.endpoint
 
     def sweep_node(self) -> None:
@@ -581,7 +582,7 @@ def attach(key: bytes, node: str | None, settings: dict, cache_bytes: int = 0) -
         store = ObjectStore(key, node or socket.gethostname(), threshold=settings.get("threshold", 100 * 1024),
                             capacity=settings.get("capacity", 0), shm_dir=settings.get("shm_dir", ""),
                             spill_dir=settings.get("spill_dir", ""), cache_bytes=cache_bytes,
-                            bind_host=settings.get("bind_host", "127.0.0.1"))
+                            bind_host=settings.get("bind_host", "127.0.0.1"), peer=settings.get("peer", ""))
         _registry[tag] = store
     elif cache_bytes > store.cache_bytes:
         store.cache_bytes = cache_bytes

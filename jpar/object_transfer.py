@@ -34,11 +34,11 @@ _req = itertools.count(1)
 class ObjectServer:
     """Serves this process's node's segments to readers on other nodes (one daemon thread)."""
 
-    def __init__(self, store, bind_host: str):
+    def __init__(self, store, bind_host: str, peer: str = ""):
         self.store = store
         self.signer = P.Signer(store.key)
         self.channel, bound = transport.bind_router([f"tcp://{bind_host}:0"], self.signer)
-        self.endpoint = bound[0]
+        self.endpoint = transport.advertised_endpoint(bound[0], peer)   # a wildcard bind names a real address
         self._stop = False
         self._open: dict[str, tuple] = {}      # name -> (view, last use): a transfer maps once
         self._thread = threading.Thread(target=self._run, name="jpar-object-server", daemon=True)

@@ -19,8 +19,9 @@ import zmq
 from . import protocol
 from .errors import ProtocolError
 
-__all__ = ["Channel", "Poller", "Waker", "context", "bind_router", "bind_pull", "bind_pub", "connect_dealer",
-           "connect_push", "connect_sub", "Again", "callback_host", "LOOPBACK"]
+__all__ = ["Channel", "Publisher", "Poller", "Waker", "context", "bind_router", "bind_pull", "bind_pub", "connect_dealer",
+           "connect_push", "connect_sub", "Again", "callback_host", "advertised_endpoint", "primary_host",
+           "is_wildcard", "LOOPBACK"]
 
 log = logging.getLogger("jpar.transport")
 Again = zmq.Again
@@ -146,6 +147,10 @@ def _socket(kind: int) -> zmq.Socket:
 
 
 def _bind(sock: zmq.Socket, endpoint: str) -> str:
+    if endpoint.startswith("tcp://") and ":" in endpoint[6:].rpartition(":")[0]:
+        host, port = _split(endpoint)   # IPv6 (``::`` takes IPv4 clients too): zmq wants it bracketed and enabled
+        sock.setsockopt(zmq.IPV6, 1)
+        endpoint = f"tcp://[{host}]:{port}"
     if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
         port = sock.bind_to_random_port(endpoint[: endpoint.rindex(":")])
         return f"{endpoint[: endpoint.rindex(':')]}:{port}"
@@ -154,6 +159,76 @@ def _bind(sock: zmq.Socket, endpoint: str) -> str:
 
 
 LOOPBACK = "127.0.0.1"   # the default bind host (config.bind_host): this host only
+_WILDCARDS = {"", "*", "0.0.0.0", "::", "::ffff:0.0.0.0"}   # "bind every interface", as hosts or zmq prints them
+_PROBE = ("10.254.254.254", 9)   # a private address: "connecting" a UDP socket there picks the default route
+
+
+def _split(endpoint: str) -> tuple[str, str]:
+    """(host, port) of ``tcp://host:port``; an IPv6 host without its brackets."""
+    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    return host.strip("[]"), port
+
+
+def is_wildcard(host: str) -> bool:
+    """Whether binding on ``host`` means every interface (``0.0.0.0``, ``::``, ``*``)."""
+    return host.strip("[]") in _WILDCARDS
+
+
+def _route_source(peer: str) -> str | None:
+    """The local IPv4 address the kernel routes to ``peer`` (``tcp://host:port``) from; None for a
+    peer on loopback, not on tcp, or with no route. A UDP "connect" sends no packet."""
+    if not peer.startswith("tcp://"):
+        return None
+    host, port = _split(peer)
+    try:
+        addr = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
+        ip = ipaddress.ip_address(addr)
+        if ip.is_loopback or ip.is_unspecified:
+            return None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((addr, int(port) if port.isdigit() else 9))
+            return s.getsockname()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_local(addr: str) -> bool:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((addr, 0))
+        return True
+    except OSError:
+        return False
+
+
+def primary_host() -> str:
+    """This host's main non-loopback IPv4 address: the source of its default route, else its host
+    name's address (if it is one of this host's), else the first up interface's, else 127.0.0.1."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(_PROBE)
+            return s.getsockname()[0]
+    except OSError:
+        pass   # no default route
+    try:
+        addr = socket.gethostbyname(socket.gethostname())
+        if not ipaddress.ip_address(addr).is_loopback and _is_local(addr):
+            return addr
+    except (OSError, ValueError):
+        pass
+    import psutil
+
+    try:
+        up = {name for name, st in psutil.net_if_stats().items() if st.isup}
+        for name, addrs in sorted(psutil.net_if_addrs().items()):
+            for a in addrs:
+                if name in up and a.family == socket.AF_INET:
+                    ip = ipaddress.ip_address(a.address)
+                    if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
+                        return a.address
+    except (OSError, ValueError):
+        pass
+    return LOOPBACK
 
 
 def callback_host(peer: str, bind_host: str = LOOPBACK) -> str:
@@ -165,19 +240,26 @@ def callback_host(peer: str, bind_host: str = LOOPBACK) -> str:
     "connect" sends no packet; it only picks the route), so ``jpar.init(address=...)`` works from
     another host with no extra setting. Falls back to ``bind_host`` when the peer has no route.
     """
-    if bind_host != LOOPBACK or not peer.startswith("tcp://"):
+    if bind_host != LOOPBACK:
         return bind_host
-    host, _, port = peer[len("tcp://"):].rpartition(":")
-    try:
-        addr = socket.getaddrinfo(host.strip("[]"), None, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
-        ip = ipaddress.ip_address(addr)
-        if ip.is_loopback or ip.is_unspecified:
-            return bind_host
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect((addr, int(port) if port.isdigit() else 9))
-            return s.getsockname()[0]
-    except (OSError, ValueError, IndexError):
-        return bind_host
+    return _route_source(peer) or bind_host
+
+
+def advertised_endpoint(bound: str, peer: str = "") -> str:
+    """The address other processes use to reach a socket bound at ``bound``.
+
+    A tcp endpoint bound on a wildcard (``tcp://0.0.0.0:5555``, ``[::]``, ``*``) listens on every
+    interface but cannot be connected to from another host, so it is advertised on a concrete
+    address: the source of the route to ``peer`` (the process it is advertised to, or the head this
+    process joined) when that is on another host, else :func:`primary_host`. Any other endpoint
+    (a concrete host, ``ipc://``) is returned unchanged.
+    """
+    if not bound.startswith("tcp://"):
+        return bound
+    host, port = _split(bound)
+    if not is_wildcard(host):
+        return bound
+    return f"tcp://{_route_source(peer) or primary_host()}:{port}"
 
 
 def bind_router(endpoints: list[str], signer) -> tuple[Channel, list[str]]:
@@ -196,11 +278,43 @@ def bind_pull(endpoints: list[str], signer) -> tuple[Channel, list[str]]:
     return Channel(sock, signer, bound[0]), bound
 
 
-def bind_pub(endpoint: str, signer) -> tuple[Channel, str]:
-    sock = _socket(zmq.PUB)
+class Publisher(Channel):
+    """The head's event stream: a PUB socket that also knows whether anyone subscribes (XPUB), so
+    the head builds no per-task events while no dashboard or sidebar listens."""
+
+    __slots__ = ("listened",)
+
+    def __init__(self, sock: zmq.Socket, signer: protocol.Signer, endpoint: str = ""):
+        super().__init__(sock, signer, endpoint)
+        self.listened = False
+
+    def update_listeners(self) -> bool:
+        """Read pending (un)subscription notices; True while at least one subscriber is connected.
+
+        Every subscriber takes the whole stream (topic ``b""``); XPUB reports the first subscription
+        to a topic and the end of the last one, so one flag says it all."""
+        while True:
+            try:
+                notice = self.sock.recv(zmq.DONTWAIT)
+            except zmq.Again:
+                return self.listened
+            if notice[:1] == b"\x01":
+                self.listened = True
+            elif notice[:1] == b"\x00":
+                self.listened = False
+
+
+def bind_pub(endpoint: str, signer) -> tuple[Publisher, str]:
+    sock = _socket(zmq.XPUB)
     sock.setsockopt(zmq.SNDHWM, 10000)
     bound = _bind(sock, endpoint)
-    return Channel(sock, signer, bound), bound
+    return Publisher(sock, signer, bound), bound
+
+
+def _connect(sock: zmq.Socket, endpoint: str) -> None:
+    if endpoint.startswith("tcp://["):
+        sock.setsockopt(zmq.IPV6, 1)   # an IPv6 peer
+    sock.connect(endpoint)
 
 
 def connect_dealer(endpoint: str, signer, identity: bytes | None = None) -> Channel:
@@ -209,21 +323,21 @@ def connect_dealer(endpoint: str, signer, identity: bytes | None = None) -> Chan
         sock.setsockopt(zmq.IDENTITY, identity)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
-    sock.connect(endpoint)
+    _connect(sock, endpoint)
     return Channel(sock, signer, endpoint)
 
 
 def connect_push(endpoint: str, signer) -> Channel:
     sock = _socket(zmq.PUSH)
     sock.setsockopt(zmq.SNDHWM, 0)
-    sock.connect(endpoint)
+    _connect(sock, endpoint)
     return Channel(sock, signer, endpoint)
 
 
 def connect_sub(endpoint: str, signer) -> Channel:
     sock = _socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.connect(endpoint)
+    _connect(sock, endpoint)
     return Channel(sock, signer, endpoint)
 
 

@@ -313,3 +313,30 @@ def test_cancel_all_tasks_of_one_driver_from_another(cluster):
     finally:
         bystander.close()
         admin.close()
+
+
+def test_task_events_are_built_only_while_someone_listens(cluster):
+    """The head's stream is an XPUB: with no dashboard or sidebar subscribed it builds no per-task
+    events (their cost is the head's); a subscriber gets every transition, and leaving turns it off."""
+    noop = jpar.remote(lambda: None)
+    jpar.get([noop.remote() for _ in range(20)])
+    before = jpar.hooks.status()["events"]
+    assert before["listened"] is False
+    jpar.get([noop.remote() for _ in range(200)])
+    assert jpar.hooks.status()["events"]["published"] - before["published"] < 20   # not ~3 per task
+    sub = jpar.hooks.subscribe_events()
+    try:
+        assert jpar.hooks.status()["events"]["listened"] is True
+        refs = [noop.remote() for _ in range(20)]
+        jpar.get(refs)
+        want, seen = {r.id for r in refs}, set()
+        deadline = time.monotonic() + 10
+        while not want <= seen and time.monotonic() < deadline:
+            seen |= {e.key for e in sub.poll(0.5) if e.kind == "task" and e.state == "done"}
+        assert want <= seen
+    finally:
+        sub.close()
+    deadline = time.monotonic() + 10
+    while jpar.hooks.status()["events"]["listened"] and time.monotonic() < deadline:
+        pass   # each status() is a round trip to the head, which reads unsubscriptions every 0.1 s
+    assert jpar.hooks.status()["events"]["listened"] is False

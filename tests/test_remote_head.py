@@ -4,8 +4,10 @@ and watched by the sidebar's server extension, with no JPAR_BIND_HOST on this si
 The namespace gets 10.251.X.2/30, this side 10.251.X.1/30. The head runs there with
 ``jpar start --head --bind 10.251.X.2 --node <other>`` and its own JPAR_RUNTIME_DIR, so this side
 knows it only by address and key, like a head on another machine; the distinct node name makes
-large objects cross through the object servers (not the shared /dev/shm). The fixture stops the
-head and its engines by pid, sweeps the cluster's segments and deletes the namespace and the veth
+large objects cross through the object servers (not the shared /dev/shm). A second head in the same
+namespace is bound on every interface (``--bind 0.0.0.0``): it must advertise the veth address, never
+0.0.0.0, for itself, its event stream, its engines' object servers and its actors. The fixtures stop
+each head and its engines by pid, sweeps the cluster's segments and deletes the namespace and the veth
 pair, whatever the tests did.
 """
 
@@ -35,6 +37,7 @@ pytestmark = pytest.mark.timeout(180)
 
 ROOT = pathlib.Path(jpar.__file__).parent.parent
 PORT = 47311          # the namespace is private, so any port is free there
+WILD_PORT = PORT + 1  # the second head's, bound on 0.0.0.0
 NODE = "remote-ns"    # the engines' node name: another node than this process's
 
 
@@ -86,6 +89,42 @@ def _cluster_procs(head_pid: int) -> list[psutil.Process]:
         return []
 
 
+def _start_head(info: dict, bind: str, port: int, runtime: pathlib.Path) -> None:
+    """``jpar start --head --bind <bind>`` in the namespace ``info["ns"]``, with its own runtime dir;
+    fills info's "conn", "pid", "key", "address", "procs" and "out" (what the command printed)."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", info["ns"], sys.executable, "-m", "jpar.cli", "start", "--head", "--bind", bind,
+         "--port", str(port), "-n", "1", "--node", NODE],
+        capture_output=True, text=True, timeout=90, env=_env(JPAR_RUNTIME_DIR=str(runtime)), cwd=ROOT)
+    files = glob.glob(str(runtime / "cluster-*.json"))
+    if files:
+        with open(files[0]) as f:
+            info["conn"] = conn = json.load(f)
+        info["pid"], info["key"], info["address"] = conn["pid"], conn["key"], conn["head"]
+    assert out.returncode == 0 and files, f"jpar start --head failed in {info['ns']}:\n{out.stdout}{out.stderr}"
+    info["procs"] = _cluster_procs(info["pid"])
+    info["out"] = out.stdout
+
+
+def _stop_head(info: dict) -> None:
+    """Stop a head started by :func:`_start_head` and its engines by pid, and sweep its segments."""
+    procs = _cluster_procs(info["pid"]) if info["pid"] else []
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    if info["key"]:
+        sweep_cluster(bytes.fromhex(info["key"]))
+
+
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory):
     """The remote head: {"ns", "address", "key", "pid", "local_ip", "remote_ip", "procs", "conn"}."""
@@ -108,34 +147,10 @@ def remote(tmp_path_factory):
         _ip("link", "set", veth_there, "up", ns=ns)
         _ip("link", "set", "lo", "up", ns=ns)
 
-        out = subprocess.run(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "jpar.cli", "start", "--head", "--bind", there,
-             "--port", str(PORT), "-n", "1", "--node", NODE],
-            capture_output=True, text=True, timeout=90, env=_env(JPAR_RUNTIME_DIR=str(runtime)), cwd=ROOT)
-        files = glob.glob(str(runtime / "cluster-*.json"))
-        if files:
-            with open(files[0]) as f:
-                info["conn"] = conn = json.load(f)
-            info["pid"], info["key"], info["address"] = conn["pid"], conn["key"], conn["head"]
-        assert out.returncode == 0 and files, f"jpar start --head failed in {ns}:\n{out.stdout}{out.stderr}"
-        info["procs"] = _cluster_procs(info["pid"])
+        _start_head(info, there, PORT, runtime)
         yield info
     finally:
-        procs = _cluster_procs(info["pid"]) if info["pid"] else []
-        for p in procs:
-            try:
-                p.terminate()
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=15)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=10)
-        if info["key"]:
-            sweep_cluster(bytes.fromhex(info["key"]))
+        _stop_head(info)
         _ip("netns", "del", ns, check=False)            # takes the veth pair with it
         _ip("link", "del", veth_here, check=False)        # in case the pair outlived the namespace
 
@@ -320,3 +335,131 @@ def test_stop_the_remote_head_by_address(remote, tmp_path):
     assert out.returncode == 0, out.stderr
     _, alive = psutil.wait_procs(procs, timeout=20)
     assert alive == [], f"processes of the remote cluster survived `jpar stop`: {[p.pid for p in alive]}"
+
+
+# ---------------------------------------------------------------- a head bound on every interface
+@pytest.fixture(scope="module")
+def wild(remote, tmp_path_factory):
+    """A second head in the namespace, started with ``--bind 0.0.0.0``: like ``remote``'s record."""
+    info: dict = {"ns": remote["ns"], "pid": 0, "key": ""}
+    try:
+        _start_head(info, "0.0.0.0", WILD_PORT, tmp_path_factory.mktemp("wild-head"))
+        yield info
+    finally:
+        _stop_head(info)
+
+
+@pytest.fixture(scope="module")
+def wild_driver(wild):
+    """This process's driver of the wildcard head, by the address it printed and its key."""
+    jpar.shutdown()   # the first head's driver, if a test left one
+    ctx = jpar.init(address=wild["address"], cluster_key=wild["key"])
+    yield ctx
+    jpar.shutdown()
+
+
+def _wild_by_value():
+    def served_at():
+        """Where the object servers of this process (an engine or an actor) are advertised."""
+        from jpar import object_store
+
+        return [s.server_endpoint() for s in object_store._registry.values()]
+
+    class Holder:
+        def __init__(self):
+            self.n = 0
+
+        def incr(self, k):
+            self.n += k
+            return self.n
+
+        def total(self, a):
+            return float(a.sum()), a.shape
+
+        def ones(self, n):
+            import numpy as np
+
+            return np.ones(n) * 3
+
+        def served_at(self):
+            return served_at()
+
+    return served_at, Holder
+
+
+served_at, Holder = _wild_by_value()
+
+
+def test_a_head_bound_on_every_interface_advertises_the_veth_address(remote, wild):
+    there, conn = remote["remote_ip"], wild["conn"]
+    assert conn["head"] == f"tcp://{there}:{WILD_PORT}", conn           # not tcp://0.0.0.0:...
+    assert conn["bound"] == f"tcp://0.0.0.0:{WILD_PORT}", conn
+    assert conn["events"].startswith(f"tcp://{there}:"), conn
+    assert f"at tcp://{there}:{WILD_PORT} (listening on tcp://0.0.0.0:{WILD_PORT})" in wild["out"], wild["out"]
+    assert f"jpar.init(address='tcp://{there}:{WILD_PORT}')" in wild["out"], wild["out"]
+
+
+def test_another_host_runs_tasks_and_moves_arrays_through_the_wildcard_head(remote, wild_driver):
+    np = pytest.importorskip("numpy")
+    there, here = remote["remote_ip"], remote["local_ip"]
+    d = current_driver()
+    assert d.info["events"].startswith(f"tcp://{there}:"), d.info     # the Welcome names a reachable stream
+    assert d.endpoint.startswith(f"tcp://{here}:"), d.endpoint
+    sq = jpar.remote(square)
+    assert jpar.get([sq.remote(i) for i in range(50)], timeout=60) == [i * i for i in range(50)]
+    _, netns, node = jpar.get(jpar.remote(whereami).remote(), timeout=30)
+    assert netns != os.readlink("/proc/self/ns/net") and node == NODE
+    a = np.arange(3_000_000, dtype=np.float64)
+    assert jpar.get(jpar.remote(total).remote(jpar.put(a)), timeout=60) == (float(a.sum()), a.shape)  # engine pulls
+    servers = jpar.get(jpar.remote(served_at).remote(), timeout=30)
+    assert servers and all(e.startswith(f"tcp://{there}:") for e in servers), servers    # bound on 0.0.0.0
+    got = jpar.get(jpar.remote(ones).remote(2_000_000), timeout=60)   # this side pulls from the engine's server
+    assert got.shape == (2_000_000,) and float(got.sum()) == 6_000_000.0
+
+
+def test_an_actor_of_the_wildcard_head(remote, wild_driver):
+    np = pytest.importorskip("numpy")
+    there = remote["remote_ip"]
+    h = jpar.remote(Holder).remote()
+    assert jpar.get([h.incr.remote(1) for _ in range(5)], timeout=60) == [1, 2, 3, 4, 5]
+    inboxes = [c.chan.endpoint for c in current_driver()._actor_client.conns.values() if c.chan is not None]
+    assert inboxes and all(e.startswith(f"tcp://{there}:") for e in inboxes), inboxes
+    a = np.arange(2_000_000, dtype=np.float64)
+    assert jpar.get(h.total.remote(jpar.put(a)), timeout=60) == (float(a.sum()), a.shape)   # the actor pulls
+    got = jpar.get(h.ones.remote(1_500_000), timeout=60)                  # this side pulls from the actor's server
+    assert got.shape == (1_500_000,) and float(got.sum()) == 4_500_000.0
+    servers = jpar.get(h.served_at.remote(), timeout=30)
+    assert servers and all(e.startswith(f"tcp://{there}:") for e in servers), servers
+    jpar.kill(h)
+
+
+def test_an_ipv6_wildcard_takes_ipv4_clients_on_the_advertised_address(remote):
+    """``--bind ::`` binds dual-stack and is advertised on the veth's IPv4 address."""
+    from jpar import protocol as P
+    from jpar import transport
+
+    key = "ef" * 32
+    script = ("import sys\nfrom jpar import protocol as P, transport\n"
+              "ch, bound = transport.bind_pull(['tcp://:::0'], P.Signer(bytes.fromhex(sys.argv[1])))\n"
+              "print(bound[0], transport.advertised_endpoint(bound[0]), flush=True)\n"
+              "print(type(ch.recv(timeout_ms=30000)).__name__, flush=True)\n")
+    proc = subprocess.Popen(["ip", "netns", "exec", remote["ns"], sys.executable, "-c", script, key],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+    ch = None
+    try:
+        line = proc.stdout.readline().split()
+        assert len(line) == 2, proc.stderr.read() if proc.poll() is not None else line
+        bound, advertised = line
+        port = bound.rpartition(":")[2]
+        assert bound == f"tcp://[::]:{port}" and advertised == f"tcp://{remote['remote_ip']}:{port}", line
+        ch = transport.connect_push(advertised, P.Signer(bytes.fromhex(key)))
+        ch.send(P.Heartbeat())
+        assert proc.stdout.readline().strip() == "Heartbeat"     # "NoneType" if it never arrived
+    finally:
+        if ch is not None:
+            ch.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
