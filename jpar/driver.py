@@ -38,6 +38,7 @@ from .refs import ObjectRef
 __all__ = ["Driver", "current_driver", "require_driver", "set_current_driver"]
 
 log = logging.getLogger("jpar.driver")
+LONE_S = 0.0002   # a submission this long after the last Submit is sent at once, not batched
 
 _current: "Driver | None" = None
 
@@ -114,6 +115,7 @@ class Driver:
         self.wait_hook: Callable[[Callable[[], bool], float | None], None] | None = None
         self.last_heard = time.monotonic()
         self._outbox: list = []                     # TaskSpecs not yet sent (batched)
+        self._last_send = 0.0                       # perf_counter of the last Submit sent
         self.origin: dict = {}                      # task id -> name, then (name, engine): for reprs
         self._actor_client = None                   # jpar.actor.ActorClient, made on first actor use
         self._waker = transport.Waker()
@@ -169,6 +171,7 @@ class Driver:
         out, self._outbox = self._outbox, []
         if out:
             self.dealer.send(P.Submit(out))
+            self._last_send = time.perf_counter()
 
     def new_ids(self, n: int = 1) -> int:
         """A fresh task/object id (n consecutive ids for n returns); no round trip."""
@@ -191,13 +194,20 @@ class Driver:
             self._enqueue_locked(spec)
 
     def _enqueue_locked(self, spec) -> None:
-        """Queue a submission (task or actor-call notice); the caller holds ``self.lock``. The first
-        one wakes the receiver thread, which sends the batch; a full batch goes at once."""
+        """Queue a submission (task or actor-call notice); the caller holds ``self.lock``.
+
+        A lone submission (nothing sent for a while) goes at once from this thread: handing it to
+        the receiver thread would cost a thread wake-up on the latency path. In a burst, the first
+        one after it wakes the receiver thread, which sends the batch; a full batch goes at once."""
         out = self._outbox
         out.append(spec)
-        if len(out) == 1:
-            self._waker.wake()
-        elif len(out) >= 512:
+        n = len(out)
+        if n == 1:
+            if time.perf_counter() - self._last_send > LONE_S:
+                self._flush_locked()
+            else:
+                self._waker.wake()
+        elif n >= 512:
             self._flush_locked()
 
     def put(self, value: Any) -> ObjectRef:

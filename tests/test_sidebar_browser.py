@@ -193,6 +193,7 @@ def test_sidebar_in_jupyterlab(lab):
                 urllib.request.urlopen(req, timeout=15).read()
             page.wait_for_function(
                 f"() => document.querySelectorAll(\"{_card(address)} .jp-jpar-driver\").length === 0", timeout=10_000)
+            page.wait_for_selector(".jp-jpar-notebook[data-attached='false']", timeout=15_000)   # not stale
 
             # 4. the +1 engine button: a third engine joins
             page.locator(f"{_card(address)} [data-action='add-engine']").click()

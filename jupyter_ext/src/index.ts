@@ -193,8 +193,10 @@ export class ClusterPanel extends Widget {
         void this.refreshNotebook();
       });
       panel.sessionContext.statusChanged.connect((_, status) => {
-        if (status === 'restarting' || status === 'dead') {
+        if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
           this.openWanted = true;
+          this.nbInfo = null; // its driver is gone with it
+          this.renderNotebook();
         }
       });
     }
@@ -231,8 +233,8 @@ export class ClusterPanel extends Widget {
     this.nbBusy = true;
     try {
       const kernel = this.currentKernel();
-      if (!kernel) {
-        this.nbInfo = null;
+      if (!kernel || kernel.status === 'dead') {
+        this.nbInfo = kernel ? { attached: false, pid: 0, pending: 0, cells: [], error: 'The kernel is not running.' } : null;
         return;
       }
       const link = this.linkFor(kernel);

@@ -30,8 +30,32 @@ export interface INotebookInfo {
 
 type Waiter = { resolve: (data: any) => void; reject: (err: Error) => void; timer: number };
 
+/** `promise`, or a rejection after `ms`: nothing the sidebar awaits on a kernel may hang it. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = window.setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+    promise.then(
+      v => {
+        window.clearTimeout(timer);
+        resolve(v);
+      },
+      e => {
+        window.clearTimeout(timer);
+        reject(e);
+      }
+    );
+  });
+}
+
 export class KernelLink {
-  constructor(readonly kernel: Kernel.IKernelConnection) {}
+  constructor(readonly kernel: Kernel.IKernelConnection) {
+    // A dead or restarting kernel loses its comms: fail what waits now instead of timing out later.
+    kernel.statusChanged.connect((_, status) => {
+      if (status === 'dead' || status === 'restarting' || status === 'autorestarting') {
+        this.dispose();
+      }
+    });
+  }
 
   /** Whether the comm is open (the kernel has imported jpar). */
   get isOpen(): boolean {
@@ -54,7 +78,9 @@ export class KernelLink {
     if (this.opening) {
       return this.opening;
     }
-    this.opening = this.doOpen().finally(() => {
+    this.opening = withTimeout(this.doOpen(), 20000, 'opening the jpar comm')
+      .catch(() => false)
+      .finally(() => {
       this.opening = null;
     });
     return this.opening;
@@ -65,8 +91,8 @@ export class KernelLink {
     if (kernel.isDisposed || kernel.connectionStatus !== 'connected') {
       return false;
     }
-    await kernel.info;
-    if (!kernel.handleComms) {
+    await withTimeout(kernel.info, 10000, 'kernel info');
+    if (!kernel.handleComms || kernel.status === 'dead') {
       return false;
     }
     const comm = kernel.createComm(TARGET);
@@ -74,7 +100,7 @@ export class KernelLink {
     // CommHandler (the class behind IComm) has it since JupyterLab 4.4; the interface does not.
     const started = (comm as unknown as { subshellStarted?: Promise<void> }).subshellStarted;
     if (this.subshell && started) {
-      await started;
+      await withTimeout(started, 10000, 'starting a subshell');
     }
     let closed = false;
     comm.onClose = () => {
