@@ -107,6 +107,8 @@ class Executor(concurrent.futures.Executor):
         items = list(zip(*iterables))
         if chunksize is None:
             chunksize = _pool.default_chunksize(len(items), self._workers)
+        if len(items) > chunksize:
+            fn = _pool.ship(fn)   # pickled once for all chunks
         fs = [self._submit((self._setup, fn, items[i:i + chunksize], _pool.MODE_STARMAP))
               for i in range(0, len(items), chunksize)]
         del items

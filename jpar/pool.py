@@ -70,7 +70,7 @@ class TimeoutError(multiprocessing.TimeoutError, JparError, builtins.TimeoutErro
     """
 
 from .submitter import (MAX_ADAPTIVE_CHUNK, MODE_APPLY, MODE_MAP, MODE_STARMAP, POOL_MIN_WINDOW,
-                        PREFETCH_PER_CPU, TARGET_CHUNK_SECONDS, Submitter, cancelled_error, default_chunksize,
+                        PREFETCH_PER_CPU, TARGET_CHUNK_SECONDS, Submitter, cancelled_error, default_chunksize, ship,
                         ensure_cluster)
 
 
@@ -392,6 +392,8 @@ class Pool:
         result = MapResult(n_chunks, callback, error_callback)
         submit, setup, done = self._submitter.submit, self._setup, result._chunk_done
         inline = callback is None and error_callback is None
+        if n_chunks > 1:
+            func = ship(func)
         for i in range(n_chunks):
             chunk = iterable[i * chunksize:(i + 1) * chunksize]
             submit((setup, func, chunk, mode), lambda ok, v, i=i: done(i, ok, v), inline)
@@ -405,11 +407,13 @@ class Pool:
             if chunksize is None:
                 chunksize = default_chunksize(n, self._workers)
             n_chunks = -(-n // chunksize)
+            if n_chunks > 1:
+                func = ship(func)
             for i in range(n_chunks):
                 self._submit_chunk(it, i, func, iterable[i * chunksize:(i + 1) * chunksize])
             it._set_length(n_chunks)
             return it
-        feeder = threading.Thread(target=self._feed, args=(it, func, iter(iterable), chunksize),
+        feeder = threading.Thread(target=self._feed, args=(it, ship(func), iter(iterable), chunksize),
                                   name="jpar-pool-feeder", daemon=True)
         with self._feeders_lock:
             self._feeders.add(feeder)

@@ -9,6 +9,7 @@ running the pool's initializer once per engine process per pool.
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 import logging
 import multiprocessing.pool as _mp_pool
@@ -82,11 +83,55 @@ def _run_task(setup: tuple | None, func: Callable, payload: Any, mode: int) -> A
     return time.perf_counter() - t0, out
 
 
+#: engine side: functions of map calls already unpickled here, by digest of their pickle
+_shipped: dict[bytes, Callable] = {}
+SHIPPED_CACHE = 256
+
+
+def _shipped_function(key: bytes, blob: bytes) -> Callable:
+    """Unpickle a shipped function once per engine process (then every chunk reuses it)."""
+    fn = _shipped.get(key)
+    if fn is None:
+        import cloudpickle
+
+        fn = cloudpickle.loads(blob)
+        if len(_shipped) >= SHIPPED_CACHE:
+            del _shipped[next(iter(_shipped))]
+        _shipped[key] = fn
+    return fn
+
+
+class _Shipped:
+    """A map call's function, pickled once for all its chunks (a notebook-defined function is
+    pickled by value, which costs more than a small chunk) and unpickled once per engine."""
+
+    __slots__ = ("key", "blob")
+
+    def __init__(self, key: bytes, blob: bytes):
+        self.key, self.blob = key, blob
+
+    def __reduce__(self):
+        return _shipped_function, (self.key, self.blob)
+
+
 # ---------------------------------------------------------------------------------------------
 # Driver side: helpers shared with jpar.executor.
 # ---------------------------------------------------------------------------------------------
 
 _remote_run_task = None
+
+
+def ship(func: Callable) -> Any:
+    """``func`` ready to go in many chunk tasks: pickled once now (with its current globals, as
+    each map call would), so chunks carry bytes. An unpicklable function is returned unchanged:
+    its chunk tasks then fail with the usual pickling error."""
+    import cloudpickle
+
+    try:
+        blob = cloudpickle.dumps(func)
+    except Exception:
+        return func
+    return _Shipped(hashlib.blake2b(blob, digest_size=16).digest(), blob)
 
 
 def remote_run_task():

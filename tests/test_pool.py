@@ -104,6 +104,19 @@ def test_big_map_is_correct(pool):
     assert list(pool.imap(sqr, range(n))) == [x * x for x in range(n)]
 
 
+def test_a_map_ships_its_function_once_with_the_globals_of_that_call(pool):
+    """A function pickled by value (defined in a notebook) is pickled once per map call, not per
+    chunk, and each call still sees the globals as they are then, like the stdlib pool."""
+    ns = {"factor": 2}
+    exec("def scale(x):\n    return x * factor", ns)
+    scale = ns["scale"]
+    assert pool.map(scale, range(40)) == [2 * x for x in range(40)]          # ~10 chunks
+    assert list(pool.imap(scale, range(40), chunksize=3)) == [2 * x for x in range(40)]
+    ns["factor"] = 3
+    assert pool.map(scale, range(40)) == [3 * x for x in range(40)]
+    assert list(pool.imap(scale, iter(range(40)))) == [3 * x for x in range(40)]   # unknown length
+
+
 def test_default_chunksize_is_about_four_per_worker():
     assert default_chunksize(100_000, 2) == 12_500
     assert default_chunksize(10, 2) == 2
