@@ -602,7 +602,7 @@ class Head(ActorHead):
 
 def _failure_error(kind: Failure, detail) -> Exception:
     if kind is Failure.CANCELLED:
-        return TaskCancelledError(str(detail))
+        return TaskCancelledError(*detail) if isinstance(detail, tuple) else TaskCancelledError(str(detail))
     if kind is Failure.ENGINE_CRASHED:
         return EngineCrashedError(f"{detail}. Make the task use less memory or fix what kills its process, "
                                   "or raise max_retries in .options().")

@@ -77,12 +77,13 @@ class ResourceError(JparError):
 
 
 class TaskCancelledError(JparError):
-    def __init__(self, task: str = "the task"):
-        super().__init__(f"{task} was cancelled by jpar.cancel(); its result will never be available.")
+    def __init__(self, task: str = "the task", why: str = "jpar.cancel()"):
+        super().__init__(f"{task} was cancelled ({why}); its result will never be available.")
         self.task = task
+        self.why = why
 
     def __reduce__(self):
-        return (type(self), (self.task,))
+        return (type(self), (self.task, self.why))
 
 
 class EngineCrashedError(JparError):

@@ -568,7 +568,7 @@ class Scheduler(ActorScheduling):
                 if child is not None:
                     stack.extend(child.children)
                     if child.state not in TERMINAL:
-                        self._cancel_one(child, force, notify=True, stimulus="parent cancelled")
+                        self._cancel_one(child, force, notify=True, stimulus="its parent task was cancelled")
         self._schedule()
         return self._take()
 
@@ -583,7 +583,7 @@ class Scheduler(ActorScheduling):
                               "(`jpar status --json`).")
         mine = [t for t in self.tasks.values() if t.owner == client and t.state not in TERMINAL]
         todo = deque(t.spec.task_id for t in sorted(mine, key=lambda t: t.state is S.RUNNING))  # unstarted first
-        stimulus = f"all tasks of client {client} cancelled"
+        stimulus = f"all tasks of driver {client} were cancelled"
         while todo:
             task = self.tasks.get(todo.popleft())
             if task is not None and task.state not in TERMINAL:
@@ -596,18 +596,19 @@ class Scheduler(ActorScheduling):
         if task.engine >= 0:
             self.actions.append(CancelOnEngine(task.engine, task.spec.task_id, force))
             self._off_engine(task)
+        detail = (task.spec.name, stimulus)      # TaskCancelledError(name, why)
         if notify:
             self.actions.append(SendFailure(task.owner, task.spec.task_id, task.return_ids, Failure.CANCELLED,
-                                            task.spec.name))
+                                            detail))
         self._move(task, S.CANCELLED, stimulus)
         for oid in task.return_ids:
             obj = self.objects.get(oid)
             if obj is not None:
-                obj.ready, obj.status, obj.failure = True, 1, (Failure.CANCELLED, task.spec.name)
+                obj.ready, obj.status, obj.failure = True, 1, (Failure.CANCELLED, detail)
                 for client, req_id in obj.requests:
                     self.actions.append(ReplyObjects(client, req_id, (oid,)))
                 obj.requests = []
-                self._fail_waiters(obj, Failure.CANCELLED, task.spec.name)
+                self._fail_waiters(obj, Failure.CANCELLED, detail)
                 self._maybe_free(oid)
         self._finish(task)
 

@@ -114,7 +114,7 @@ def test_cancel_running_task_interrupts_it(cluster):
     assert ready == []
     t0 = time.monotonic()
     jpar.cancel(ref)
-    with pytest.raises(jpar.TaskCancelledError):
+    with pytest.raises(jpar.TaskCancelledError, match=r"sleep_then was cancelled \(jpar.cancel\(\)\)"):
         jpar.get(ref, timeout=10)
     assert time.monotonic() - t0 < 5
     assert jpar.get(square.remote(5), timeout=10) == 25   # the engine is still usable
@@ -300,7 +300,7 @@ def test_cancel_all_tasks_of_one_driver_from_another(cluster):
         bystander.query("sync", timeout=10)
         assert jpar.hooks.cancel_driver_tasks(main.client_no, driver=admin) == 4
         for ref in longs + [later]:
-            with pytest.raises(jpar.TaskCancelledError):
+            with pytest.raises(jpar.TaskCancelledError, match=f"all tasks of driver {main.client_no} were cancelled"):
                 jpar.get(ref, timeout=10)
         assert bystander.get([kept], timeout=20) == ["kept"]     # its engines were freed, its task ran
         with pytest.raises(LookupError, match="No client"):
