@@ -224,11 +224,7 @@ class JparMagics(Magics):
             jpar.shutdown()
             print("jpar cluster stopped." if was else "No jpar cluster was running.")
             return None
-        dashboard = getattr(jpar, "dashboard", None)
-        if dashboard is None:
-            raise UsageError("%jpar dashboard is not available yet in this version of jpar. "
-                             "Use %jpar status meanwhile.")
-        return dashboard()
+        return jpar.dashboard()
 
     def _free_outputs(self) -> None:
         """IPython's output history (``Out[]``, ``_``, ``__``, ``___``) keeps every displayed value
