@@ -10,6 +10,8 @@ PKG = pathlib.Path(jpar.__file__).parent
 # module (or package prefix) -> imports it must not make
 FORBIDDEN = {
     "scheduler": {"zmq", "threading", "asyncio", "psutil", "jpar.transport", "jpar.driver", "jpar.controller"},
+    "scheduler_state": {"zmq", "threading", "asyncio", "psutil", "jpar.transport", "jpar.driver", "jpar.controller"},
+    "scheduler_actors": {"zmq", "threading", "asyncio", "psutil", "jpar.transport", "jpar.driver", "jpar.controller"},
     "protocol": {"zmq"},
     "serialization": {"zmq"},
     "engine": {"IPython", "ipywidgets", "ipykernel", "jpar.notebook"},

@@ -1,0 +1,183 @@
+"""The scheduler's vocabulary: task states and the table of legal moves between them, why the head
+fails a task, the actions the scheduler emits, and the records it keeps per task, object, engine and
+node. Plain data, no behaviour: :mod:`jpar.scheduler` is the state machine that uses them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .protocol import TaskSpec
+
+__all__ = ["TaskState", "Failure", "DispatchTask", "SendFailure", "CancelOnEngine", "RevokeOnEngine", "DrainEngine", "RetireEngine", "ReplyObjects", "Transition", "FreeObjects", "Task", "Obj", "Engine", "Node", "S", "TERMINAL", "TRANSITIONS"]
+
+
+class TaskState(str, enum.Enum):
+    WAITING = "waiting"      # some top-level ref argument is not ready yet
+    QUEUED = "queued"        # ready, waiting for an engine with the resources free
+    ASSIGNED = "assigned"    # sent to an engine, behind another task in its queue
+    RUNNING = "running"      # the engine is running it (or it is blocked in a nested get)
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+S = TaskState
+TERMINAL = frozenset({S.DONE, S.FAILED, S.CANCELLED})
+
+TRANSITIONS: dict[tuple[TaskState | None, TaskState], str] = {
+    (None, S.WAITING): "submitted; some arguments are refs not ready yet",
+    (None, S.QUEUED): "submitted with all arguments ready",
+    (None, S.FAILED): "rejected at submit (no engine can ever satisfy it, or an argument failed or is lost)",
+    (S.WAITING, S.QUEUED): "the last argument became ready",
+    (S.WAITING, S.FAILED): "an argument failed, or its owner left",
+    (S.WAITING, S.CANCELLED): "cancelled before it could run",
+    (S.QUEUED, S.ASSIGNED): "placed behind another task on an engine (prefetch)",
+    (S.QUEUED, S.RUNNING): "placed on an idle engine",
+    (S.QUEUED, S.FAILED): "the last node able to run it left",
+    (S.QUEUED, S.CANCELLED): "cancelled before it could run",
+    (S.ASSIGNED, S.RUNNING): "the engine finished the task ahead of it",
+    (S.ASSIGNED, S.QUEUED): "taken back unstarted: its engine died, is being removed, or was busy far longer "
+                            "than usual",
+    (S.ASSIGNED, S.CANCELLED): "cancelled while prefetched",
+    (S.ASSIGNED, S.DONE): "finished (run while the task ahead was blocked)",
+    (S.ASSIGNED, S.FAILED): "raised (run while the task ahead was blocked)",
+    (S.RUNNING, S.DONE): "finished",
+    (S.RUNNING, S.FAILED): "raised, or its engine died with no retries left",
+    (S.RUNNING, S.QUEUED): "retried: its engine died, or it raised an exception retry_exceptions allows; "
+                           "or its engine gave it back unstarted (revoked as the task ahead finished)",
+    (S.RUNNING, S.CANCELLED): "cancelled while running",
+}
+
+
+class Failure(str, enum.Enum):
+    """Why the head (not the task) failed a task; the controller turns these into errors."""
+
+    CANCELLED = "cancelled"
+    ENGINE_CRASHED = "engine_crashed"
+    INFEASIBLE = "infeasible"
+    ACTOR_DIED = "actor_died"      # an actor call whose actor is dead for good
+    DEPENDENCY = "dependency"      # an argument failed: its error blob is propagated
+    OBJECT_LOST = "object_lost"
+
+
+# ---------------------------------------------------------------- actions
+class DispatchTask(NamedTuple):
+    engine_id: int
+    task_id: int
+    gpu_ids: tuple
+
+
+class SendFailure(NamedTuple):
+    """Tell a task's owner that its returns failed: ``kind`` plus a detail or an error blob."""
+
+    owner: int
+    task_id: int
+    object_ids: tuple
+    kind: Failure
+    detail: object       # str message, or bytes (the failed dependency's error blob)
+
+
+class CancelOnEngine(NamedTuple):
+    engine_id: int
+    task_id: int
+    force: bool
+
+
+class RevokeOnEngine(NamedTuple):
+    """Ask an engine to give back prefetched tasks it has not started (an idle engine can take them)."""
+
+    engine_id: int
+    task_ids: tuple
+
+
+class DrainEngine(NamedTuple):
+    """This engine takes no new tasks from now on (it is being removed); one per engine of a drain."""
+
+    engine_id: int
+
+
+class RetireEngine(NamedTuple):
+    """A draining engine holds no task any more: stop its process (``engine_removed`` follows)."""
+
+    engine_id: int
+
+
+class ReplyObjects(NamedTuple):
+    client: int
+    req_id: int
+    object_ids: tuple
+
+
+class Transition(NamedTuple):
+    task_id: int
+    old: TaskState | None
+    new: TaskState
+    stimulus: str
+
+
+class FreeObjects(NamedTuple):
+    object_ids: tuple
+
+
+# ---------------------------------------------------------------- state records
+@dataclass(slots=True)
+class Task:
+    spec: TaskSpec
+    owner: int
+    demand: dict
+    shape: tuple                                     # (placement, *demand): one ready FIFO per shape
+    dshape: tuple                                    # the demand alone, as sorted items
+    state: TaskState | None = None
+    missing: int = 0
+    engine: int = -1
+    attempt: int = 0
+    gpu_ids: tuple = ()
+    started: bool = False
+    blocked: bool = False
+    revoking: bool = False
+    children: list = field(default_factory=list)
+
+    @property
+    def return_ids(self) -> tuple:
+        tid = self.spec.task_id
+        return tuple(range(tid, tid + max(1, self.spec.num_returns)))
+
+
+@dataclass(slots=True)
+class Obj:
+    owner: int
+    ready: bool = False
+    status: int = 0
+    blob: bytes = b""
+    failure: tuple = ()                              # (Failure, detail) when the head failed it
+    held_by_owner: bool = True
+    task_refs: int = 0
+    waiters: list = field(default_factory=list)      # task ids waiting for it
+    requests: list = field(default_factory=list)     # (client, req_id) waiting for it
+
+
+@dataclass(slots=True)
+class Engine:
+    engine_id: int
+    node: str
+    queue: dict = field(default_factory=dict)        # task ids (keys, in the order the engine runs them)
+    shapes: dict = field(default_factory=dict)       # demand shape -> count of its unblocked queued tasks
+    active: int = 0                                  # unblocked tasks in the queue
+    reserved: dict = field(default_factory=dict)
+    avg_s: float = -1.0                              # moving average of its tasks' run time (-1: none yet)
+    running_since: float = 0.0                       # scheduler clock when its current task started
+    depth: int = 1                                   # how many tasks it may hold (1 + prefetch)
+    draining: bool = False                           # being removed: no new tasks, retired once empty
+    retired: bool = False                            # RetireEngine sent
+
+
+@dataclass(slots=True)
+class Node:
+    name: str
+    total: dict
+    used: dict = field(default_factory=dict)         # sum of engines' reservations
+    gpu_free: dict = field(default_factory=dict)     # gpu id -> free fraction
+    engines: list = field(default_factory=list)
