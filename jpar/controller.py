@@ -79,6 +79,7 @@ class Head(ActorHead):
         self.signer = P.Signer(self.key)
         self.rundir = setup["rundir"]
         self.sched = Scheduler(prefetch=self.config.prefetch, prefetch_s=self.config.prefetch_s)
+        self.sched.transitions = False           # until a dashboard or sidebar subscribes (see _update_listeners)
         self.functions: dict[int, bytes] = {}
         self.clients: dict[bytes, Client] = {}
         self.clients_by_no: dict[int, Client] = {}
@@ -181,7 +182,7 @@ class Head(ActorHead):
                 if now >= next_check:
                     next_check = now + 0.1
                     self._check_liveness(now)
-                    self.pub.update_listeners()   # dashboards and sidebars come and go
+                    self._update_listeners()   # dashboards and sidebars come and go
                     self.stores.tick(now)   # recycle freed segments once no process maps them
                     self.sched.now = now
                     self._apply(self.sched.tick())
@@ -193,6 +194,10 @@ class Head(ActorHead):
                         c.push.send(P.Heartbeat(), nowait=True)
         finally:
             self._shutdown()
+
+    def _update_listeners(self) -> None:
+        """Per-task transitions are made (by the scheduler) and published only while someone listens."""
+        self.sched.transitions = self.pub.update_listeners()
 
     def _request_stop(self, why: str) -> None:
         log.info("stopping: %s", why)
@@ -326,11 +331,12 @@ class Head(ActorHead):
 
     def _cancel_client_tasks(self, client: Client, msg: P.CancelClientTasks) -> None:
         try:
+            before = self.sched.counts[TaskState.CANCELLED]
             actions = self.sched.cancel_client(int(msg.client_no), bool(msg.force))
         except (ValueError, TypeError, LookupError) as exc:
             self._answer(client.no, msg.req_id, exc)
             return
-        n = sum(1 for a in actions if type(a) is Transition and a.new is TaskState.CANCELLED)
+        n = self.sched.counts[TaskState.CANCELLED] - before
         log.info("client %d cancelled %d tasks of client %d", client.no, n, msg.client_no)
         self._apply(actions)
         self._answer(client.no, msg.req_id, n)
@@ -352,7 +358,7 @@ class Head(ActorHead):
         elif what == "status":
             value = self.status()
         elif what == "ping_events":   # a subscriber proves its subscription is live (PUB/SUB joins late)
-            self.pub.update_listeners()   # its subscription arrived before this ping, or the ping is lost too
+            self._update_listeners()   # its subscription arrived before this ping, or the ping is lost too
             self.events.append(P.Event(time.time(), "cluster", 0, "ping", {"token": msg.arg}))
             value = True
         elif what == "actor":

@@ -54,6 +54,8 @@ class Scheduler(ActorScheduling):
         self.actions: list = []
         self.now = 0.0                                   # the controller's clock, set before each event
         self._feasible_cache: dict = {}                  # demand shape -> can some node ever run it
+        self._shapes: dict = {}                          # spec.resources -> (demand, sorted demand items)
+        self.transitions = True                          # emit Transition actions (the controller's events)
         self.removed: set[int] = set()                   # ids of engines retired on request
         self._init_actors(Obj)
 
@@ -66,7 +68,8 @@ class Scheduler(ActorScheduling):
         if old is not None:
             self.counts[old] -= 1
         self.counts[new] += 1
-        self.actions.append(Transition(task.spec.task_id, old, new, stimulus))
+        if self.transitions:
+            self.actions.append(Transition(task.spec.task_id, old, new, stimulus))
 
     def _take(self) -> list:
         out, self.actions = self.actions, []
@@ -294,8 +297,13 @@ class Scheduler(ActorScheduling):
         if spec.actor:
             self._actor_call_submitted(client, spec)
             return
-        demand = {k: float(v) for k, v in spec.resources if v}
-        dshape = tuple(sorted(demand.items()))
+        shape = self._shapes.get(spec.resources)
+        if shape is None:   # tasks share few resource requests: build each demand once (never mutated)
+            demand = {k: float(v) for k, v in spec.resources if v}
+            if len(self._shapes) >= 1024:
+                self._shapes.clear()
+            shape = self._shapes[spec.resources] = (demand, tuple(sorted(demand.items())))
+        demand, dshape = shape
         task = Task(spec, client, demand, (spec.placement, *dshape), dshape)
         tid = spec.task_id
         self.tasks[tid] = task
