@@ -195,9 +195,12 @@ class Head(ActorHead):
         finally:
             self._shutdown()
 
-    def _update_listeners(self) -> None:
+    def _update_listeners(self, someone: bool = False) -> None:
         """Per-task transitions are made (by the scheduler) and published only while someone listens."""
-        self.sched.transitions = self.pub.update_listeners()
+        listened = self.pub.update_listeners()
+        if someone and not listened:
+            self.pub.listened = listened = True   # the last subscriber leaving sends a notice: False again
+        self.sched.transitions = listened
 
     def _request_stop(self, why: str) -> None:
         log.info("stopping: %s", why)
@@ -358,7 +361,9 @@ class Head(ActorHead):
         elif what == "status":
             value = self.status()
         elif what == "ping_events":   # a subscriber proves its subscription is live (PUB/SUB joins late)
-            self._update_listeners()   # its subscription arrived before this ping, or the ping is lost too
+            # A subscriber proves its subscription: events from here on must reach it, even if XPUB's
+            # notice of it is still on its way (it may come in while this ping is being sent).
+            self._update_listeners(someone=True)
             self.events.append(P.Event(time.time(), "cluster", 0, "ping", {"token": msg.arg}))
             value = True
         elif what == "actor":
