@@ -14,6 +14,8 @@ import time
 import urllib.request
 import uuid
 
+import psutil
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -79,3 +81,14 @@ def lab_env(tmp_path: pathlib.Path, **extra: str) -> tuple[dict, pathlib.Path]:
 
 def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def process_gone(pid: int, timeout: float = 15.0) -> bool:
+    """Whether process ``pid`` has ended (waiting up to ``timeout`` seconds for it to)."""
+    try:
+        psutil.Process(pid).wait(timeout)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        return False
+    return True

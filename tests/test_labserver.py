@@ -20,7 +20,7 @@ import urllib.request
 import psutil
 import pytest
 
-from .jupyter_servers import jupyter_app
+from .jupyter_servers import jupyter_app, process_gone
 
 pytest.importorskip("jupyter_server")
 pytestmark = pytest.mark.timeout(90)
@@ -85,16 +85,6 @@ def _with_heads(srv):
                 pass
 
 
-def _gone(pid: int, timeout: float = 15.0) -> bool:
-    try:
-        psutil.Process(pid).wait(timeout)
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.TimeoutExpired:
-        return False
-    return True
-
-
 def test_snapshot_from_status_needs_no_processes():
     st = {"cluster_id": "c1", "head": "tcp://h:1", "pid": 7, "uptime_s": 3.0,
           "engines": [{"id": 1, "pid": 11, "node": "n", "cpu": 5.0, "rss": 100, "task": 0, "queued": 0},
@@ -154,12 +144,12 @@ def test_cli_cluster_is_discovered_streamed_and_stopped(server):
 
         code, res = server.call("POST", "/jpar/stop", {"address": address})
         assert code == 200 and res["pid"] == pid
-        assert _gone(pid)
-        assert all(_gone(e) for e in res_pids)          # the added engine stops with its cluster
+        assert process_gone(pid)
+        assert all(process_gone(e) for e in res_pids)          # the added engine stops with its cluster
         code, body = server.call("GET", "/jpar/clusters")
         assert all(c["address"] != address for c in body["clusters"])
     finally:
-        if not _gone(pid, 0.1):
+        if not process_gone(pid, 0.1):
             psutil.Process(pid).terminate()
 
 
@@ -195,7 +185,7 @@ def test_remove_engines_and_cancel_a_drivers_tasks(server):
         assert code == 200 and res == {"address": address, "removed": [max(engine_pids)]}, res
         code, st = server.call("GET", f"/jpar/status?address={address}")   # an idle engine leaves at once
         assert code == 200 and [e["id"] for e in st["engines"]] == [min(engine_pids)]
-        assert _gone(engine_pids[max(engine_pids)])
+        assert process_gone(engine_pids[max(engine_pids)])
         code, res = server.call("DELETE", "/jpar/engines", {"address": address, "engines": 1})   # JSON body
         assert code == 400 and "keeps at least one engine" in res["message"]
 
@@ -220,7 +210,7 @@ def test_remove_engines_and_cancel_a_drivers_tasks(server):
         if d is not None:
             d.close()
         code, _ = server.call("POST", "/jpar/stop", {"address": address})
-        assert code == 200 and _gone(pid)
+        assert code == 200 and process_gone(pid)
 
 
 def test_start_button_route_starts_a_detached_cluster(server):
@@ -242,7 +232,7 @@ def test_start_button_route_starts_a_detached_cluster(server):
     finally:
         code, _ = server.call("POST", "/jpar/stop", {"address": res["address"]})
         assert code == 200
-        assert _gone(res["pid"])
+        assert process_gone(res["pid"])
 
 
 def test_remote_heads_added_by_address(server):

@@ -143,13 +143,17 @@ def test_gpu_tasks_see_only_their_devices(monkeypatch):
         jpar.shutdown()
 
 
+def _cli_head(cli: list, env: dict) -> tuple[int, str]:
+    """`jpar start --head -n 1`: the head's pid and address, as the command prints them."""
+    out = subprocess.run(cli + ["start", "--head", "-n", "1"], capture_output=True, text=True, env=env, timeout=30)
+    assert "jpar head started" in out.stdout, out.stderr
+    return int(out.stdout.split("(pid ")[1].split(")")[0]), out.stdout.split(" at ")[1].split()[0]
+
+
 def test_cli_start_status_join_stop(tmp_path):
     env = dict(os.environ, JPAR_RUNTIME_DIR=str(tmp_path))
     cli = [PY, "-m", "jpar.cli"]
-    out = subprocess.run(cli + ["start", "--head", "-n", "1"], capture_output=True, text=True, env=env, timeout=30)
-    assert "jpar head started" in out.stdout, out.stderr
-    head_pid = int(out.stdout.split("(pid ")[1].split(")")[0])
-    address = out.stdout.split(" at ")[1].split()[0]
+    head_pid, address = _cli_head(cli, env)
     try:
         out = subprocess.run(cli + ["start", "--address", address, "-n", "1", "--node", "second-host"],
                              capture_output=True, text=True, env=env, timeout=30)
@@ -235,10 +239,7 @@ def test_cli_remove_engines_stops_an_engine_that_joined_by_address(tmp_path):
 
     env = dict(os.environ, JPAR_RUNTIME_DIR=str(tmp_path))
     cli = [PY, "-m", "jpar.cli"]
-    out = subprocess.run(cli + ["start", "--head", "-n", "1"], capture_output=True, text=True, env=env, timeout=30)
-    assert "jpar head started" in out.stdout, out.stderr
-    head_pid = int(out.stdout.split("(pid ")[1].split(")")[0])
-    address = out.stdout.split(" at ")[1].split()[0]
+    head_pid, address = _cli_head(cli, env)
     d = None
     try:
         out = subprocess.run(cli + ["start", "--address", address, "-n", "1", "--node", "second-host"],

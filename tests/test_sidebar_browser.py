@@ -22,7 +22,7 @@ import uuid
 import psutil
 import pytest
 
-from .jupyter_servers import CHROMIUM, jupyter_app, lab_env, launch_chromium
+from .jupyter_servers import CHROMIUM, jupyter_app, lab_env, launch_chromium, process_gone
 
 ROOT = pathlib.Path(__file__).parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -83,16 +83,6 @@ def _bars(page, address: str, kind: str) -> list:
 
 def _clusters(url: str, token: str) -> list:
     return json.loads(urllib.request.urlopen(f"{url}/jpar/clusters?token={token}", timeout=10).read())["clusters"]
-
-
-def _gone(pid: int, timeout: float = 15.0) -> bool:
-    try:
-        psutil.Process(pid).wait(timeout)
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.TimeoutExpired:
-        return False
-    return True
 
 
 def test_sidebar_in_jupyterlab(lab):
@@ -231,7 +221,7 @@ def test_sidebar_in_jupyterlab(lab):
                 page.locator(f"{_card(a)} [data-action='stop']").click()
                 page.wait_for_selector(_card(a), state="detached", timeout=15_000)
             for pid in heads:
-                assert _gone(pid), f"head {pid} still running after the stop button"
+                assert process_gone(pid), f"head {pid} still running after the stop button"
             assert page.locator(".jp-jpar-cluster").count() == 0
         finally:
             browser.close()

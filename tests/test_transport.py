@@ -11,14 +11,7 @@ import pytest
 from jpar import transport
 
 
-def _is_local(addr: str) -> bool:
-    """Whether ``addr`` is an address of this host (a UDP socket can bind it; binding sends nothing)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((addr, 0))
-        return True
-    except OSError:
-        return False
+_is_local = transport._is_local   # is this an address of this host
 
 
 def _source_to(ip: str) -> str | None:
