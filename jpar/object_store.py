@@ -33,8 +33,7 @@ import threading
 import time
 from typing import Any
 
-import cloudpickle
-
+from . import serialization
 from .errors import ObjectLostError, ObjectStoreFullError
 from .store_segments import (cluster_tag, decode_location, default_capacity, default_shm_dir,
                              default_spill_dir, _fill, is_location, Location, LOCATION_MAGIC, _node_tag,
@@ -127,7 +126,7 @@ class ObjectStore:
             bufs.append(raw)
             return False
 
-        body = cloudpickle.dumps(value, protocol=5, buffer_callback=oob)   # notebook definitions by value
+        body = serialization.cloud_dumps(value, buffer_callback=oob)   # notebook definitions by value
         if not bufs and len(body) < threshold:
             return Prepared(body, body, [], 0)
         return Prepared(None, body, bufs, _segment_size(len(body), [b.nbytes for b in bufs]))

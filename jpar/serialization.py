@@ -5,29 +5,77 @@ safely, like functions and classes defined in a notebook (``__main__``), goes th
 cloudpickle, which ships them by value. Exceptions travel as the exception itself when
 it pickles, else as a stand-in carrying its type name and message, so an engine never
 fails to report a failure.
+
+Code shipped by value keeps its real filename and carries its source lines: cloudpickle
+(3.1.3 on) renames every such code object ``<dynamic-code>`` and an engine cannot read a
+notebook cell or a ``python -c`` script, so :class:`Pickler` marshals code objects itself
+and the engine registers the lines with :mod:`linecache` as it unpickles them. A remote
+traceback then names the user's file or cell and shows the failing line, whichever
+cloudpickle version is installed.
 """
 
 from __future__ import annotations
 
+import io
+import linecache
+import marshal
 import pickle
 import sys
 import traceback
+import types
+from collections import ChainMap
 from typing import Any
 
 import cloudpickle
 
 from .errors import SerializationError, TaskError
 
-__all__ = ["dumps", "loads", "dumps_function", "dumps_args", "dumps_exception", "remote_traceback"]
+__all__ = ["dumps", "loads", "dumps_function", "dumps_args", "dumps_exception", "remote_traceback",
+           "Pickler", "cloud_dumps"]
 
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
+def _reduce_code(code: types.CodeType) -> tuple:
+    """A code object as marshal bytes (filename kept) plus the source lines it spans."""
+    first = code.co_firstlineno
+    last = max((line for _, _, line in code.co_lines() if line is not None), default=first)
+    lines = linecache.getlines(code.co_filename)[first - 1:last]
+    return _rebuild_code, (marshal.dumps(code), code.co_filename, first, lines)
+
+
+def _rebuild_code(blob: bytes, filename: str, first: int, lines: list) -> types.CodeType:
+    """Unpickling side of :func:`_reduce_code`: register the lines unless this process reads
+    the same lines from the file itself, then rebuild the code object."""
+    if lines and linecache.getlines(filename)[first - 1:first - 1 + len(lines)] != lines:
+        entry = linecache.cache.get(filename)
+        known = list(entry[2]) if entry is not None and entry[1] is None else []  # registered, not read
+        end = first - 1 + len(lines)
+        known.extend(["\n"] * (end - len(known)))
+        known[first - 1:end] = lines
+        linecache.cache[filename] = (sum(map(len, known)), None, known, filename)
+    return marshal.loads(blob)
+
+
+class Pickler(cloudpickle.Pickler):
+    """cloudpickle's pickler with code objects that keep their filename and source lines."""
+
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+
+def cloud_dumps(value: Any, buffer_callback: Any = None) -> bytes:
+    """``cloudpickle.dumps`` (protocol 5) through :class:`Pickler`: the one way jpar pickles
+    anything that may hold functions or classes defined by the user."""
+    with io.BytesIO() as f:
+        Pickler(f, protocol=5, buffer_callback=buffer_callback).dump(value)
+        return f.getvalue()
 
 
 def dumps(value: Any) -> bytes:
     """Pickle a value; builtin scalars take the C pickler, the rest cloudpickle."""
     if type(value) in _PLAIN:
         return pickle.dumps(value, protocol=5)
-    return cloudpickle.dumps(value, protocol=5)
+    return cloud_dumps(value)
 
 
 loads = pickle.loads
@@ -38,7 +86,7 @@ def dumps_args(name: str, args: tuple, kwargs: dict) -> bytes:
     if not kwargs and all(type(a) in _PLAIN for a in args):
         return pickle.dumps((args, kwargs), protocol=5)
     try:
-        return cloudpickle.dumps((args, kwargs), protocol=5)
+        return cloud_dumps((args, kwargs))
     except Exception:
         pass
     for i, a in enumerate(args):
@@ -50,7 +98,7 @@ def dumps_args(name: str, args: tuple, kwargs: dict) -> bytes:
 
 def _check_one(name: str, what: str, value: Any) -> None:
     try:
-        cloudpickle.dumps(value, protocol=5)
+        cloud_dumps(value)
     except Exception as exc:
         raise SerializationError(
             f"Cannot send {what} of {name} to an engine: {type(exc).__name__}: {exc}. "
@@ -62,7 +110,7 @@ def _check_one(name: str, what: str, value: Any) -> None:
 def dumps_function(fn: Any, name: str) -> bytes:
     """Pickle a function or class by value where needed (notebook definitions included)."""
     try:
-        return cloudpickle.dumps(fn, protocol=5)
+        return cloud_dumps(fn)
     except Exception as exc:
         raise SerializationError(
             f"Cannot ship {name} to the engines: {type(exc).__name__}: {exc}. "
@@ -88,20 +136,20 @@ def dumps_exception(exc: BaseException, function_name: str, skip_frames: int = 0
     tb = remote_traceback(exc, skip_frames)
     cause: BaseException = exc
     try:
-        blob = cloudpickle.dumps(cause, protocol=5)
+        blob = cloud_dumps(cause)
         pickle.loads(blob)  # an exception whose __init__ rejects its own args fails here
     except Exception:
         cause = RemoteException(type(exc).__qualname__, str(exc))
     err = TaskError(function_name, tb, cause)
     try:
-        return cloudpickle.dumps(err, protocol=5)
+        return cloud_dumps(err)
     except Exception:
-        return cloudpickle.dumps(TaskError(function_name, tb, RemoteException(type(exc).__qualname__, str(exc))))
+        return cloud_dumps(TaskError(function_name, tb, RemoteException(type(exc).__qualname__, str(exc))))
 
 
 def dumps_error(err: BaseException) -> bytes:
     """A jpar-made error (cancelled, crashed...) for a result slot."""
-    return cloudpickle.dumps(err, protocol=5)
+    return cloud_dumps(err)
 
 
 def remote_traceback(exc: BaseException, skip_frames: int = 0) -> str:

@@ -13,12 +13,14 @@ import hashlib
 import itertools
 import logging
 import multiprocessing.pool as _mp_pool
+import pickle
 import queue
 import threading
 import time
 import traceback
 from typing import Any, Callable
 
+from jpar import serialization
 from jpar.errors import JparError
 
 _log = logging.getLogger("jpar.pool")
@@ -92,9 +94,7 @@ def _shipped_function(key: bytes, blob: bytes) -> Callable:
     """Unpickle a shipped function once per engine process (then every chunk reuses it)."""
     fn = _shipped.get(key)
     if fn is None:
-        import cloudpickle
-
-        fn = cloudpickle.loads(blob)
+        fn = pickle.loads(blob)
         if len(_shipped) >= SHIPPED_CACHE:
             del _shipped[next(iter(_shipped))]
         _shipped[key] = fn
@@ -125,10 +125,8 @@ def ship(func: Callable) -> Any:
     """``func`` ready to go in many chunk tasks: pickled once now (with its current globals, as
     each map call would), so chunks carry bytes. An unpicklable function is returned unchanged:
     its chunk tasks then fail with the usual pickling error."""
-    import cloudpickle
-
     try:
-        blob = cloudpickle.dumps(func)
+        blob = serialization.cloud_dumps(func)
     except Exception:
         return func
     return _Shipped(hashlib.blake2b(blob, digest_size=16).digest(), blob)

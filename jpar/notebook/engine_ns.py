@@ -18,7 +18,7 @@ import linecache
 import os
 from typing import Any
 
-import cloudpickle
+from jpar.serialization import cloud_dumps
 
 __all__ = ["run_cell", "namespace", "portable", "unportable"]
 
@@ -36,7 +36,7 @@ def namespace(key: str) -> dict:
 def portable(value: Any) -> tuple[str, Any]:
     """A value ready to travel back: pickled, or its repr when it cannot be pickled."""
     try:
-        return ("pickle", cloudpickle.dumps(value, protocol=5))
+        return ("pickle", cloud_dumps(value))
     except Exception:
         return ("repr", repr(value))
 
