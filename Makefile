@@ -4,7 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lab bench clean browser docs labext
+.PHONY: demo test setup lab bench clean browser docs labext lock test-latest
+
+# Every install below is pinned by the checked-in lock (pip constraints), so a fresh machine gets
+# what CI passed with; pyproject.toml keeps ranges for users. `make lock` refreshes it,
+# `make test-latest` runs the suite on the newest releases instead.
+LOCK := requirements/lock.txt
+PIPC := -c $(LOCK)
 
 TOOLS := $(VENV)/.tools
 # The JupyterLab sidebar, built from jupyter_ext/ (TypeScript) into jpar/labextension/ (not committed).
@@ -14,11 +20,11 @@ LABEXT_SRC := $(wildcard jupyter_ext/src/*.ts jupyter_ext/style/*) jupyter_ext/p
 
 # What building needs: hatchling and the JupyterLab build hook for the package, JupyterLab for jlpm
 # and the extension builder. Node.js itself comes from the machine (apt's nodejs if it is missing).
-$(TOOLS):
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+$(TOOLS): $(LOCK) requirements/build.in
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(PIPC) pip
 	@command -v node >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm)
-	$(PY) -m pip install --quiet 'hatchling>=1.21' editables 'hatch-jupyter-builder>=0.9' 'jupyterlab>=4,<5'
+	$(PY) -m pip install --quiet $(PIPC) -r requirements/build.in
 	touch $(TOOLS)
 
 # npm install (offline-capable against the registry; first time ~3 min) and the prebuilt extension build.
@@ -29,8 +35,8 @@ $(LABEXT): $(LABEXT_SRC) | $(TOOLS)
 
 # The package, editable, with its test extras; reinstalled when the extension is rebuilt so that
 # share/jupyter/labextensions/jpar holds the new build (the wheel's shared-data mapping copies it).
-$(STAMP): pyproject.toml $(LABEXT) | $(TOOLS)
-	SKIP_JUPYTER_BUILDER=1 $(PY) -m pip install --quiet --no-build-isolation -e '.[test]'
+$(STAMP): pyproject.toml $(LOCK) $(LABEXT) | $(TOOLS)
+	SKIP_JUPYTER_BUILDER=1 $(PY) -m pip install --quiet $(PIPC) --no-build-isolation -e '.[test]'
 	$(VENV)/bin/jupyter labextension list 2>&1 | grep -q 'jpar.*enabled.*OK'
 	touch $(STAMP)
 
@@ -43,8 +49,32 @@ demo: $(STAMP)
 browser:
 	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
+PYTEST_ARGS := -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
+
 test: $(STAMP) browser
-	$(PY) -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Regenerate the lock from pyproject.toml's ranges and requirements/*.in (newest releases that fit,
+# for every Python and platform the package supports); commit the result after `make test` passes.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(if $(wildcard $(LOCK)),$(PIPC)) -r requirements/tools.in
+	$(VENV)/bin/uv pip compile --quiet --universal --python-version 3.10 --custom-compile-command "make lock" --annotation-style line \
+		pyproject.toml requirements/build.in requirements/tools.in \
+		--extra test --extra notebook --extra docs --extra bench -o $(LOCK)
+
+# The whole suite on the newest releases, unpinned, in a venv of its own (.venv-latest): what an
+# upstream release would break shows up here on purpose, not in a landing. Ends by listing the
+# packages whose newest release differs from the lock.
+LATEST := .venv-latest
+test-latest: $(LABEXT) browser
+	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -r requirements/build.in
+	SKIP_JUPYTER_BUILDER=1 $(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
+		--no-build-isolation -e '.[test]'
+	$(LATEST)/bin/python requirements/compare.py $(LOCK)
+	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The docs site (Sphinx + MyST + myst-nb, docs/conf.py) -> build/docs/docs/index.html; the tests build it too.
 docs: $(STAMP)
@@ -62,7 +92,7 @@ BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m pip install --quiet $(PIPC) -e '.[bench]'
 	touch $(BENCH_STAMP)
 
 # jpar beside its peers on ../shared/bench's workloads (benchmarks/README.md).
@@ -71,4 +101,4 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info jpar/labextension jupyter_ext/lib jupyter_ext/node_modules jupyter_ext/tsconfig.tsbuildinfo
+	rm -rf $(VENV) $(LATEST) build dist *.egg-info jpar/labextension jupyter_ext/lib jupyter_ext/node_modules jupyter_ext/tsconfig.tsbuildinfo

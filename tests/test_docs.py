@@ -67,3 +67,24 @@ def test_docs_site_builds_without_warnings(tmp_path):
     for nb in (ROOT / "notebooks").glob("[0-9]*.ipynb"):
         assert (html / "notebooks" / f"{nb.stem}.html").exists(), nb.name
     assert "<table" in (html / "docs" / "benchmarks.html").read_text(), "the latest benchmark figures are missing"
+
+
+def _requirement_names(specs) -> set:
+    return {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower().replace("_", "-") for spec in specs}
+
+
+def test_the_lock_pins_every_declared_dependency():
+    """Adding a dependency to pyproject.toml or requirements/*.in without `make lock` fails here."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = _requirement_names(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared |= _requirement_names(extra)
+    for infile in (ROOT / "requirements").glob("*.in"):
+        declared |= _requirement_names(line for line in infile.read_text().splitlines()
+                                       if line.strip() and not line.startswith("#"))
+    pinned = {m.group(1).lower().replace("_", "-") for m in
+              re.finditer(r"^([A-Za-z0-9_.\-]+)==", (ROOT / "requirements" / "lock.txt").read_text(), re.M)}
+    declared = {re.sub(r"[-_.]+", "-", n) for n in declared}
+    assert declared - pinned == set(), "run `make lock` and commit requirements/lock.txt"
