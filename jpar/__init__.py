@@ -4,8 +4,8 @@ from .actor import ActorClass, ActorHandle, method
 from .api import (ClusterContext, available_resources, cancel, cluster_resources, get, get_actor,
                   get_runtime_context, init, is_initialized, kill, nodes, put, remote, shutdown, wait)
 from .errors import (ActorDiedError, ActorError, ClusterError, ConfigError, EngineCrashedError, GetTimeoutError,
-                     JparError, NotInitializedError, ObjectLostError, ObjectStoreFullError, ResourceError,
-                     SerializationError, TaskCancelledError, TaskError)
+                     ForeignRefError, HeadDiedError, JparError, NotInitializedError, ObjectLostError,
+                     ObjectStoreFullError, ResourceError, SerializationError, TaskCancelledError, TaskError)
 from . import exceptions, hooks
 from .refs import ObjectRef
 from .remote_function import RemoteFunction
@@ -23,16 +23,22 @@ def dashboard(**options):
 
 
 def __getattr__(name: str):
-    """``jpar.executor`` loads concurrent.futures' process machinery only when first used."""
+    """``jpar.executor`` loads concurrent.futures' process machinery only when first used, and
+    ``jpar.util`` (ActorPool, Queue: Ray's ``ray.util``) loads on first use, as ``ray.util`` is there
+    after ``import ray``."""
     if name == "executor":
         from .executor import executor
 
         return executor
+    if name == "util":
+        import importlib
+
+        return importlib.import_module(".util", __name__)
     raise AttributeError(f"module 'jpar' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | {"executor"})
+    return sorted(set(globals()) | {"executor", "util"})
 
 
 def load_ipython_extension(ipython) -> None:
@@ -71,8 +77,8 @@ __all__ = [
     "cluster_resources", "available_resources", "nodes", "get_runtime_context", "exceptions",
     "ClusterContext", "ObjectRef", "RemoteFunction", "executor",
     "kill", "get_actor", "method", "ActorClass", "ActorHandle", "dashboard",
-    "JparError", "ClusterError", "ConfigError", "NotInitializedError", "SerializationError", "ResourceError",
+    "JparError", "ClusterError", "ConfigError", "NotInitializedError", "HeadDiedError", "SerializationError", "ResourceError",
     "TaskError", "TaskCancelledError", "EngineCrashedError", "ActorError", "ActorDiedError",
-    "GetTimeoutError", "ObjectLostError", "ObjectStoreFullError", "hooks",
+    "GetTimeoutError", "ObjectLostError", "ForeignRefError", "ObjectStoreFullError", "hooks",
     "load_ipython_extension", "unload_ipython_extension", "__version__",
 ]

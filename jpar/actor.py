@@ -26,24 +26,25 @@ from __future__ import annotations
 import collections
 import hashlib
 import socket
+import threading
 import time
 from typing import Any
 
 from . import protocol as P
 from . import serialization, transport
-from .driver import Driver, require_driver
+from .driver import Driver, current_driver, require_driver
 from .errors import ActorDiedError, GetTimeoutError
-from .options import ActorOptions
+from .options import ActorOptions, method_options
 from .refs import ObjectRef
-from .remote_function import _split_refs, display_name
+from .remote_function import _split_refs, display_name, first_use_driver
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "method", "make_actor_class", "kill", "get_actor"]
 
 
-def method(*, num_returns: int = 1):
-    """Decorate an actor method to set options (Ray's ``@ray.method(num_returns=2)``)."""
-    if not isinstance(num_returns, int) or num_returns < 1:
-        raise ValueError(f"num_returns must be an integer >= 1, got {num_returns!r}.")
+def method(*, num_returns: int = 1, **options):
+    """Decorate an actor method to set options (Ray's ``@ray.method(num_returns=2)``). Harmless Ray
+    options (``enable_task_events``) are accepted and ignored, as for tasks; any other is a ConfigError."""
+    method_options(num_returns, **options)
 
     def wrap(fn):
         fn.__jpar_num_returns__ = num_returns
@@ -113,13 +114,13 @@ class ActorClass:
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
         """Start an actor running ``Cls(*args, **kwargs)`` in its own process; returns its handle at once."""
-        d = require_driver(f"{self._name}.remote()")
+        d = first_use_driver(f"{self._name}.remote()")
         client = actor_client(d)
         opts = self._options
         fn_id, blob = self._definition()
         d.ensure_function(fn_id, self._name, lambda: blob)
         dep_refs = _top_refs(args, kwargs)
-        args, kwargs, deps = _split_refs(args, kwargs)
+        args, kwargs, deps = _split_refs(args, kwargs, d.cluster_id)
         payload = serialization.dumps_args(f"{self._name}.__init__", args, kwargs)
         if dep_refs:  # the creator resolves constructor refs (an error among them fails __init__)
             d.wait(dep_refs, len(dep_refs), None)
@@ -228,11 +229,15 @@ class ActorMethod:
         raise TypeError(f"Actor methods cannot be called directly. Instead of '{cls}.{self._name}()', "
                         f"try 'handle.{self._name}.remote()'.")
 
-    def options(self, *, num_returns: int | None = None, **ignored) -> "ActorMethod":
+    def options(self, *, num_returns: int | None = None, **options) -> "ActorMethod":
+        """This method with other options: ``num_returns``, and the harmless Ray options accepted by
+        :func:`method`; any other option is a ConfigError."""
+        method_options(num_returns, **options)
         return ActorMethod(self._handle, self._name, self._num_returns if num_returns is None else num_returns)
 
     def remote(self, *args, **kwargs):
-        d = require_driver("actor method .remote()")
+        d = require_driver("actor method .remote()") if current_driver() is not None else \
+            first_use_driver("actor method .remote()")
         client = d._actor_client or actor_client(d)
         return client.call(self._handle, self._name, self._num_returns, args, kwargs)
 
@@ -283,6 +288,7 @@ class ActorClient:
         self.dirty: list = []
         self.blocked: set = set()                # alive conns whose waiting calls wait for refs
         self.released: collections.deque = collections.deque()
+        self._tick_lock = threading.Lock()
         self.handles: dict[int, int] = {}
         self.escaped: set = set()
         self.local_host = socket.gethostname()
@@ -333,7 +339,7 @@ class ActorClient:
         if args and any(type(a) is ObjectRef for a in args) or kwargs and any(
                 type(v) is ObjectRef for v in kwargs.values()):
             dep_refs = _top_refs(args, kwargs)
-            args, kwargs, deps = _split_refs(args, kwargs)
+            args, kwargs, deps = _split_refs(args, kwargs, d.cluster_id)
             d._request_missing(dep_refs)
         payload = serialization.dumps_args(name, args, kwargs)
         tid = d.new_ids(n)
@@ -530,17 +536,22 @@ class ActorClient:
 
     # ---- handles and kill
     def tick(self) -> None:
-        """(receiver thread) Handles collected since last time: release actors no handle holds."""
+        """Handles collected since last time: release actors no handle holds. The receiver thread
+        calls this; so may any thread that needs the releases sent now (one at a time)."""
         rel = self.released
-        while rel:
-            actor_id = rel.popleft()
-            n = self.handles.get(actor_id, 0) - 1
-            if n > 0:
-                self.handles[actor_id] = n
-                continue
-            self.handles.pop(actor_id, None)
-            if actor_id not in self.escaped:
-                self.driver._send(P.ReleaseActor(actor_id))
+        with self._tick_lock:
+            while True:
+                try:
+                    actor_id = rel.popleft()
+                except IndexError:
+                    break
+                n = self.handles.get(actor_id, 0) - 1
+                if n > 0:
+                    self.handles[actor_id] = n
+                    continue
+                self.handles.pop(actor_id, None)
+                if actor_id not in self.escaped:
+                    self.driver._send(P.ReleaseActor(actor_id))
 
     def kill(self, actor_id: int, meta: dict, no_restart: bool) -> None:
         d = self.driver
@@ -594,7 +605,7 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"jpar.kill() takes an actor handle, got {type(actor).__name__}. "
                         "To stop a task use jpar.cancel(ref).")
-    d = require_driver("jpar.kill()")
+    d = first_use_driver("jpar.kill()")
     actor_client(d).kill(actor._actor_id, actor._meta, no_restart)
 
 
@@ -602,7 +613,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of the live actor created with ``.options(name=name)``, from any driver of the cluster."""
     if not isinstance(name, str) or not name:
         raise ValueError("jpar.get_actor() needs the actor's name as a non-empty string.")
-    d = require_driver("jpar.get_actor()")
+    d = first_use_driver("jpar.get_actor()")
     info = d.query("actor", name, timeout=30)
     if info is None:
         raise ValueError(f"Failed to look up actor with name {name!r}: no live actor has it. Create it with "

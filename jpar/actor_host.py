@@ -35,8 +35,8 @@ from collections import deque
 
 from . import protocol as P
 from . import serialization, transport
-from .engine import TaskStream
-from .errors import ActorDiedError
+from .engine import TaskStream, exit_if_forked, reap_children, stop_descendants
+from .errors import ActorDiedError, TaskCancelledError
 
 log = logging.getLogger("jpar.actor")
 
@@ -63,6 +63,8 @@ class ActorHost:
         self.done: list = []                     # CallDoneRecords not sent yet
         self.output: list = []                   # (caller, OutputRecord)
         self.queue: deque = deque()              # (caller, CallRecord) for the main-thread runner
+        self.cancelled: set = set()              # call ids cancelled: dropped unstarted, or their result replaced
+        self.calls: dict = {}                    # call id -> (caller, rec, asyncio.Task or Future): async/threaded
         self.stop = False
         self.client = None
         self.instance = None
@@ -93,6 +95,7 @@ class ActorHost:
         finally:
             self.stop = True
             self._close()
+            stop_descendants()
 
     def _start(self, setup: P.ActorSetup) -> None:
         spec = P.ActorSpec(*setup.spec)
@@ -181,13 +184,14 @@ class ActorHost:
                     self._take(msg)
                 msg = pull.recv_nowait()
             if head in ready:
-                msg = head.recv_nowait()
-                while msg is not None:
-                    if type(msg) is P.Shutdown:
-                        self.stop = True
-                    msg = head.recv_nowait()
+                self._from_head()
             if sync:
+                if not queue:
+                    reap_children()   # no call runs: what calls started and left exited can be collected
                 while queue and not self.stop:
+                    self._from_head()   # a cancel that came while the last call ran drops its successors
+                    if not queue:
+                        break
                     caller, rec = queue.popleft()
                     self._run(caller, rec)
                     if not queue:
@@ -200,40 +204,100 @@ class ActorHost:
                         self._flush()   # eager when the queue runs low, batched when it is deep
             self._flush()
 
+    def _from_head(self) -> None:
+        msg = self.head.recv_nowait()
+        while msg is not None:
+            t = type(msg)
+            if t is P.Shutdown:
+                self.stop = True
+            elif t is P.CancelTask:
+                self._cancel(msg.task_id)
+            msg = self.head.recv_nowait()
+
     def _take(self, msg: P.Calls) -> None:
         caller = msg.caller
         if caller not in self.endpoints:
             self.endpoints[caller] = msg.endpoint
+        calls = msg.calls
+        if self.cancelled:
+            dropped = [r for r in calls if r.task_id in self.cancelled]   # cancelled before it came
+            if dropped:
+                calls = [r for r in calls if r.task_id not in self.cancelled]
+                for rec in dropped:
+                    self._finish(caller, rec, P.ERROR, (), time.time())
         if self.mode == "sync":
-            self.queue.extend((caller, rec) for rec in msg.calls)
+            self.queue.extend((caller, rec) for rec in calls)
         elif self.mode == "async":
-            self.loop.call_soon_threadsafe(self._start_async, caller, msg.calls)
+            self.loop.call_soon_threadsafe(self._start_async, caller, calls)
         else:
-            for rec in msg.calls:
-                self.pool.submit(self._run, caller, rec)
+            with self.lock:
+                for rec in calls:
+                    self.calls[rec.task_id] = (caller, rec, self.pool.submit(self._run, caller, rec))
+
+    # ------------------------------------------------------------ cancelling calls
+    # Ray's rule for actor tasks: one that has not started is dropped; a running one of an async
+    # actor gets asyncio.CancelledError (its asyncio task is cancelled); a running one of a sync or
+    # threaded actor is not interrupted (the actor's state stays whole) and runs to its end. Each
+    # way its result is TaskCancelledError (the head already told its caller so).
+    def _cancel(self, task_id: int) -> None:
+        self.cancelled.add(task_id)
+        if self.mode == "sync":
+            item = next((it for it in self.queue if it[1].task_id == task_id), None)
+            if item is not None:
+                self.queue.remove(item)
+                self._finish(item[0], item[1], P.ERROR, (), time.time())
+        elif self.mode == "async":
+            self.loop.call_soon_threadsafe(self._cancel_async, task_id)
+        else:
+            with self.lock:
+                entry = self.calls.get(task_id)
+            if entry is not None and entry[2].cancel():   # not started: never will
+                self._finish(entry[0], entry[1], P.ERROR, (), time.time())
+
+    def _cancel_async(self, task_id: int) -> None:
+        entry = self.calls.get(task_id)
+        if entry is not None:
+            entry[2].cancel()
+
+    def _cancelled_objects(self, rec: P.CallRecord) -> tuple:
+        blob = serialization.dumps_error(TaskCancelledError(f"{self.name}.{rec.method}", "jpar.cancel()"))
+        return tuple((rec.task_id + i, P.ERROR, blob) for i in range(rec.num_returns))
 
     # ------------------------------------------------------------ running calls
     def _run(self, caller: int, rec: P.CallRecord) -> None:
         token = _current_call.set((caller, rec.task_id, f"{self.name}.{rec.method}"))
         start = time.time()
+        returned = False
         try:
             method = getattr(self.instance, rec.method)
             args, kwargs = _arguments(rec.args, rec.deps)
-            objects = self._returns(rec, method(*args, **kwargs))
+            value = method(*args, **kwargs)
+            returned = True
+            exit_if_forked(True)
+            objects = self._returns(rec, value)
             status = P.OK
         except _DependencyFailed as exc:  # a ref argument failed: its error is the call's result
             status, objects = P.ERROR, tuple((rec.task_id + i, P.ERROR, exc.blob) for i in range(rec.num_returns))
         except BaseException as exc:  # the user's exception is the call's result
             status, objects = P.ERROR, self._error(rec, exc)
         finally:
+            exit_if_forked(returned)
             _current_call.reset(token)
         self._finish(caller, rec, status, objects, start)
 
     def _start_async(self, caller: int, calls: list) -> None:
         for rec in calls:
-            self.loop.create_task(self._run_async(caller, rec))
+            task = self.loop.create_task(self._run_async(caller, rec))
+            task.add_done_callback(lambda t, c=caller, r=rec: t.cancelled() and self._finish(c, r, P.ERROR, (), 0.0))
+            self.calls[rec.task_id] = (caller, rec, task)   # (a task cancelled before it started ends there)
 
     async def _run_async(self, caller: int, rec: P.CallRecord) -> None:
+        try:
+            await self._run_async_call(caller, rec)
+        except asyncio.CancelledError:   # cancelled while waiting for a slot (max_concurrency)
+            self._finish(caller, rec, P.ERROR, (), time.time())
+
+    async def _run_async_call(self, caller: int, rec: P.CallRecord) -> None:
         async with self.sem:
             _current_call.set((caller, rec.task_id, f"{self.name}.{rec.method}"))
             start = time.time()
@@ -253,8 +317,13 @@ class ActorHost:
             self._finish(caller, rec, status, objects, start)
 
     def _finish(self, caller: int, rec: P.CallRecord, status: int, objects: tuple, start: float) -> None:
+        if self.cancelled and rec.task_id in self.cancelled:
+            self.cancelled.discard(rec.task_id)
+            status, objects = P.ERROR, self._cancelled_objects(rec)
         done = P.CallDoneRecord(rec.task_id, rec.attempt, status, objects, start, time.time())
         with self.lock:
+            if self.calls:
+                self.calls.pop(rec.task_id, None)
             self.results.setdefault(caller, []).extend(P.ObjectRecord(*o) for o in objects)
             self.done.append(done)
             if self.mode != "sync":

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from . import hooks as _hooks
 from .config import Config
 from .driver import Driver, current_driver, require_driver, set_current_driver
-from .errors import ClusterError, ConfigError
+from .errors import ClusterError
 from .launcher import find_clusters, start_head
 from .options import TaskOptions
 from .refs import ObjectRef
@@ -26,9 +26,26 @@ _engine_hook: Callable[[], Driver] | None = None   # set inside engine processes
 _blocking_check: Callable[[], None] | None = None  # set in async actors: get() on their loop warns
 
 
+_auto_started: bool = False    # the current cluster was started on first use, not by init()
+_init_args: dict = {}          # the arguments of the init() that made the current cluster
+
+
 def _auto_client() -> Driver | None:
     """Inside an engine, tasks reach the cluster through the engine's own client."""
     return _engine_hook() if _engine_hook is not None else None
+
+
+def _driver(what: str) -> Driver:
+    """The current driver; with none (and outside an engine), start a local cluster on first use
+    as Ray does (``JPAR_AUTO_INIT=0`` turns that off). What put/get/wait/cancel/kill/get_actor and
+    ``.remote()`` use; read-only calls (cluster_resources, nodes, hooks) never start one."""
+    global _auto_started
+    if current_driver() is None and _engine_hook is None:
+        with _init_lock:
+            if current_driver() is None and Config.from_env().auto_init:
+                init()
+                _auto_started = True
+    return require_driver(what)
 
 
 class ClusterContext:
@@ -86,22 +103,43 @@ class ClusterContext:
 def init(address: str | None = None, *, num_engines: int | None = None, num_cpus: float | None = None,
          num_gpus: float | None = None, resources: dict | None = None, ignore_reinit_error: bool = True,
          **config_overrides: Any) -> ClusterContext:
-    """Start a local cluster (head + one engine per core), or connect to a running one.
+    """Start a local cluster (head + engines), or connect to a running one.
 
-    Calling it again returns the same cluster, so re-running a notebook cell is harmless.
-    ``address`` may be ``"auto"`` (the newest cluster on this machine), a head's
-    ``tcp://host:port`` or the path of a connection file.
+    Engines: ``num_engines`` if given, else one per declared CPU (``num_cpus=4``: 4 engines, so 4
+    tasks run at once, as Ray starts 4 workers), else one per core. A declared ``num_cpus`` is the
+    node's fixed CPU count; without it the node has one CPU per engine (an engine added later brings
+    its CPU, see :func:`jpar.hooks.add_engines`).
+
+    Calling it again returns the same cluster, so re-running a notebook cell is harmless. As in Ray,
+    a cluster already running (one started on first use of put/get/remote() included) is kept:
+    different arguments then raise RuntimeError with ``ignore_reinit_error=False`` and are ignored
+    with a warning otherwise (jpar's default, so notebook cells can be re-run); call
+    :func:`shutdown` first to start another. ``address`` may be ``"auto"`` (the newest cluster on this
+    machine), a head's ``tcp://host:port`` or the path of a connection file.
     """
-    global _atexit_registered
+    global _atexit_registered, _auto_started, _init_args
+    args = {k: v for k, v in dict(address=address, num_engines=num_engines, num_cpus=num_cpus, num_gpus=num_gpus,
+                                  resources=resources, **config_overrides).items() if v is not None}
     with _init_lock:
         d = current_driver()
         if d is not None and not d.closed:
+            how = "started on first use" if _auto_started else f"started by init({_fmt_args(_init_args)})"
+            msg = (f"jpar.init({_fmt_args(args)}) was called while a cluster ({how}) is running, so that cluster "
+                   "is used and these arguments have no effect. Call jpar.shutdown() before jpar.init(...) to "
+                   "start a cluster with other settings.")
+            if not ignore_reinit_error:   # Ray's behaviour when asked not to ignore a second init
+                raise RuntimeError(f"Maybe you called jpar.init twice by accident? {msg} Pass "
+                                   "ignore_reinit_error=True (jpar's default) to get the running cluster instead.")
+            if _auto_started and args and args != _init_args:
+                import warnings
+
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
             return ClusterContext(d)
         config = Config.from_env(num_engines=num_engines, num_cpus=num_cpus, num_gpus=num_gpus, **config_overrides)
         if address is None:
-            n = config.num_engines or os.cpu_count() or 1
-            if n < 1:
-                raise ConfigError(f"num_engines must be >= 1, got {n}.")
+            from .launcher import engine_count
+
+            n = engine_count(config, num_engines)
             conn, proc = start_head(config, n, owner=True, resources=resources)
             try:
                 driver = Driver(conn, config, owns_cluster=True, process=proc)
@@ -114,6 +152,7 @@ def init(address: str | None = None, *, num_engines: int | None = None, num_cpus
             conn = _resolve_address(address, config)
             driver = Driver(conn, config)
         set_current_driver(driver)
+        _auto_started, _init_args = False, args
         from . import hooks
 
         hooks.apply_front_end()   # a notebook front end's hooks apply to this new driver too
@@ -121,6 +160,10 @@ def init(address: str | None = None, *, num_engines: int | None = None, num_cpus
             atexit.register(shutdown)
             _atexit_registered = True
         return ClusterContext(driver)
+
+
+def _fmt_args(args: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in args.items())
 
 
 def _resolve_address(address: str, config: Config) -> dict:
@@ -155,6 +198,8 @@ def shutdown() -> None:
         if d is None:
             return
         set_current_driver(None)
+        global _auto_started, _init_args
+        _auto_started, _init_args = False, {}
         d.close(stop_cluster=d.process is not None)
 
 
@@ -183,8 +228,12 @@ def _make_remote(target, options: dict):
 
 
 def get(object_refs, *, timeout: float | None = None):
-    """The value(s) of one ref or a list of refs, in order; raises a task's error as soon as it is known."""
-    d = require_driver("jpar.get()")
+    """The value(s) of one ref or a list of refs, in order; raises a task's error as soon as it is known.
+    ``timeout``: seconds (>= 0, or None to wait for ever); GetTimeoutError when they pass."""
+    if timeout is not None and not timeout >= 0:   # also rejects NaN
+        raise ValueError(f"jpar.get(timeout={timeout!r}): timeout must be a number of seconds >= 0, or None to "
+                         "wait until the values are ready.")
+    d = _driver("jpar.get()")
     if _blocking_check is not None:
         _blocking_check()
     if isinstance(object_refs, ObjectRef):
@@ -205,7 +254,7 @@ def put(value: Any) -> ObjectRef:
     """Store a value in the cluster once; pass the ref to many tasks instead of the value."""
     if isinstance(value, ObjectRef):
         raise TypeError("Calling jpar.put() on an ObjectRef is not allowed; pass the ref itself to tasks.")
-    return require_driver("jpar.put()").put(value)
+    return _driver("jpar.put()").put(value)
 
 
 def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True):
@@ -217,9 +266,10 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = Non
         raise ValueError("jpar.wait() got the same ObjectRef twice; pass each ref once.")
     if not 0 <= num_returns <= len(refs):
         raise ValueError(f"num_returns={num_returns} must be between 0 and the number of refs ({len(refs)}).")
-    if timeout is not None and timeout < 0:
-        raise ValueError("timeout must be >= 0 seconds or None.")
-    d = require_driver("jpar.wait()")
+    if timeout is not None and not timeout >= 0:   # also rejects NaN
+        raise ValueError(f"jpar.wait(timeout={timeout!r}): timeout must be a number of seconds >= 0, or None to "
+                         "wait until num_returns refs are ready.")
+    d = _driver("jpar.wait()")
     if _hooks._progress_reporter is not None:
         return _with_progress(refs, "wait", num_returns, lambda: d.wait(refs, num_returns, timeout, fetch_local))
     return d.wait(refs, num_returns, timeout, fetch_local)
@@ -240,7 +290,7 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     (``force=True`` kills the engine process instead); its get() raises TaskCancelledError."""
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"jpar.cancel() takes an ObjectRef, got {type(object_ref).__name__}.")
-    require_driver("jpar.cancel()").cancel(object_ref, force, recursive)
+    _driver("jpar.cancel()").cancel(object_ref, force, recursive)
 
 
 def nodes() -> list[dict]:

@@ -5,6 +5,7 @@
     jpar start --head [--num-engines N] [--port P]     a head (and N local engines), detached
     jpar start --address tcp://HOST:PORT [-n N]        N engines joining that head
     jpar status [--address A]                          engines, resources, tasks
+    jpar add-engines [--address A] [-n N]              N more engines on the head's host, each bringing a CPU
     jpar remove-engines [--address A] [-n N | --engine ID ...] [--no-wait]
                                                        drain engines and stop them (not replaced)
     jpar stop [--address A | --all]                    stop a cluster and all its processes
@@ -14,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
 
 from .config import Config
 from .errors import ClusterError, JparError
-from .launcher import find_clusters, node_resources, start_head
+from .launcher import engine_count, find_clusters, node_resources, start_head
 
 __all__ = ["main"]
 
@@ -37,8 +37,8 @@ def _connect(address: str | None, config: Config):
 def cmd_start(args, config: Config) -> int:
     if args.head:
         config = config.replace(bind_host=args.bind or config.bind_host, head_port=args.port or config.head_port)
-        conn, proc = start_head(config, args.num_engines if args.num_engines is not None else (os.cpu_count() or 1),
-                                owner=False, detach=True, node=args.node or "")
+        conn, proc = start_head(config, engine_count(config, args.num_engines), owner=False, detach=True,
+                                node=args.node or "")
         path = next((c["file"] for c in find_clusters(config) if c["cluster_id"] == conn["cluster_id"]), "")
         bound = conn.get("bound", conn["head"])   # the head advertises a concrete address for a wildcard bind
         listening = f" (listening on {bound})" if bound != conn["head"] else ""
@@ -53,7 +53,7 @@ def cmd_start(args, config: Config) -> int:
     from .api import _resolve_address
 
     conn = _resolve_address(args.connection_file or args.address, config)
-    n = args.num_engines if args.num_engines is not None else (os.cpu_count() or 1)
+    n = engine_count(config, args.num_engines)
     head = conn.get("head_ipc") if conn.get("local") and conn.get("head_ipc") else conn["head"]
     setup = {"key": conn["key"], "head": head, "node": args.node or socket.gethostname(),
              "resources": node_resources(config, n), "parent_pid": 0, "rundir": conn.get("rundir", ""),
@@ -91,19 +91,38 @@ def cmd_status(args, config: Config) -> int:
     return 0
 
 
+def cmd_add_engines(args, config: Config) -> int:
+    from .hooks import add_engines
+
+    d = _connect(args.address, config)
+    try:
+        try:
+            change = add_engines(args.num_engines, driver=d)
+        except (ValueError, LookupError, JparError) as exc:
+            print(f"jpar add-engines: {exc}", file=sys.stderr)
+            return 1
+        print(f"{change} to cluster at {d.conn['head']} (pids {', '.join(map(str, change.pids))})")
+    finally:
+        d.close()
+    return 0
+
+
 def cmd_remove_engines(args, config: Config) -> int:
+    import dataclasses
+
     from .errors import GetTimeoutError
     from .hooks import remove_engines
 
     d = _connect(args.address, config)
     try:
         try:
-            removed = remove_engines(args.num_engines, args.engine, wait=False, driver=d)
+            change = remove_engines(args.num_engines, args.engine, wait=False, driver=d)
         except (ValueError, LookupError) as exc:
             print(f"jpar remove-engines: {exc}", file=sys.stderr)
             return 1
+        removed = list(change.engine_ids)
         which = f"engine{'s' if len(removed) != 1 else ''} {', '.join(map(str, removed))}"
-        print(f"removing {which} from cluster at {d.conn['head']}: each stops once its running task is done",
+        print(f"{change} from cluster at {d.conn['head']}: each stops once its running task is done",
               flush=True)
         if not args.no_wait:
             try:
@@ -112,7 +131,7 @@ def cmd_remove_engines(args, config: Config) -> int:
                 print(f"jpar remove-engines: {which} still running tasks after {args.timeout} s; they leave once "
                       "done (`jpar status` shows them until then).", file=sys.stderr)
                 return 1
-            print(f"removed {which}")
+            print(dataclasses.replace(change, action="removed"))
     finally:
         d.close()
     return 0
@@ -146,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="show engines, resources and tasks")
     p.add_argument("--address", help="head address or connection file (default: the newest local cluster)")
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    p = sub.add_parser("add-engines", help="start engines on the head's host; each brings one CPU")
+    p.add_argument("--address", help="head address or connection file (default: the newest local cluster)")
+    p.add_argument("-n", "--num-engines", type=int, default=1, help="how many (default 1)")
     p = sub.add_parser("remove-engines", help="remove engines: each finishes its running task, then stops")
     p.add_argument("--address", help="head address or connection file (default: the newest local cluster)")
     p.add_argument("-n", "--num-engines", type=int, default=1, help="how many (default 1; idle ones first)")
@@ -159,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.from_env()
     try:
         return {"start": cmd_start, "status": cmd_status, "stop": cmd_stop,
-                "remove-engines": cmd_remove_engines}[args.command](args, config)
+                "add-engines": cmd_add_engines, "remove-engines": cmd_remove_engines}[args.command](args, config)
     except (JparError, ClusterError) as exc:
         print(f"jpar {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -24,7 +24,8 @@ class Config:
     """Cluster and client settings; frozen so one value is shared safely across threads."""
 
     num_engines: int = _setting(0, "JPAR_NUM_ENGINES", "Engines started by init() on this host; 0 means one per core.")
-    num_cpus: float = _setting(0.0, "JPAR_NUM_CPUS", "CPUs a host advertises; 0 means its core count.")
+    num_cpus: float = _setting(0.0, "JPAR_NUM_CPUS", "CPUs a host advertises, a fixed count; with no num_engines it is also how many engines start (rounded up). 0 means one CPU per engine, so the host's CPUs grow and shrink with its engines.")
+    auto_init: bool = _setting(True, "JPAR_AUTO_INIT", "Start a local cluster (as jpar.init() would) on the first put/get/wait/cancel/kill/get_actor or .remote() call when none is running, as Ray does; 0 makes those calls raise NotInitializedError instead.")
     num_gpus: float = _setting(-1.0, "JPAR_NUM_GPUS", "GPUs a host advertises; -1 means count CUDA_VISIBLE_DEVICES.")
     bind_host: str = _setting("127.0.0.1", "JPAR_BIND_HOST", "Interface TCP sockets bind to. With the default (loopback), a client of a head on another host (driver, engine, sidebar) binds the local address that routes to that head instead; set it to choose another. 0.0.0.0 (or ::) binds every interface, and the addresses given to other processes then name this host's address that routes to them (else its main IPv4 address), never 0.0.0.0.")
     head_port: int = _setting(0, "JPAR_HEAD_PORT", "TCP port of the head; 0 picks a free port.")
@@ -61,6 +62,15 @@ class Config:
 
 def _parse(f: dataclasses.Field, raw: str):
     kind = type(f.default)
+    if kind is bool:
+        flag = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                "off": False}.get(raw.strip().lower())
+        if flag is not None:
+            return flag
+        from .errors import ConfigError
+
+        raise ConfigError(f"{f.metadata['env']}={raw!r} is not a valid bool. Set it to 1 or 0 (true/false), "
+                          f"or unset it to use the default {f.default!r}.")
     try:
         return kind(raw)
     except ValueError:

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,10 +36,11 @@ import uuid
 from . import protocol as P
 from . import object_store, serialization, transport
 from .config import Config, runtime_dir
+from .launcher import prune_run_dirs, remove_sockets
 from .controller_actors import ACTOR_ACTIONS, ACTOR_CLIENT_MESSAGES, ActorHead
 from .errors import ActorDiedError, EngineCrashedError, ObjectLostError, ResourceError, TaskCancelledError
 from .scheduler import (CancelOnEngine, DispatchTask, DrainEngine, Failure, FreeObjects, ReplyObjects,
-                        RetireEngine, RevokeOnEngine, Scheduler, SendFailure, TaskState, Transition)
+                        RetireEngine, RevokeOnEngine, Scheduler, SendFailure, SpawnEngine, TaskState, Transition)
 
 log = logging.getLogger("jpar.head")
 
@@ -46,18 +48,19 @@ RETIRE_GRACE_S = 5.0   # a removed local engine that has not exited by then is k
 
 
 class Client:
-    __slots__ = ("no", "identity", "push", "pid", "kind", "owns", "last", "endpoint", "host")
+    __slots__ = ("no", "identity", "push", "pid", "kind", "owns", "last", "endpoint", "host", "fd")
 
     def __init__(self, no, identity, push, hello: P.Hello):
         self.no, self.identity, self.push = no, identity, push
         self.pid, self.kind, self.owns, self.endpoint, self.host = (
             hello.pid, hello.kind, hello.owns_cluster, hello.endpoint, hello.host)
         self.last = time.monotonic()
+        self.fd = -1                      # its connection to the router (liveness: see _connection_lost)
 
 
 class EngineInfo:
     __slots__ = ("id", "identity", "pid", "host", "node", "fns", "owners", "last", "proc", "metrics",
-                 "outbox", "started")
+                 "outbox", "started", "fds", "ctl_ready", "ctl_outbox")
 
     def __init__(self, eid, identity, hello: P.EngineHello, proc):
         self.id, self.identity, self.pid, self.host, self.node = eid, identity, hello.pid, hello.host, hello.node
@@ -68,6 +71,9 @@ class EngineInfo:
         self.metrics = None
         self.outbox: list = []
         self.started = time.time()
+        self.fds: set = set()             # its two connections (work, control) to the router
+        self.ctl_ready = False            # its control connection has spoken: messages to it are routable
+        self.ctl_outbox: list = []        # control messages waiting for that connection (never dropped)
 
 
 class Head(ActorHead):
@@ -92,11 +98,13 @@ class Head(ActorHead):
         self.failures: dict[int, list] = {}
         self.wait_engines: list = []            # (client_no, req_id, n)
         self.wait_gone: list = []               # (client_no, req_id, engine ids): answered once all are gone
+        self.adding: list = []                  # [client_no, req_id, pids, joined ids]: AddEngines not yet answered
         self.retired: dict[int, float] = {}     # pid of a removed local engine -> when to kill it (monotonic)
         self.children: dict[int, subprocess.Popen] = {}   # pid -> engine process
         self.want_local = int(setup.get("num_engines", 0))
         self.owner_pid = int(setup.get("owner_pid", 0))
         self.stopping = False
+        self.extra_pids: set = set()            # temporary engines started for blocked tasks (SpawnEngine)
         self.started = time.time()
         self.tasks_finished = 0
         self.events_published = 0    # events sent on the stream (task ones only while someone listens)
@@ -109,6 +117,10 @@ class Head(ActorHead):
         host = self.config.bind_host
         self.router, bound = transport.bind_router(
             [f"ipc://{self.rundir}/head", f"tcp://{host}:{self.config.head_port or 0}"], self.signer)
+        self.monitor = transport.Monitor(self.router)   # connections that dropped: peers gone or stopped
+        self.fd_owner: dict[int, object] = {}           # router connection fd -> EngineInfo or Client
+        self.incidents = 0                               # failures seen: the run dir's logs are kept
+        prune_run_dirs(runtime_dir(self.config), keep=self.rundir)
         self.head_ipc, self.head_bound = bound
         self.pub, self.pub_bound = transport.bind_pub(f"tcp://{host}:0", self.signer)
         # bound on a wildcard (0.0.0.0, ::): advertise an address other hosts can connect to
@@ -116,6 +128,8 @@ class Head(ActorHead):
         self.pub_tcp = transport.advertised_endpoint(self.pub_bound)
         for _ in range(self.want_local):
             self._spawn_engine()
+        if self.want_local:   # engines here are ours to start: extra ones too, while tasks are blocked in get()
+            self.sched.spawn_nodes.add(self.sched.head_node)
         self.conn = {
             "cluster_id": self.cluster_id, "key": self.key.hex(), "head": self.head_tcp, "head_ipc": self.head_ipc,
             "events": self.pub_tcp, "bound": self.head_bound, "pid": os.getpid(), "rundir": self.rundir, "started": self.started,
@@ -133,6 +147,7 @@ class Head(ActorHead):
             "resources": self.setup.get("resources", {}), "parent_pid": os.getpid(), "rundir": self.rundir,
             "log_level": self.config.log_level, "metrics_interval_s": self.config.metrics_interval_s,
             "start_timeout_s": self.config.start_timeout_s, "spin_s": self.config.spin_s,
+            "heartbeat": transport.liveness_heartbeat(self.config.heartbeat_s, self.config.dead_after_s),
             "store": self.store_settings,
         }
         if actor is not None:
@@ -149,6 +164,7 @@ class Head(ActorHead):
         if actor is not None:
             return proc
         self.children[proc.pid] = proc
+        return proc
 
     # ------------------------------------------------------------ main loop
     def run(self) -> None:
@@ -164,19 +180,13 @@ class Head(ActorHead):
         busy_until = 0.0
         try:
             while not self.stopping:
-                item = router.recv_from_nowait()
-                if item is None:
-                    if time.perf_counter() < busy_until or router.sock.poll(50):
-                        continue
-                else:
+                # Bounded work per turn: at most RECV_BUDGET messages read, valid or not, so a flood of
+                # junk still leaves every turn to the liveness checks, heartbeats and dispatch below.
+                handled, read = router.drain_from(self._handle, transport.RECV_BUDGET)
+                if handled:
                     busy_until = time.perf_counter() + spin
-                    n = 0
-                    while item is not None:
-                        self._handle(*item)
-                        n += 1
-                        if n >= 2000:
-                            break
-                        item = router.recv_from_nowait()
+                elif not read and time.perf_counter() >= busy_until:
+                    router.sock.poll(50)   # idle: wait for input or the next check
                 self._flush()
                 now = time.monotonic()
                 if now >= next_check:
@@ -186,10 +196,13 @@ class Head(ActorHead):
                     self.stores.tick(now)   # recycle freed segments once no process maps them
                     self.sched.now = now
                     self._apply(self.sched.tick())
+                    router.tick_drop_log()
+                    self.pub.tick_drop_log()
                 if now >= next_hb:
                     next_hb = now + hb
                     for e in self.engines.values():
-                        router.send_to(e.identity + b"/ctl", P.Heartbeat())
+                        if e.ctl_ready:
+                            router.send_to(e.identity + b"/ctl", P.Heartbeat())
                     for c in self.clients.values():
                         c.push.send(P.Heartbeat(), nowait=True)
         finally:
@@ -231,6 +244,8 @@ class Head(ActorHead):
                 self._query(client, msg)
             elif t is P.RemoveEngines:
                 self._remove_engines(client, msg)
+            elif t is P.AddEngines:
+                self._add_engines(client, msg)
             elif t is P.CancelClientTasks:
                 self._cancel_client_tasks(client, msg)
             elif t is P.Goodbye:
@@ -255,6 +270,10 @@ class Head(ActorHead):
         eng = self.ctl_ids.get(identity)
         if eng is not None:
             eng.last = time.monotonic()
+            if not eng.ctl_ready:   # its control connection is up: what waited for it goes now
+                self._track_fd(eng)
+                eng.ctl_ready = True
+                self._flush_ctl(eng)
             if t is P.Revoked:
                 self._apply(self.sched.revoked(eng.id, msg.task_ids))
             elif t is P.Metrics:
@@ -271,8 +290,8 @@ class Head(ActorHead):
             self._hello(identity, msg)
         elif t is P.EngineHello:
             self._engine_hello(identity, msg)
-        else:
-            log.warning("message %s from an unknown peer dropped", t.__name__)
+        else:   # counted and summarized with the invalid ones: a stream of these must not flood the log
+            self.router._drop(f"{t.__name__} from a peer that is not registered", identity)
 
     def _hello(self, identity: bytes, msg: P.Hello) -> None:
         no = self.next_client
@@ -281,6 +300,7 @@ class Head(ActorHead):
         client = Client(no, identity, push, msg)
         self.clients[identity] = client
         self.clients_by_no[no] = client
+        self._track_fd(client)
         self._apply(self.sched.client_added(no))
         # the addresses that route to this client (a head on several networks)
         push.send(P.Welcome(no, self.cluster_id, {"head": transport.advertised_endpoint(self.head_bound, msg.endpoint),
@@ -296,11 +316,14 @@ class Head(ActorHead):
         self.engines[identity] = eng
         self.engines_by_id[eid] = eng
         self.ctl_ids[identity + b"/ctl"] = eng
+        self._track_fd(eng)
         resources = dict(msg.resources) or _default_resources()
         self.router.send_to(identity, P.EngineWelcome(eid, self.config.heartbeat_s, self.config.dead_after_s))
         self.events.append(P.Event(time.time(), "engine", eid, "alive", {"pid": msg.pid, "node": msg.node}))
-        self._apply(self.sched.engine_added(eid, msg.node or msg.host, resources))
+        self._apply(self.sched.engine_added(eid, msg.node or msg.host, resources, extra=msg.pid in self.extra_pids))
         self._answer_engine_waits()
+        if self.adding:
+            self._answer_adds(msg.pid, eid)
 
     def _answer_engine_waits(self) -> None:
         still = []
@@ -321,16 +344,69 @@ class Head(ActorHead):
         self.wait_gone = still
 
     def _remove_engines(self, client: Client, msg: P.RemoveEngines) -> None:
-        """Drain engines; answered at once with their ids (they leave once their running tasks end)."""
+        """Drain engines; answered at once with their ids, pids and what they give back (they leave
+        once their running tasks end)."""
         try:
             actions = self.sched.drain_engines(int(msg.count), tuple(msg.engine_ids or ()))
         except (ValueError, TypeError, LookupError) as exc:   # nothing changed: the client raises it
             self._answer(client.no, msg.req_id, exc)
             return
         ids = sorted({a.engine_id for a in actions if type(a) is DrainEngine})
+        freed: dict = {}
+        for i in ids:
+            for k, v in self.sched.engine_share(i)[0].items():
+                freed[k] = freed.get(k, 0.0) - v
         log.info("client %d removes engines %s", client.no, ids)
         self._apply(actions)
-        self._answer(client.no, msg.req_id, ids)
+        pids = [self.engines_by_id[i].pid for i in ids if i in self.engines_by_id]
+        self._answer(client.no, msg.req_id, {"engine_ids": ids, "resources": freed, "pids": pids,
+                                             "fixed": self._fixed_note()})
+
+    def _fixed_note(self) -> str:
+        """Why engines on the head's node bring no CPU (a declared num_cpus), or ""."""
+        node = self.setup.get("node", "")
+        cpus = self.setup.get("resources", {}).get("CPU")
+        grows = self.sched.node_grows(node)
+        if cpus is None or (grows is not None and grows.get("CPU")):
+            return ""
+        return (f"node {node!r} has a fixed CPU count ({cpus:g}, declared with num_cpus= or JPAR_NUM_CPUS when the "
+                "cluster started), so its engines neither bring nor take CPUs")
+
+    def _add_engines(self, client: Client, msg: P.AddEngines) -> None:
+        """Start engines on this host; answered once all have joined (see _answer_adds)."""
+        n = int(msg.count)
+        note = self._fixed_note()
+        refusal: Exception | None = None
+        if n < 1:
+            refusal = ValueError(f"Adding {n} engines does nothing; ask for at least one.")
+        elif note:
+            refusal = ResourceError(f"Cannot add capacity: {note}. Another engine would run no more tasks at once. "
+                                    "Start the cluster without num_cpus to let each engine bring one CPU.")
+        elif self.stopping:
+            refusal = ValueError("The cluster is stopping; it takes no new engines.")
+        if refusal is not None:   # nothing started: the client raises it
+            self._answer(client.no, msg.req_id, refusal)
+            return
+        pids = {self._spawn_engine().pid for _ in range(n)}
+        log.info("client %d adds engines (pids %s)", client.no, sorted(pids))
+        self.adding.append([client.no, msg.req_id, pids, []])
+
+    def _answer_adds(self, pid: int, eid: int) -> None:
+        for entry in self.adding:
+            if pid in entry[2]:
+                entry[2].discard(pid)
+                entry[3].append(eid)
+                if not entry[2]:
+                    self.adding.remove(entry)
+                    ids = entry[3]
+                    added: dict = {}
+                    for i in ids:
+                        for k, v in self.sched.engine_share(i)[0].items():
+                            added[k] = added.get(k, 0.0) + v
+                    self._answer(entry[0], entry[1], {
+                        "engine_ids": ids, "pids": [self.engines_by_id[i].pid for i in ids if i in self.engines_by_id],
+                        "resources": added, "node": self.setup.get("node", ""), "fixed": ""})
+                return
 
     def _cancel_client_tasks(self, client: Client, msg: P.CancelClientTasks) -> None:
         try:
@@ -401,6 +477,7 @@ class Head(ActorHead):
                 "node_resources": {n.name: dict(n.total) for n in self.sched.nodes.values()},
                 "scheduler": dataclasses.asdict(self.sched.statistics()), "functions": len(self.functions),
                 "events": {"published": self.events_published, "listened": self.pub.listened},
+                "wire": {"dropped": self.router.dropped + self.pub.dropped, "replays_refused": self.router.guard.refused},
                 "actors": self._actor_status()}
 
     # ------------------------------------------------------------ actions
@@ -432,11 +509,11 @@ class Head(ActorHead):
             elif t is RevokeOnEngine:
                 e = self.engines_by_id.get(a.engine_id)
                 if e is not None:
-                    self.router.send_to(e.identity + b"/ctl", P.Revoke(list(a.task_ids)))
+                    self._send_ctl(e, P.Revoke(list(a.task_ids)))
             elif t is CancelOnEngine:
                 e = self.engines_by_id.get(a.engine_id)
                 if e is not None:
-                    self.router.send_to(e.identity + b"/ctl", P.CancelTask(a.task_id, a.force))
+                    self._send_ctl(e, P.CancelTask(a.task_id, a.force))
             elif t is FreeObjects:
                 self.stores.free(a.object_ids)   # shared-memory segments of those objects, if any
             elif t is DrainEngine:
@@ -445,6 +522,11 @@ class Head(ActorHead):
                 e = self.engines_by_id.get(a.engine_id)
                 if e is not None:
                     self._retire(e)
+            elif t is SpawnEngine:
+                if self.stopping:
+                    self._apply(self.sched.spawn_failed(a.node))
+                else:
+                    self.extra_pids.add(self._spawn_engine().pid)
             elif t in ACTOR_ACTIONS:
                 self._apply_actor(a)
 
@@ -521,7 +603,49 @@ class Head(ActorHead):
             self.events_published += len(events)
             self.pub.send(P.Events(events), nowait=True)
 
+    # ------------------------------------------------------------ control messages
+    def _send_ctl(self, eng: EngineInfo, msg: P.Message) -> None:
+        """A control message (CancelTask, Revoke) for an engine's control thread: delivered, or kept
+        until its control connection is up (the router refuses a send to a peer not yet connected)."""
+        if eng.ctl_outbox or not eng.ctl_ready or not self.router.send_to(eng.identity + b"/ctl", msg):
+            eng.ctl_outbox.append(msg)
+
+    def _flush_ctl(self, eng: EngineInfo) -> None:
+        while eng.ctl_outbox and self.router.send_to(eng.identity + b"/ctl", eng.ctl_outbox[0]):
+            eng.ctl_outbox.pop(0)
+
     # ------------------------------------------------------------ liveness
+    def _track_fd(self, peer) -> None:
+        """Note the connection the current message came on: when it drops, the peer is gone."""
+        fd = self.router.last_fd()
+        if fd < 0:
+            return
+        self._connections_lost()   # a drop noticed before this fd was reused belongs to the old peer
+        self.fd_owner[fd] = peer
+        if type(peer) is Client:
+            peer.fd = fd
+        else:
+            peer.fds.add(fd)
+
+    def _connections_lost(self) -> None:
+        """Peers whose connection libzmq dropped: closed, or no answer to its ZMTP heartbeats (answered
+        by the peer's I/O thread, so a task holding the GIL does not count as silence)."""
+        for fd in self.monitor.disconnected():
+            peer = self.fd_owner.pop(fd, None)
+            if type(peer) is Client:
+                if self.clients.get(peer.identity) is peer:
+                    self._client_gone(peer, "its connection was lost")
+            elif peer is not None and self.engines_by_id.get(peer.id) is peer:
+                self.incidents += 1
+                if peer.proc is not None and peer.proc.poll() is None:
+                    peer.proc.kill()   # stopped or hung beyond the heartbeat: it will not come back
+                self._engine_gone(peer, "lost its connection to the head (no heartbeat answer or closed)")
+
+    def _forget_fds(self, peer) -> None:
+        for fd in ([peer.fd] if type(peer) is Client else peer.fds):
+            if self.fd_owner.get(fd) is peer:
+                del self.fd_owner[fd]
+
     def _check_liveness(self, now: float) -> None:
         if self.owner_pid and os.getppid() != self.owner_pid:
             self._request_stop("the process that started the cluster is gone")
@@ -529,32 +653,49 @@ class Head(ActorHead):
         for pid, proc in list(self.children.items()):
             if proc.poll() is not None:
                 del self.children[pid]
+                extra = pid in self.extra_pids
+                self.extra_pids.discard(pid)
                 if self.retired.pop(pid, None) is not None:
                     continue   # removed on request: reaped, not replaced
                 eng = next((e for e in self.engines_by_id.values() if e.pid == pid), None)
-                log.warning("engine pid %d exited with %s", pid, proc.returncode)
+                if proc.returncode == 4:   # a forced cancel ended it: expected
+                    log.info("engine pid %d exited with %s", pid, proc.returncode)
+                else:
+                    self.incidents += 1
+                    log.warning("engine pid %d exited with %s", pid, proc.returncode)
                 if eng is not None:
-                    self._engine_gone(eng, f"exited with code {proc.returncode}")
-                if not self.stopping:
+                    self._engine_gone(eng, exit_text(proc.returncode))
+                elif extra:
+                    self._apply(self.sched.spawn_failed(self.sched.head_node))
+                if not self.stopping and not extra:
                     self._spawn_engine()
             elif now > self.retired.get(pid, now):
                 log.warning("removed engine pid %d did not exit; killing it", pid)
                 proc.kill()   # reaped at the next check
         self._check_actor_procs()
+        self._connections_lost()
+        # Silence alone proves nothing while the connection stands (a task may hold the GIL): it
+        # counts only for a peer whose connection could not be tracked, or a local engine the OS
+        # says is stopped or gone.
         dead_after = self.config.dead_after_s
         for eng in [e for e in self.engines_by_id.values() if now - e.last > dead_after]:
+            if eng.fds and not _stopped(eng.proc):
+                continue
+            self.incidents += 1
             if eng.proc is not None:
                 eng.proc.kill()
             self._engine_gone(eng, f"silent for {now - eng.last:.1f} s")
-        for client in [c for c in self.clients.values() if now - c.last > dead_after]:
+        for client in [c for c in self.clients.values() if now - c.last > dead_after and c.fd < 0]:
             self._client_gone(client, f"silent for {now - client.last:.1f} s")
 
     def _engine_gone(self, eng: EngineInfo, why: str, state: str = "dead") -> None:
+        self._forget_fds(eng)
+        eng.ctl_outbox.clear()
         self.engines.pop(eng.identity, None)
         self.engines_by_id.pop(eng.id, None)
         self.ctl_ids.pop(eng.identity + b"/ctl", None)
         self.events.append(P.Event(time.time(), "engine", eng.id, state, {"why": why}))
-        self._apply(self.sched.engine_removed(eng.id))
+        self._apply(self.sched.engine_removed(eng.id, why))
         if self.wait_gone:
             self._answer_gone_waits()
 
@@ -569,6 +710,7 @@ class Head(ActorHead):
         self._engine_gone(eng, "removed on request", "removed")
 
     def _client_gone(self, client: Client, why: str) -> None:
+        self._forget_fds(client)
         self.clients.pop(client.identity, None)
         self.clients_by_no.pop(client.no, None)
         client.push.close()
@@ -578,6 +720,30 @@ class Head(ActorHead):
             self._request_stop(f"owning client {client.no} left ({why})")
 
     # ------------------------------------------------------------ stop
+    def _stop_children(self, grace_s: float) -> None:
+        """Wait for the engines (told to shut down) together for ``grace_s``, kill the rest, then kill
+        whatever their tasks left running (this process is their subreaper, so they are ours)."""
+        import psutil
+
+        from .engine import stop_descendants
+
+        procs = []
+        for proc in self.children.values():
+            try:
+                procs.append(psutil.Process(proc.pid))
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=grace_s)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=5.0)
+        for proc in self.children.values():
+            proc.poll()
+        stop_descendants(grace_s=0)
+
     def _shutdown(self) -> None:
         self._shutdown_actors()
         for e in self.engines_by_id.values():
@@ -585,43 +751,56 @@ class Head(ActorHead):
             self.router.send_to(e.identity + b"/ctl", P.Shutdown("cluster stopping"))
         for c in self.clients.values():
             c.push.send(P.Shutdown("cluster stopping"), nowait=True)
-        deadline = time.monotonic() + 3.0
-        for proc in self.children.values():
-            try:
-                proc.wait(timeout=max(0.05, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        self._stop_children(grace_s=3.0)
         self.stores.close()   # every segment and spill file of this cluster on this host
         try:
             os.unlink(self.conn_file)
         except OSError:
             pass
+        self.router.report_drops()
+        self.pub.report_drops()
+        self.monitor.close()
         for ch in [self.router, self.pub] + [c.push for c in self.clients.values()]:
             ch.close()
-        for name in os.listdir(self.rundir):
-            if name == "head" or name.startswith("engine-") and name.endswith(".log"):
-                try:
-                    os.unlink(os.path.join(self.rundir, name))
-                except OSError:
-                    pass
-        try:
-            os.rmdir(self.rundir)
-        except OSError:
-            pass
+        failed = self.incidents or _errors_logged.count or self.router.dropped or self.pub.dropped
+        if failed:   # keep the logs of a run that went wrong (bounded: see prune_run_dirs); sockets go
+            log.warning("keeping the logs in %s (%d incident(s), %d error(s) logged, %d invalid message(s))",
+                        self.rundir, self.incidents, _errors_logged.count, self.router.dropped + self.pub.dropped)
+            remove_sockets(self.rundir)
+        else:
+            shutil.rmtree(self.rundir, ignore_errors=True)
 
 
 def _failure_error(kind: Failure, detail) -> Exception:
     if kind is Failure.CANCELLED:
         return TaskCancelledError(*detail) if isinstance(detail, tuple) else TaskCancelledError(str(detail))
     if kind is Failure.ENGINE_CRASHED:
-        return EngineCrashedError(f"{detail}. Make the task use less memory or fix what kills its process, "
-                                  "or raise max_retries in .options().")
+        text = str(detail)
+        if "SIGKILL" in text:
+            advice = ("Unless something killed it on purpose, the machine probably ran out of memory (the OS's "
+                      "out-of-memory killer sends SIGKILL): make the task use less memory")
+        else:
+            advice = ("A task that crashes its interpreter (a segfault in C code, os._exit(), os.abort()) ends its "
+                      "engine: fix what ends the process")
+        return EngineCrashedError(f"{text}. {advice}, or raise max_retries in .options().")
     if kind is Failure.INFEASIBLE:
         return ResourceError(str(detail))
     if kind is Failure.ACTOR_DIED:
         return ActorDiedError(str(detail))
     return ObjectLostError(str(detail))
+
+
+def exit_text(returncode: int | None) -> str:
+    """How a process ended, for error messages: "exited with code 3", "killed by signal 9 (SIGKILL)"."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            name = f" ({signal.Signals(-returncode).name})"
+        except ValueError:
+            name = ""
+        return f"killed by signal {-returncode}{name}"
+    return f"exited with code {returncode}"
 
 
 def _default_resources() -> dict:
@@ -632,11 +811,41 @@ def new_cluster_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
+def _stopped(proc) -> bool:
+    """Whether a local engine's process is stopped (SIGSTOP), a zombie or gone; False when not ours."""
+    if proc is None:
+        return True
+    import psutil
+
+    try:
+        return psutil.Process(proc.pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
+        return True
+
+
+class _ErrorCount(logging.Handler):
+    """Counts records at ERROR and above: a run that logged one keeps its run directory's logs."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.count = 0
+
+    def emit(self, record) -> None:
+        self.count += 1
+
+
+_errors_logged = _ErrorCount()
+
+
 def main() -> None:
     setup = json.loads(sys.stdin.readline())
     sys.stdin.close()
     logging.basicConfig(level=setup.get("config", {}).get("log_level", "WARNING"),
                         format=f"%(asctime)s head[{os.getpid()}] %(levelname)s %(message)s")
+    logging.getLogger().addHandler(_errors_logged)
+    from .engine import become_subreaper
+
+    become_subreaper()   # what engines' tasks leave behind outlives them as our descendants: swept at shutdown
     head = Head(setup)
     head.start()
     head.run()

@@ -11,6 +11,10 @@ this carries its actions out::
 
 An actor process is a child of the head like an engine, but it is never respawned blindly:
 its exit is an event for the scheduler, which restarts it (a new *incarnation*) or lets it die.
+At most :func:`starting_limit` actor processes start at once (the rest wait in line): hundreds
+of Python processes importing at the same time on a few cores would starve the head itself,
+which must stay responsive (to stop the cluster, among others). At shutdown every actor
+process is killed at once and waited for together.
 """
 
 from __future__ import annotations
@@ -20,16 +24,17 @@ import os
 import socket
 import subprocess
 import time
+from collections import deque
 
 from . import protocol as P
 from . import serialization
 from .errors import ActorDiedError
-from .scheduler_actors import (ActorState, ActorTransition, CallEvent, NotifyActor, ReplyActor, SpawnActor,
-                               StopActor)
+from .scheduler_actors import (ActorState, ActorTransition, CallEvent, CancelCall, NotifyActor, ReplyActor,
+                               SpawnActor, StopActor)
 
 log = logging.getLogger("jpar.head")
 
-ACTOR_ACTIONS = (ActorTransition, CallEvent, NotifyActor, ReplyActor, SpawnActor, StopActor)
+ACTOR_ACTIONS = (ActorTransition, CallEvent, CancelCall, NotifyActor, ReplyActor, SpawnActor, StopActor)
 ACTOR_CLIENT_MESSAGES = (P.CreateActor, P.ActorLookup, P.KillActor, P.ReleaseActor, P.ActorCallsDone)
 
 
@@ -40,6 +45,8 @@ class ActorHead:
         self.actor_peers: dict[bytes, tuple[int, int]] = {}      # identity -> (actor id, incarnation)
         self.actor_procs: dict[tuple[int, int], subprocess.Popen] = {}
         self.actor_pids: dict[tuple[int, int], int] = {}
+        self.actor_spawns: deque = deque()                       # SpawnActor waiting for a start slot
+        self.actor_starting: set = set()                         # (id, incarnation) started, not ready yet
         self.sched.head_node = self.setup.get("node") or socket.gethostname()
 
     # ------------------------------------------------------------ messages
@@ -70,7 +77,10 @@ class ActorHead:
             self.actor_pids[key] = msg.pid
             spec = actor.spec
             self.router.send_to(identity, P.ActorSetup(spec, msg.incarnation, self.functions.get(spec.fn_id, b"")))
+            for tid in [t for t, a in self.sched.cancelled_calls.items() if a == msg.actor_id]:
+                self.router.send_to(identity, P.CancelTask(tid, False))   # a resent call must not run again
         elif t is P.ActorReady:
+            self._actor_started((msg.actor_id, msg.incarnation))
             actor = self.sched.actors.get(msg.actor_id)
             host = socket.gethostname()
             self._apply(self.sched.actor_ready(msg.actor_id, msg.incarnation, msg.status == P.OK, msg.endpoints,
@@ -111,6 +121,12 @@ class ActorHead:
             self._stop_actor(a.actor_id, a.incarnation)
         elif t is ReplyActor:
             self._answer(a.client, a.req_id, {"actor_id": a.actor_id, "error": a.error})
+        elif t is CancelCall:
+            actor = self.sched.actors.get(a.actor_id)
+            key = (a.actor_id, actor.incarnation) if actor is not None else None
+            for ident, k in self.actor_peers.items():
+                if k == key:
+                    self.router.send_to(ident, P.CancelTask(a.task_id, False))
 
     def _actor_info(self, actor_id: int) -> P.ActorInfo:
         actor = self.sched.actors.get(actor_id)
@@ -127,14 +143,29 @@ class ActorHead:
         return P.ActorInfo(actor_id, actor.state.value, actor.incarnation, list(actor.endpoints), actor.host, detail)
 
     def _spawn_actor(self, a: SpawnActor) -> None:
+        if len(self.actor_starting) >= starting_limit():
+            self.actor_spawns.append(a)
+            return
         proc = self._spawn_engine(actor={"id": a.actor_id, "incarnation": a.incarnation,
                                          "gpu_ids": list(a.gpu_ids), "bind_host": self.config.bind_host})
         self.actor_procs[(a.actor_id, a.incarnation)] = proc
+        self.actor_starting.add((a.actor_id, a.incarnation))
+
+    def _actor_started(self, key: tuple) -> None:
+        """An actor process finished starting (ready, failed or gone): the next in line may start."""
+        self.actor_starting.discard(key)
+        while self.actor_spawns and len(self.actor_starting) < starting_limit() and not self.stopping:
+            self._spawn_actor(self.actor_spawns.popleft())
 
     def _stop_actor(self, actor_id: int, incarnation: int) -> None:
         proc = self.actor_procs.get((actor_id, incarnation))
         if proc is not None and proc.poll() is None:
             proc.kill()
+            return
+        waiting = next((a for a in self.actor_spawns if (a.actor_id, a.incarnation) == (actor_id, incarnation)), None)
+        if waiting is not None:   # never started: its "death" is news to the scheduler all the same
+            self.actor_spawns.remove(waiting)
+            self._apply(self.sched.actor_process_died(actor_id, incarnation, "was stopped before it started"))
 
     def _named_actor(self, name) -> dict | None:
         actor = self.sched.named_actor(str(name))
@@ -161,6 +192,7 @@ class ActorHead:
                 continue
             del self.actor_procs[key]
             self.actor_pids.pop(key, None)
+            self._actor_started(key)
             for ident in [i for i, k in self.actor_peers.items() if k == key]:
                 del self.actor_peers[ident]
             self._unlink_actor_files(*key)
@@ -174,13 +206,24 @@ class ActorHead:
             pass
 
     def _shutdown_actors(self) -> None:
-        for ident in self.actor_peers:
-            self.router.send_to(ident, P.Shutdown("cluster stopping"))
+        """Kill every actor process at once and wait for them together (an actor holds no state
+        worth a graceful stop when the cluster ends; what its calls started the head sweeps)."""
+        import psutil
+
+        self.actor_spawns.clear()
+        procs = []
         for proc in self.actor_procs.values():
             if proc.poll() is None:
-                proc.kill()
+                try:
+                    procs.append(psutil.Process(proc.pid))
+                    proc.kill()
+                except (psutil.Error, OSError):
+                    pass
+        _, alive = psutil.wait_procs(procs, timeout=10.0)
+        if alive:
+            log.warning("%d actor processes did not exit after SIGKILL", len(alive))
         for key, proc in self.actor_procs.items():
-            proc.wait()
+            proc.poll()
             self._unlink_actor_files(*key)
         self.actor_procs.clear()
         for name in os.listdir(self.rundir):
@@ -189,3 +232,8 @@ class ActorHead:
                     os.unlink(os.path.join(self.rundir, name))
                 except OSError:
                     pass
+
+
+def starting_limit() -> int:
+    """How many actor processes may be starting at once: a few per core."""
+    return max(8, 4 * (os.cpu_count() or 1))

@@ -33,7 +33,7 @@ from . import protocol as P
 from . import serialization, transport
 from .config import Config
 from .errors import ClusterError, GetTimeoutError, HeadDiedError, NotInitializedError
-from .refs import ObjectRef
+from .refs import ObjectRef, check_cluster
 
 __all__ = ["Driver", "current_driver", "require_driver", "set_current_driver"]
 
@@ -224,6 +224,7 @@ class Driver:
         return ObjectRef(oid, self.client_no, self)
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        check_cluster([ref], self.cluster_id)
         self.cancel_ids([ref.id], force, recursive)
 
     def cancel_ids(self, task_ids, force: bool = False, recursive: bool = True) -> None:
@@ -308,10 +309,16 @@ class Driver:
         self._flush_released()
 
     def _flush_released(self) -> None:
+        """Send the ids in ``released``. put() (user thread) and the receiver thread both call this,
+        so each id is taken with one atomic popleft: checking ``while rel`` first would race."""
         ids = []
         rel = self.released
-        while rel:
-            ids.append(rel.popleft())
+        pop = rel.popleft
+        while True:
+            try:
+                ids.append(pop())
+            except IndexError:
+                break
         if ids:
             for oid in ids:
                 self.results.pop(oid, None)
@@ -384,6 +391,7 @@ class Driver:
 
     def get(self, refs: list, timeout: float | None) -> list:
         """Values of ``refs`` in order; raises the first error as soon as it is known."""
+        check_cluster(refs, self.cluster_id)
         self.flush()
         self._request_missing(refs)
         results = self.results
@@ -433,6 +441,7 @@ class Driver:
             )
 
     def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool = True):
+        check_cluster(refs, self.cluster_id)
         self.flush()
         self._request_missing(refs)
         results = self.results
@@ -453,6 +462,7 @@ class Driver:
         return ready, not_ready
 
     def future(self, ref: ObjectRef) -> concurrent.futures.Future:
+        check_cluster([ref], self.cluster_id)
         fut: concurrent.futures.Future = concurrent.futures.Future()
         fut.set_running_or_notify_cancel()
         with self.cond:

@@ -10,7 +10,10 @@
 
 The main thread runs one task at a time, in the order the head queued them. A task that
 calls ``jpar.get`` on something not ready tells the head it is blocked and, while it
-waits, runs the engine's other queued tasks inline, so nested tasks never deadlock.
+waits, runs inline only the tasks it submitted itself (they cannot wait for it); the head
+gives other work to other engines, starting an extra one if all are blocked, so nested
+tasks never deadlock. Processes tasks start are the engine's to reap and to stop when it
+exits (it is their subreaper); a forked copy of the engine exits when the task returns.
 Output printed by a task is captured (never written to inherited file descriptors) and
 sent to the task's owner, tagged with the task id. The engine exits when its head goes
 silent or its parent process (the head, for local engines) disappears, and on the head's
@@ -32,6 +35,7 @@ from collections import deque
 
 from . import protocol as P
 from . import context, serialization, transport
+from .errors import JparError, SerializationError
 
 log = logging.getLogger("jpar.engine")
 
@@ -41,6 +45,84 @@ _ENGINE_FRAMES = 1
 
 class _Cancel(BaseException):
     """Raised in the main thread by the control thread's SIGINT to stop a cancelled task."""
+
+
+# ---------------------------------------------------------------- processes that tasks start
+# A task may start processes (subprocess, multiprocessing, os.fork()). The engine is their
+# subreaper, so even the ones whose parent exits (double forks, `cmd &`) stay its descendants;
+# it reaps them while idle and stops every descendant when it exits. A forked copy of the
+# engine never runs the engine: it exits when the task function returns in it, and dies with
+# the engine (PR_SET_PDEATHSIG).
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_process_pid = 0      # the engine (or actor) process; another pid means a forked copy
+
+
+def _prctl(option: int, arg: int) -> bool:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0) == 0
+    except (OSError, AttributeError):   # not Linux: no prctl
+        return False
+
+
+def _after_fork_in_child() -> None:
+    if _process_pid and os.getpid() != _process_pid:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def guard_process() -> None:
+    """Make this process the keeper of what its tasks start (call once, at the engine's start)."""
+    global _process_pid
+    if not _process_pid:
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+    _process_pid = os.getpid()
+    become_subreaper()
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants of this process are re-parented to it, not to init (Linux 3.4+)."""
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def exit_if_forked(returned: bool) -> None:
+    """In a copy of the engine forked by a task, the task function has returned: end that copy here."""
+    if _process_pid and os.getpid() != _process_pid:
+        os._exit(0 if returned else 1)
+
+
+def reap_children() -> None:
+    """Collect exited child processes (call only while no task runs: a task may wait on its own)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def stop_descendants(grace_s: float = 1.0) -> None:
+    """Stop every process this one's tasks left behind: SIGTERM, then SIGKILL after ``grace_s``."""
+    import psutil
+
+    try:
+        procs = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    if not procs:
+        return
+    for p in procs:
+        try:
+            p.kill() if grace_s <= 0 else p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=max(grace_s, 0.2))
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=1.0)
 
 
 class TaskStream:
@@ -125,6 +207,7 @@ class Engine:
         self.engine_id = welcome.engine_id
         self.store = self._attach_store()
         context.set_current(engine_id=self.engine_id, node=self.setup.get("node") or self.hostname)
+        context.set_cancel_check(lambda task_id: task_id in self.cancelled)
         self.heartbeat_s = welcome.heartbeat_s
         self.dead_after_s = welcome.dead_after_s
         sys.stdout = TaskStream(self, "stdout")
@@ -141,6 +224,8 @@ class Engine:
                 # keep polling briefly after work: waking a sleeping process is the slowest part of a hop
                 idle_wait = 0 if self.queue or time.perf_counter() < busy_until else 200
                 self._pump(timeout_ms=idle_wait)
+                if not self.queue:
+                    reap_children()
                 if self.queue:
                     busy_until = time.perf_counter() + spin
                 while self.queue and not self.stop:
@@ -159,6 +244,7 @@ class Engine:
             self.work.close()
             for ch in self.push.values():
                 ch.close()
+            stop_descendants()
 
     def _orphaned(self) -> bool:
         return bool(self.parent_pid) and os.getppid() != self.parent_pid
@@ -203,7 +289,9 @@ class Engine:
 
     # ------------------------------------------------------------ running tasks
     def _run_next(self) -> None:
-        rec: P.DispatchRecord = self.queue.popleft()
+        self._run(self.queue.popleft())
+
+    def _run(self, rec: P.DispatchRecord) -> None:
         if rec.task_id in self.cancelled:
             self.cancelled.discard(rec.task_id)
             return
@@ -223,10 +311,13 @@ class Engine:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in rec.gpu_ids)
         status, objects = P.OK, ()
         t0 = time.perf_counter()
+        returned = False
         try:
             fn = self._function(rec.fn_id)
             args, kwargs = self._arguments(rec)
             value = fn(*args, **kwargs)
+            returned = True
+            exit_if_forked(True)
             objects = self._split_returns(rec, value)
         except _Cancel:
             status = -1
@@ -241,8 +332,11 @@ class Engine:
                 status = P.ERROR
                 objects = self._error(rec, exc)
         finally:
+            exit_if_forked(returned)
             self.running.pop()
             context.set_current(task_id=self.running[-1].task_id if self.running else None)
+            if self.client is not None and self.running:
+                self.client.current_task = self.running[-1].task_id
             if gpu_env is not None or rec.gpu_ids:
                 if gpu_env is None:
                     os.environ.pop("CUDA_VISIBLE_DEVICES", None)
@@ -280,11 +374,30 @@ class Engine:
     def _split_returns(self, rec: P.DispatchRecord, value) -> tuple:
         n = rec.num_returns
         if n == 1:
-            return ((rec.task_id, P.OK, self.store.dumps(value, rec.task_id)),)   # large: a location
-        values = list(value)
+            return ((rec.task_id, P.OK, self._dump_result(rec, value, 0)),)   # large: a location
+        try:
+            values = list(value)
+        except TypeError:
+            raise ValueError(f"Task {rec.name} returned one value (of type {type(value).__name__}), but "
+                             f"num_returns={n} expected {n}: return a tuple or list of {n} values, or drop "
+                             "num_returns.") from None
         if len(values) != n:
-            raise ValueError(f"{rec.name} declared num_returns={n} but returned {len(values)} values")
-        return tuple((rec.task_id + i, P.OK, self.store.dumps(v, rec.task_id + i)) for i, v in enumerate(values))
+            raise ValueError(f"Task {rec.name} returned {len(values)} values, but num_returns={n} expected {n}: "
+                             f"return a tuple or list of {n} values.")
+        return tuple((rec.task_id + i, P.OK, self._dump_result(rec, v, i)) for i, v in enumerate(values))
+
+    def _dump_result(self, rec: P.DispatchRecord, value, i: int) -> bytes:
+        """One return value for its slot; one that cannot be pickled says whose return value it is."""
+        try:
+            return self.store.dumps(value, rec.task_id + i)
+        except JparError:   # the store's own errors (full store) say what they are
+            raise
+        except Exception as exc:
+            what = "return value" if rec.num_returns == 1 else f"return value {i}"
+            raise SerializationError(
+                f"The {what} of task {rec.name} (of type {type(value).__name__}) could not be pickled to travel back: "
+                f"{type(exc).__name__}: {exc}. Return plain data (numbers, strings, lists, dicts, arrays), not "
+                "locks, sockets, open files or generators; keep such objects inside the task.") from None
 
     def _error(self, rec: P.DispatchRecord, exc: BaseException) -> tuple:
         blob = serialization.dumps_exception(exc, rec.name, skip_frames=_ENGINE_FRAMES)
@@ -388,6 +501,7 @@ class Engine:
                 if self._orphaned() or now - self.last_from_head > self.dead_after_s:
                     log.error("head gone (silent %.1fs); engine exits", now - self.last_from_head)
                     self.store.sweep_node()
+                    stop_descendants(grace_s=0)
                     os._exit(3)
         finally:
             ctl.close()
@@ -396,6 +510,7 @@ class Engine:
         running = [r.task_id for r in self.running]
         if task_id in running:
             if force:
+                stop_descendants(grace_s=0)   # what the task started goes with it
                 os._exit(4)  # the head requeues what this engine held, except the cancelled task
             self.cancelled.add(task_id)
             os.kill(self.pid, signal.SIGINT)
@@ -417,22 +532,36 @@ class Engine:
                     "rundir": self.setup.get("rundir", ""), "local": self.setup.get("head", "").startswith("ipc://")}
             self.client = Driver(conn, Config.from_env(), kind="engine-client")
             self.client.wait_hook = self._nested_wait
+            # which running task submitted each task (until its result arrives): see _nested_wait
+            self.client.submit_context = lambda tid: self.client.current_task
         if self.running:
             self.client.current_task = self.running[-1].task_id
         return self.client
 
     def _nested_wait(self, pred, timeout: float | None) -> None:
-        """Wait inside a task for other results, running queued tasks meanwhile."""
+        """Wait inside a task for other results, running the tasks it submitted meanwhile.
+
+        Only its own children run here, on top of it: they cannot wait for it (its result's ref
+        belongs to its caller). Any other task could, and would then wait forever for the task
+        beneath it on this stack, so the head runs those on other engines (see Scheduler.blocked).
+        A cancelled task is stopped here too, even when a child ran above it when the signal came."""
         rec = self.running[-1] if self.running else None
         if rec is not None:
             self.work.send(P.Blocked(rec.task_id, True))
         deadline = None if timeout is None else time.monotonic() + timeout
+        submitted_by = self.client.task_context
         try:
             while not pred() and not self.stop:
+                if rec is not None and rec.task_id in self.cancelled:
+                    raise _Cancel()
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                if self.queue:
-                    self._run_next()
+                child = None
+                if rec is not None and self.queue and submitted_by:
+                    child = next((r for r in self.queue if submitted_by.get(r.task_id) == rec.task_id), None)
+                if child is not None:
+                    self.queue.remove(child)
+                    self._run(child)
                     self._flush()
                     self._pump(timeout_ms=0)
                 else:
@@ -450,8 +579,14 @@ def main() -> None:
     logging.basicConfig(level=setup.get("log_level", "WARNING"),
                         format=f"%(asctime)s engine[{os.getpid()}] %(levelname)s %(message)s")
     sys.stdin.close()
+    guard_process()
     if setup.get("actor"):  # actor mode: this process hosts exactly one actor
         from . import actor_host
+
+        # an actor dies with the head that started it, even while it is still starting up
+        if setup.get("parent_pid") and _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) \
+                and os.getppid() != setup["parent_pid"]:
+            return
 
         actor_host.main(setup)
         return

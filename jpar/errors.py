@@ -18,7 +18,9 @@
      |    +-- ActorDiedError          the actor's process died or it was killed
      +-- GetTimeoutError (also TimeoutError)   get()/wait-style call ran out of time
      +-- ObjectLostError              the object's value is gone (its owner released it)
+     |    +-- ForeignRefError (also ValueError)  the ref was made by another (e.g. shut down) cluster
      +-- ObjectStoreFullError         the store is full and nothing can be spilled
+     +-- MissingExtraError (also ImportError)  an optional dependency is not installed
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ __all__ = [
     "ActorDiedError",
     "GetTimeoutError",
     "ObjectLostError",
+    "ForeignRefError",
     "ObjectStoreFullError",
+    "MissingExtraError",
+    "import_optional",
 ]
 
 
@@ -106,8 +111,40 @@ class ObjectLostError(JparError):
     pass
 
 
+class ForeignRefError(ObjectLostError, ValueError):
+    """An ObjectRef used with a cluster other than the one that made it. Object ids restart with
+    every cluster, so such a ref would name an unrelated value: it is refused instead."""
+
+
 class ObjectStoreFullError(JparError, MemoryError):
     pass
+
+
+class MissingExtraError(JparError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message says what to install."""
+
+    def __init__(self, module: str, feature: str, install: str):
+        super().__init__(f"{feature} needs {module}, which is not installed. Install it with: {install}",
+                         name=module)
+        self.module = module
+        self.feature = feature
+        self.install = install
+
+    def __reduce__(self):
+        return (type(self), (self.module, self.feature, self.install))
+
+
+NOTEBOOK_EXTRA = "pip install 'jpar[notebook]'"
+
+
+def import_optional(module: str, feature: str, install: str = NOTEBOOK_EXTRA):
+    """``import module``, or MissingExtraError naming ``feature`` and the pip command that adds it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:   # absent, or something it needs is absent: the extra brings both
+        raise MissingExtraError(exc.name or module, feature, install) from exc
 
 
 class TaskError(JparError):
@@ -126,7 +163,14 @@ class TaskError(JparError):
         self.cause = cause
 
     def __str__(self) -> str:
-        head = f"{type(self.cause).__name__}: {self.cause}" if self.cause is not None else "task failed"
+        cause = self.cause
+        if isinstance(cause, SystemExit):   # not an Exception: get() raises a plain TaskError, so say it here
+            head = (f"SystemExit: task {self.function_name} called sys.exit({cause.code!r}). A task cannot end its "
+                    "engine: return a value or raise an exception instead (the SystemExit is this error's .cause)")
+        elif cause is not None:
+            head = f"{type(cause).__name__}: {cause}"
+        else:
+            head = "task failed"
         return f"{head}\n\nRemote traceback of {self.function_name}:\n{self.remote_traceback}"
 
     def __reduce__(self):

@@ -1,25 +1,27 @@
 """Integration points for front ends (the notebook layer, dashboards): who submitted a task,
-where its output goes, which engines exist; cluster operations (remove engines, cancel a
-driver's tasks). Plain functions over the current driver, so front ends never reach into
+where its output goes, which engines exist; cluster operations (add and remove engines, cancel
+a driver's tasks). Plain functions over the current driver, so front ends never reach into
 driver internals.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import transport
 from .driver import Driver, current_driver, require_driver
 from .errors import GetTimeoutError
-from .protocol import CancelClientTasks, Event, Events, OutputRecord, RemoveEngines
+from .protocol import AddEngines, CancelClientTasks, Event, Events, OutputRecord, RemoveEngines
 
 __all__ = ["set_submit_hook", "set_output_handler", "set_front_end", "apply_front_end", "cancel_tasks", "engines",
            "status", "task_ids_done", "OutputRecord", "Event", "EventSubscription", "subscribe_events",
            "set_progress_reporter", "progress_reporter", "task_error", "store_statistics", "release_now",
-           "driver_info", "pending_tasks", "remove_engines", "cancel_driver_tasks"]
+           "driver_info", "pending_tasks", "remove_engines", "add_engines", "EngineChange", "cancel_driver_tasks"]
 
 _front_end: tuple | None = None   # (submit_hook, output_handler) for drivers made later
 
@@ -81,13 +83,48 @@ def cancel_driver_tasks(client_no: int | None = None, force: bool = False, *, dr
                      timeout=timeout)
 
 
+@dataclass(frozen=True)
+class EngineChange:
+    """What :func:`add_engines` or :func:`remove_engines` did, for a front end to say:
+    ``str(change)`` is e.g. "added engine 3 (+1 CPU)".
+
+    ``resources`` is the change of :func:`jpar.cluster_resources` it makes (``{"CPU": 1.0}``,
+    ``{"CPU": -1.0}``; empty when the node's CPU count is fixed), ``note`` says why it is empty."""
+
+    action: str                 # "added", "removing" (engines leave once their running task ends), "removed"
+    engine_ids: tuple
+    pids: tuple = ()
+    resources: dict = field(default_factory=dict)
+    note: str = ""
+
+    def __str__(self) -> str:
+        ids = ", ".join(map(str, self.engine_ids))
+        what = f"{self.action} engine{'s' if len(self.engine_ids) != 1 else ''} {ids}"
+        delta = ", ".join(f"{v:+g} {k}" for k, v in sorted(self.resources.items()) if v)
+        return f"{what} ({delta or 'no resources: ' + (self.note or 'none advertised')})"
+
+
+def add_engines(count: int = 1, *, timeout: float | None = None, driver: Driver | None = None) -> EngineChange:
+    """Start ``count`` more engines on the head's host, as its children (replaced if they crash,
+    stopped with the cluster); returns once they have joined, with what they added: each brings one
+    CPU unless the cluster was started with a fixed ``num_cpus``, in which case nothing is started
+    and ResourceError says so (an engine more would run no more tasks at once). ``timeout``:
+    seconds to wait for them to join (default: the start timeout). ``driver``: as above."""
+    d = driver or require_driver("add_engines()")
+    wait_s = d.config.start_timeout_s if timeout is None else timeout
+    ans = d.request(AddEngines, int(count), timeout=wait_s)
+    return EngineChange("added", tuple(ans["engine_ids"]), tuple(ans["pids"]), dict(ans["resources"]),
+                        ans.get("fixed", ""))
+
+
 def remove_engines(count: int = 1, engine_ids=None, *, wait: bool = True, timeout: float | None = None,
-                   driver: Driver | None = None) -> list[int]:
-    """Remove engines from the cluster gracefully, returning their ids: ``engine_ids``, or else
-    ``count`` of them (idle ones first, then the least busy, the newest first). Each takes no new
-    task, gives back the tasks it prefetched but had not started (they run on other engines),
-    finishes its running task, then stops (a local one is not replaced). Tasks pinned to it that had
-    not started fail with ResourceError.
+                   driver: Driver | None = None) -> EngineChange:
+    """Remove engines from the cluster gracefully: ``engine_ids``, or else ``count`` of them (idle
+    ones first, then the least busy, the newest first). Each takes no new task, gives back the tasks
+    it prefetched but had not started (they run on other engines), finishes its running task, then
+    stops (a local one is not replaced) and its node gives back the CPU it brought. Tasks pinned to
+    it that had not started fail with ResourceError. Returns an :class:`EngineChange` (``engine_ids``,
+    ``pids``, ``resources``: e.g. ``{"CPU": -1.0}``).
 
     With ``wait``, returns once they are gone from ``status()["engines"]`` (their processes exit
     right after), raising GetTimeoutError after ``timeout`` seconds (they still leave when done).
@@ -95,7 +132,10 @@ def remove_engines(count: int = 1, engine_ids=None, *, wait: bool = True, timeou
     one: stop it instead), LookupError for an unknown engine id. ``driver``: as above."""
     d = driver or require_driver("remove_engines()")
     ids = [int(i) for i in engine_ids or ()]
-    removed = d.request(RemoveEngines, 0 if ids else int(count), ids, timeout=10.0 if timeout is None else timeout)
+    ans = d.request(RemoveEngines, 0 if ids else int(count), ids, timeout=10.0 if timeout is None else timeout)
+    removed = list(ans["engine_ids"])
+    change = EngineChange("removing", tuple(removed), tuple(ans.get("pids", ())), dict(ans.get("resources", {})),
+                          ans.get("fixed", ""))
     if wait and removed:
         try:
             d.query("engines_gone", removed, timeout=timeout)
@@ -103,7 +143,8 @@ def remove_engines(count: int = 1, engine_ids=None, *, wait: bool = True, timeou
             raise GetTimeoutError(
                 f"Engine(s) {removed} are still finishing their running tasks after {timeout} s; each leaves once "
                 "done (engines() shows them until then). Wait longer, or cancel those tasks.") from None
-    return removed
+        change = dataclasses.replace(change, action="removed")
+    return change
 
 
 def task_ids_done(task_ids) -> list:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
+import re
 import secrets
 import select
 import socket
@@ -18,16 +20,31 @@ import sys
 
 from .config import Config, runtime_dir, visible_gpus
 from .errors import ClusterError
+from .scheduler_state import PER_ENGINE
 
-__all__ = ["start_head", "find_clusters", "node_resources"]
+__all__ = ["start_head", "find_clusters", "node_resources", "engine_count", "prune_run_dirs", "remove_sockets"]
+
+
+def engine_count(config: Config, num_engines: int | None = None) -> int:
+    """How many engines a host starts: ``num_engines`` (or JPAR_NUM_ENGINES) if given, else one per
+    declared CPU (``num_cpus=4`` runs 4 tasks at once, as Ray starts 4 workers), else one per core."""
+    n = num_engines if num_engines is not None else config.num_engines
+    if not n:
+        n = math.ceil(config.num_cpus) if config.num_cpus > 0 else (os.cpu_count() or 1)
+    if n < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"num_engines must be >= 1, got {n}.")
+    return int(n)
 
 
 def node_resources(config: Config, num_engines: int, custom: dict | None = None) -> dict:
-    """What this host advertises: CPUs (one per engine by default), GPUs, custom resources."""
-    cpus = config.num_cpus or float(num_engines)
+    """What this host advertises: GPUs, custom resources, and CPUs: the declared ``num_cpus``
+    (a fixed count), or else one per engine, growing and shrinking with the node's engines
+    (the :data:`~jpar.scheduler_state.PER_ENGINE` entry tells the scheduler so)."""
     gpus = visible_gpus()
     n_gpus = len(gpus) if config.num_gpus < 0 else int(config.num_gpus)
-    res = {"CPU": float(cpus)}
+    res: dict = {"CPU": float(config.num_cpus)} if config.num_cpus > 0 else {PER_ENGINE: {"CPU": 1.0}}
     if n_gpus:
         res["GPU"] = float(n_gpus)
         res["GPU_IDS"] = gpus[:n_gpus] if len(gpus) >= n_gpus else [str(i) for i in range(n_gpus)]
@@ -91,16 +108,81 @@ def find_clusters(config: Config) -> list[dict]:
                 conn = json.load(f)
         except (OSError, ValueError):
             continue
-        if not _alive(conn.get("pid", 0)):
+        if not _alive(conn.get("pid", 0)):   # its head crashed: its file and sockets go, its logs stay
             try:
                 os.unlink(path)
             except OSError:
                 pass
+            rundir = conn.get("rundir") or ""
+            if os.path.dirname(os.path.abspath(rundir)) == os.path.abspath(runtime_dir(config)):
+                remove_sockets(rundir)
             continue
         conn["file"] = path
         conn["local"] = conn.get("host") == socket.gethostname()
         out.append(conn)
     return sorted(out, key=lambda c: c.get("started", 0), reverse=True)
+
+
+RUN_DIRS_KEPT = 10        # run directories of finished clusters kept (with their logs) at most
+_STARTING_S = 120.0       # a run directory this young may belong to a head still starting
+_RUN_DIR_NAME = re.compile(r"[0-9a-f]{10}")   # a cluster id (start_head)
+
+
+def remove_sockets(rundir: str) -> None:
+    """Remove the ipc sockets in a run directory (the logs stay)."""
+    import stat
+
+    try:
+        names = os.listdir(rundir)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(rundir, name)
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def prune_run_dirs(root: str, keep: str = "", most: int = RUN_DIRS_KEPT) -> None:
+    """Bound what finished clusters leave in ``root``: the run directories of clusters no longer
+    running lose their sockets, and only the newest ``most`` of them are kept (for their logs).
+    ``keep`` (the caller's own run directory) and the directories of running clusters are untouched."""
+    import shutil
+    import time
+
+    live = {os.path.abspath(keep)} if keep else set()
+    for path in glob.glob(os.path.join(root, "cluster-*.json")):
+        try:
+            with open(path) as f:
+                conn = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if _alive(conn.get("pid", 0)):
+            live.add(os.path.abspath(conn.get("rundir") or ""))
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    dead = []
+    now = time.time()
+    for entry in os.scandir(root):
+        path = os.path.abspath(entry.path)
+        try:
+            if (not entry.is_dir(follow_symlinks=False) or not _RUN_DIR_NAME.fullmatch(entry.name) or path in live
+                    or now - entry.stat().st_mtime < _STARTING_S):
+                continue
+            dead.append((entry.stat().st_mtime, path))
+        except OSError:
+            continue
+    dead.sort(reverse=True)
+    for i, (_, path) in enumerate(dead):
+        if i < most:
+            remove_sockets(path)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

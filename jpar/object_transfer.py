@@ -7,7 +7,9 @@
                       <--ObjectChunk(off, total, data)--   maps the segment (shared lock) and slices it
       (up to _WINDOW requests in flight; the chunks land in one private buffer: one copy)
 
-Messages go through the cluster's signed transport like every other message. The value
+Messages go through the cluster's signed transport like every other message: a request
+replayed from another socket is refused, and junk sent to the server is dropped in bounded
+slices (see :mod:`jpar.transport`). The value
 the reader gets lives in its private memory, not in its node's store, so it needs no
 freeing. A location names the writer's server, so the object is reachable from another
 node while its writer process lives (objects stay readable on their own node regardless).
@@ -51,17 +53,18 @@ class ObjectServer:
                 if not ch.sock.poll(200):
                     self._expire()
                     continue
-                item = ch.recv_from_nowait()
-                while item is not None:
-                    identity, msg = item
-                    if type(msg) is P.FetchObject:
-                        ch.send_to(identity, self._chunk(msg))
-                    item = ch.recv_from_nowait()
+                # bounded per turn: a flood of junk is read and dropped in slices, never starving _expire
+                ch.drain_from(self._serve)
+                ch.tick_drop_log()
         except Exception:  # socket closed at shutdown
             pass
         finally:
             self._open.clear()
             ch.close()
+
+    def _serve(self, identity: bytes, msg: P.Message) -> None:
+        if type(msg) is P.FetchObject:
+            self.channel.send_to(identity, self._chunk(msg))
 
     def _chunk(self, msg: P.FetchObject) -> P.ObjectChunk:
         entry = self._open.get(msg.name)

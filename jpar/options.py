@@ -8,7 +8,55 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TaskOptions", "ActorOptions"]
+__all__ = ["TaskOptions", "ActorOptions", "IGNORED_RAY_OPTIONS", "method_options"]
+
+# Ray options that change nothing jpar computes: accepted (their values checked) and dropped, for
+# tasks, actor classes and actor methods alike, so code written for Ray runs unchanged. Every other
+# unknown option is an error. name -> (where Ray takes it, check of the value, why jpar can ignore it).
+IGNORED_RAY_OPTIONS: dict[str, tuple[frozenset, Any, str]] = {
+    "enable_task_events": (frozenset({"task", "actor", "method"}), lambda v: isinstance(v, bool),
+                           "Ray's switch for recording calls in its state API; jpar's event stream is built only "
+                           "while a dashboard watches, so there is nothing to switch off"),
+    "max_calls": (frozenset({"task"}), lambda v: isinstance(v, int) and v >= 0,
+                  "Ray restarts a worker after that many calls to reclaim leaked memory; jpar's engines are "
+                  "long-lived and results do not depend on it"),
+    "_metadata": (frozenset({"task", "actor"}), lambda v: v is None or isinstance(v, dict),
+                  "annotations for Ray's own libraries"),
+}
+
+
+def _drop_ignored(changes: dict, where: str) -> dict:
+    """``changes`` without the harmless Ray options valid ``where`` ("task", "actor", "method");
+    a bad value for one of them is a ConfigError."""
+    if not changes.keys() & IGNORED_RAY_OPTIONS.keys():
+        return changes
+    kept = {}
+    for k, v in changes.items():
+        entry = IGNORED_RAY_OPTIONS.get(k)
+        if entry is None or where not in entry[0]:
+            kept[k] = v
+        elif not entry[1](v):
+            raise ConfigError(f"Invalid value {v!r} for option {k!r} (accepted for Ray compatibility and ignored: "
+                              f"{entry[2]}).")
+    return kept
+
+
+def _known_for(cls, where: str) -> list:
+    return sorted({f.name for f in dataclasses.fields(cls)} |
+                  {k for k, e in IGNORED_RAY_OPTIONS.items() if where in e[0]})
+
+
+def method_options(num_returns: int | None = None, **options) -> int | None:
+    """Validate actor-method options (``@jpar.method(...)``, ``handle.m.options(...)``): returns
+    ``num_returns``; harmless Ray options are accepted and dropped, any other is a ConfigError."""
+    unknown = sorted(_drop_ignored(options, "method"))
+    if unknown:
+        known = ["num_returns"] + [k for k, e in sorted(IGNORED_RAY_OPTIONS.items()) if "method" in e[0]]
+        raise ConfigError(f"Unknown option(s) {unknown} for an actor method. Known: {known}.")
+    if num_returns is not None and (not isinstance(num_returns, int) or isinstance(num_returns, bool)
+                                    or num_returns < 1):
+        raise ConfigError(f"num_returns must be an integer >= 1, got {num_returns!r}.")
+    return num_returns
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,11 +94,13 @@ class TaskOptions:
 
     @classmethod
     def build(cls, base: "TaskOptions | None" = None, **changes) -> "TaskOptions":
-        """Validated options; unknown names get a clear error listing the known ones."""
+        """Validated options; unknown names get a clear error listing the known ones (harmless Ray
+        options, :data:`IGNORED_RAY_OPTIONS`, are accepted and dropped)."""
+        changes = _drop_ignored(changes, "task")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(changes) - known)
         if unknown:
-            raise ConfigError(f"Unknown option(s) {unknown} for a remote function. Known: {sorted(known)}.")
+            raise ConfigError(f"Unknown option(s) {unknown} for a remote function. Known: {_known_for(cls, 'task')}.")
         return dataclasses.replace(base, **changes) if base is not None else cls(**changes)
 
     def resource_tuple(self) -> tuple:
@@ -101,10 +151,11 @@ class ActorOptions:
 
     @classmethod
     def build(cls, base: "ActorOptions | None" = None, **changes) -> "ActorOptions":
+        changes = _drop_ignored(changes, "actor")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(changes) - known)
         if unknown:
-            raise ConfigError(f"Unknown option(s) {unknown} for an actor class. Known: {sorted(known)}.")
+            raise ConfigError(f"Unknown option(s) {unknown} for an actor class. Known: {_known_for(cls, 'actor')}.")
         return dataclasses.replace(base, **changes) if base is not None else cls(**changes)
 
     def resource_tuple(self) -> tuple:

@@ -1,23 +1,30 @@
 """The wire protocol: typed messages, their frame layout, the version, and HMAC signing.
 
 Every message is a dataclass below with a numeric ``CODE``. On the wire a message is
-two or more frames::
+exactly three frames::
 
-    [ signature, body, *buffers ]
+    [ signature, header, body ]
 
-``body`` is ``pickle((PROTOCOL_VERSION, CODE, fields...))`` where fields holding
-records (NamedTuples, e.g. :class:`TaskSpec`) travel as plain tuples: pickling a
-NamedTuple costs ten times a tuple, and a batch holds thousands of them.
-``signature`` is HMAC-SHA256 over body and buffers with the per-cluster key. A
-receiver checks the signature before unpickling anything, then the version, then the
-code: a message failing any check raises :class:`~jpar.errors.ProtocolError`, which
-every loop logs and drops, so a stray or hostile frame never crashes a process.
+``header`` is 32 bytes, ``struct "<16sQd"``: the sender's session id (16 random bytes,
+one per sending socket), its sequence number (1, 2, 3... per session) and the wall-clock
+time it was sent. ``body`` is ``pickle((PROTOCOL_VERSION, CODE, fields...))`` where fields
+holding records (NamedTuples, e.g. :class:`TaskSpec`) travel as plain tuples: pickling a
+NamedTuple costs ten times a tuple, and a batch holds thousands of them. ``signature``
+is HMAC-SHA256 over header and body with the per-cluster key.
+
+A receiver checks, cheapest first and before unpickling anything: three frames, a
+32-byte signature and header, the signature, then (with a :class:`ReplayGuard`, one per
+receiving socket) that the sequence number is higher than the last one seen from that
+session and that the message is not older than the replay window, then the version, then
+the code. A message failing any check raises :class:`~jpar.errors.ProtocolError`, which
+every loop counts and drops (with one summary log line per interval), so a stray,
+replayed or hostile frame never crashes a process and never runs anything twice.
 
 Who sends what (D = driver or any client, H = head, E = engine)::
 
     D->H  Hello Goodbye Heartbeat RegisterFunction Submit PutObjects Release Cancel GetObjects Query
           CreateActor ActorLookup KillActor ReleaseActor ActorCallsDone (failures the caller decided)
-          RemoveEngines CancelClientTasks               (cluster operations: the sidebar, `jpar`)
+          RemoveEngines AddEngines CancelClientTasks    (cluster operations: the sidebar, `jpar`)
     E->H  EngineHello TaskDone Blocked Metrics Heartbeat
     A->H  ActorHello ActorReady ActorCallsDone       (A = an engine in actor mode: one actor)
     H->E  Define DriverInfo Dispatch CancelTask Heartbeat Shutdown
@@ -27,6 +34,11 @@ Who sends what (D = driver or any client, H = head, E = engine)::
     *->*  FetchObject ObjectChunk                    (a reader pulls a stored object from its writer's node)
     E->D  Results Output                             (A->D too: method results)
     H->*  Events (PUB stream: task transitions, engine metrics, for dashboards)
+
+The event stream is signed like every message and published under a topic frame that is
+a secret derived from the key (:meth:`Signer.derive`): the head admits only subscriptions
+to that topic (XPUB manual mode), so a peer without the key receives nothing and cannot
+switch on per-task event generation.
 """
 
 from __future__ import annotations
@@ -34,15 +46,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import itertools
+import os
 import pickle
+import struct
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 from .errors import ProtocolError
 
-__all__ = ["PROTOCOL_VERSION", "Signer", "encode", "decode", "MESSAGES"]
+__all__ = ["PROTOCOL_VERSION", "Signer", "Session", "ReplayGuard", "encode", "decode", "MESSAGES"]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2   # 2: a signed header (session, sequence, time) in every message; replays refused
+
+HEADER = struct.Struct("<16sQd")   # session id, sequence number, time sent (seconds since the epoch)
+SIGNATURE_BYTES = 32
+REPLAY_WINDOW_S = 300.0            # a message older than this is refused (also bounds clock skew between hosts)
 
 # Result status codes carried in records.
 OK = 0
@@ -250,6 +270,16 @@ class RemoveEngines(Message):
     req_id: int
     count: int
     engine_ids: list
+
+
+@_msg(18)
+@dataclass(slots=True)
+class AddEngines(Message):
+    """Start ``count`` more engines on the head's host. Answered once they have joined, with
+    ``{"engine_ids", "pids", "resources", "node"}`` (``resources``: what they added, e.g. {"CPU": 1.0}),
+    or with the ValueError/ResourceError saying why none was started."""
+    req_id: int
+    count: int
 
 
 @_msg(17)
@@ -499,7 +529,7 @@ MESSAGES: dict[int, type[Message]] = {
     cls.CODE: cls
     for cls in (
         Hello, Goodbye, Heartbeat, RegisterFunction, Submit, PutObjects, Release, Cancel, GetObjects, Query,
-        RemoveEngines, CancelClientTasks,
+        RemoveEngines, AddEngines, CancelClientTasks,
         EngineHello, TaskDone, Blocked, Metrics, Define, DriverInfo, Dispatch, CancelTask, Revoke, Revoked,
         Shutdown,
         EngineWelcome, Welcome, Answer, Objects, TaskFailed, Results, Output, Events,
@@ -514,15 +544,16 @@ _FIELDS = {code: tuple(f.name for f in dataclasses.fields(cls)) for code, cls in
 class Signer:
     """HMAC-SHA256 over every frame of a message with the cluster key."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_base")
 
     def __init__(self, key: bytes):
         if not key:
             raise ProtocolError("An empty cluster key cannot sign messages; pass the key from the connection file.")
         self._key = key
+        self._base = hmac.new(key, digestmod=hashlib.sha256)   # copied per message: no key schedule each time
 
     def sign(self, frames) -> bytes:
-        h = hmac.new(self._key, digestmod=hashlib.sha256)
+        h = self._base.copy()
         for f in frames:
             h.update(f)
         return h.digest()
@@ -530,9 +561,68 @@ class Signer:
     def verify(self, signature: bytes, frames) -> bool:
         return hmac.compare_digest(signature, self.sign(frames))
 
+    def derive(self, label: bytes) -> bytes:
+        """A 16-byte secret for ``label`` that only holders of the key can compute (e.g. the event topic)."""
+        return hmac.new(self._key, b"jpar-derive:" + label, hashlib.sha256).digest()[:16]
 
-def encode(msg: Message, signer: Signer) -> list:
-    """A message as frames ``[signature, body]``."""
+
+class Session:
+    """One sender's identity on the wire: a random session id and a strictly increasing sequence."""
+
+    __slots__ = ("id", "_seq")
+
+    def __init__(self):
+        self.id = os.urandom(16)
+        self._seq = itertools.count(1)   # next() on a count is atomic: safe from several threads
+
+    def header(self) -> bytes:
+        return HEADER.pack(self.id, next(self._seq), time.time())
+
+
+class ReplayGuard:
+    """What one receiving socket has seen: the last sequence number of each sender session.
+
+    A message whose sequence number is not above the last one seen from its session is a
+    duplicate or a replay; a message sent more than ``window_s`` ago is refused too, so a
+    session idle for twice the window can be forgotten safely (its old messages are stale
+    by then): the table holds only recently active, signed (so legitimate) sessions.
+    """
+
+    __slots__ = ("window_s", "_last", "_next_sweep", "refused")
+
+    def __init__(self, window_s: float = REPLAY_WINDOW_S):
+        self.window_s = window_s
+        self._last: dict[bytes, list] = {}     # session -> [last sequence, local time last seen]
+        self._next_sweep = time.time() + window_s
+        self.refused = 0
+
+    def check(self, session: bytes, seq: int, sent: float) -> None:
+        now = time.time()
+        if not sent >= now - self.window_s:    # also refuses NaN
+            self.refused += 1
+            raise ProtocolError(f"stale message: sent {now - sent:.0f} s ago, more than the {self.window_s:.0f} s "
+                                "replay window (a replay, or this host's clock differs from the sender's)")
+        entry = self._last.get(session)
+        if entry is None:
+            self._last[session] = [seq, now]
+        elif seq <= entry[0]:
+            self.refused += 1
+            raise ProtocolError(f"replayed or duplicate message (sequence {seq}, already at {entry[0]})")
+        else:
+            entry[0] = seq
+            entry[1] = now
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.window_s
+            old = now - 2 * self.window_s
+            for s in [s for s, e in self._last.items() if e[1] < old]:
+                del self._last[s]
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+
+def encode(msg: Message, signer: Signer, session: Session | None = None) -> list:
+    """A message as frames ``[signature, header, body]`` (a one-off session when none is given)."""
     code = msg.CODE
     values = [getattr(msg, name) for name in _FIELDS[code]]
     if msg.RECORDS:
@@ -540,16 +630,25 @@ def encode(msg: Message, signer: Signer) -> list:
             if name in msg.RECORDS:
                 values[i] = [tuple(r) for r in values[i]]
     body = pickle.dumps((PROTOCOL_VERSION, code, values), protocol=5)
-    return [signer.sign((body,)), body]
+    header = (session or Session()).header()
+    return [signer.sign((header, body)), header, body]
 
 
-def decode(frames, signer: Signer) -> Message:
-    """Frames back to a message; raises ProtocolError for anything not signed, not ours, or broken."""
-    if len(frames) < 2:
-        raise ProtocolError(f"expected [signature, body], got {len(frames)} frame(s)")
-    signature, body = frames[0], frames[1]
-    if not signer.verify(bytes(signature), [bytes(f) for f in frames[1:]]):
+def decode(frames, signer: Signer, guard: ReplayGuard | None = None) -> Message:
+    """Frames back to a message; raises ProtocolError for anything not signed, not ours, replayed or broken.
+
+    The cheap checks come first (frame count and sizes), then the signature, then the replay
+    guard: nothing is unpickled from a sender that does not hold the key."""
+    if len(frames) != 3:
+        raise ProtocolError(f"expected [signature, header, body], got {len(frames)} frame(s)")
+    signature, header, body = frames
+    if len(signature) != SIGNATURE_BYTES or len(header) != HEADER.size:
+        raise ProtocolError("bad or missing signature: malformed signature or header frame")
+    header, body = bytes(header), bytes(body)
+    if not signer.verify(bytes(signature), (header, body)):
         raise ProtocolError("bad or missing signature: the sender does not hold this cluster's key")
+    if guard is not None:
+        guard.check(*HEADER.unpack(header))
     try:
         version, code, values = pickle.loads(body)
     except Exception as exc:  # signed but unreadable: a bug in a peer, still never fatal
@@ -559,7 +658,7 @@ def decode(frames, signer: Signer) -> Message:
             f"protocol version {version} received, this process speaks {PROTOCOL_VERSION}: "
             "run the same jpar version on every host"
         )
-    cls = MESSAGES.get(code)
+    cls = MESSAGES.get(code) if type(code) is int else None
     if cls is None or not isinstance(values, list) or len(values) != len(_FIELDS[code]):
         raise ProtocolError(f"unknown message code {code!r} or wrong field count")
     if cls.RECORDS:
@@ -570,7 +669,10 @@ def decode(frames, signer: Signer) -> Message:
                     values[i] = [rec._make(t) for t in values[i]]
                 except TypeError as exc:
                     raise ProtocolError(f"malformed {rec.__name__} in {cls.__name__}: {exc}") from None
-    return cls(*values)
+    try:
+        return cls(*values)
+    except TypeError as exc:
+        raise ProtocolError(f"malformed {cls.__name__}: {exc}") from None
 
 
 def describe() -> list[tuple[int, str, tuple[str, ...]]]:
@@ -581,5 +683,5 @@ def describe() -> list[tuple[int, str, tuple[str, ...]]]:
 __all__ += [cls.__name__ for cls in MESSAGES.values()] + [
     "TaskSpec", "DispatchRecord", "ObjectRecord", "DoneRecord", "OutputRecord", "Event", "OK", "ERROR", "RETRY",
     "ActorSpec", "CallRecord", "CallDoneRecord",
-    "describe",
+    "describe", "HEADER",
 ]

@@ -6,6 +6,11 @@ when the ref that ``.remote()`` or ``put()`` returned is garbage collected. A re
 was pickled (put inside a container argument, a result, or a stored object) may be
 alive elsewhere, so its owner keeps the value until the cluster stops: correctness
 first, a borrowing protocol can refine this later.
+
+A ref also carries the id of the cluster that made it: object ids restart with every
+cluster, so a ref kept across ``jpar.shutdown()`` / ``jpar.init()`` would otherwise name
+an unrelated value of the new cluster. Every use of a ref checks it
+(:class:`~jpar.errors.ForeignRefError`).
 """
 
 from __future__ import annotations
@@ -13,17 +18,18 @@ from __future__ import annotations
 import concurrent.futures
 from typing import Any
 
-__all__ = ["ObjectRef", "ArgRef"]
+__all__ = ["ObjectRef", "ArgRef", "check_cluster"]
 
 
 class ObjectRef:
     """A future value in the cluster; pass it to tasks, ``jpar.get`` it, or ``await`` it."""
 
-    __slots__ = ("id", "owner", "_driver", "_escaped", "__weakref__")
+    __slots__ = ("id", "owner", "cluster", "_driver", "_escaped", "__weakref__")
 
-    def __init__(self, object_id: int, owner: int, driver: Any = None):
+    def __init__(self, object_id: int, owner: int, driver: Any = None, cluster: str | None = None):
         self.id = object_id
         self.owner = owner
+        self.cluster = driver.cluster_id if driver is not None else cluster
         self._driver = driver          # set only on the owner's own refs: they release on collection
         self._escaped = False
 
@@ -37,10 +43,10 @@ class ObjectRef:
 
     def __reduce__(self):
         self._escaped = True
-        return (_rebuild_ref, (self.id, self.owner))
+        return (_rebuild_ref, (self.id, self.owner, self.cluster))
 
     def __eq__(self, other):
-        return isinstance(other, ObjectRef) and other.id == self.id
+        return isinstance(other, ObjectRef) and other.id == self.id and other.cluster == self.cluster
 
     def __hash__(self):
         return hash(self.id)
@@ -60,6 +66,8 @@ class ObjectRef:
         d = current_driver()
         if d is None or d.closed:
             return f"<code>ObjectRef({self.hex()})</code> <small>(no cluster connected)</small>"
+        if self.cluster != d.cluster_id:
+            return f"<code>ObjectRef({self.hex()})</code> <small>(made by cluster {self.cluster}, not this one)</small>"
         info = d.describe_ref(self)
         made = ""
         if info["task"]:
@@ -93,5 +101,17 @@ class ArgRef:
         return (ArgRef, (self.id,))
 
 
-def _rebuild_ref(object_id: int, owner: int) -> ObjectRef:
-    return ObjectRef(object_id, owner)
+def _rebuild_ref(object_id: int, owner: int, cluster: str | None = None) -> ObjectRef:
+    return ObjectRef(object_id, owner, cluster=cluster)
+
+
+def check_cluster(refs, cluster: str) -> None:
+    """Raise ForeignRefError for the first of ``refs`` made by another cluster than ``cluster``."""
+    for r in refs:
+        if r.cluster != cluster:
+            from .errors import ForeignRefError
+
+            raise ForeignRefError(
+                f"ObjectRef({r.hex()}) was made by cluster {r.cluster or 'unknown'}, not by the one connected "
+                f"now ({cluster}): refs do not outlive jpar.shutdown(). Re-run the code that made it on this "
+                "cluster.")

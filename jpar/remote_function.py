@@ -9,11 +9,11 @@ from typing import Any, Callable, Generic, ParamSpec, TypeVar
 
 from . import protocol as P
 from . import serialization
-from .driver import require_driver
+from .driver import current_driver, require_driver
 from .options import TaskOptions
-from .refs import ArgRef, ObjectRef
+from .refs import ArgRef, ObjectRef, check_cluster
 
-__all__ = ["RemoteFunction", "display_name"]
+__all__ = ["RemoteFunction", "display_name", "first_use_driver"]
 
 Params = ParamSpec("Params")
 R = TypeVar("R")
@@ -57,10 +57,11 @@ class RemoteFunction(Generic[Params, R]):
 
     def remote(self, *args: Params.args, **kwargs: Params.kwargs) -> Any:
         """Submit a task; returns an ObjectRef (a list of them when num_returns > 1)."""
-        driver = require_driver(f"{self._name}.remote()")
+        what = f"{self._name}.remote()"
+        driver = require_driver(what) if current_driver() is not None else first_use_driver(what)
         fn_id, blob = self._definition()
         driver.ensure_function(fn_id, self._name, lambda: blob)
-        args, kwargs, deps = _split_refs(args, kwargs)
+        args, kwargs, deps = _split_refs(args, kwargs, driver.cluster_id)
         args, kwargs, deps, keep = _put_large(driver, args, kwargs, deps)   # keep: refs live until submitted
         payload = serialization.dumps_args(self._name, args, kwargs)
         if len(payload) >= driver.store.threshold and not keep:
@@ -82,20 +83,28 @@ class RemoteFunction(Generic[Params, R]):
         return f"<jpar.RemoteFunction {self._name}>"
 
 
+def first_use_driver(what: str):
+    """No current driver: start a local cluster as Ray does on first use (see jpar.api._driver)."""
+    from .api import _driver   # api imports this module
+
+    return _driver(what)
+
+
 def display_name(fn) -> str:
     """A function's qualified name without the ``<locals>`` of enclosing functions."""
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     return name.rsplit("<locals>.", 1)[-1]
 
 
-def _split_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict, tuple]:
-    """Swap top-level ObjectRef arguments for placeholders and list them as dependencies."""
+def _split_refs(args: tuple, kwargs: dict, cluster: str) -> tuple[tuple, dict, tuple]:
+    """Swap top-level ObjectRef arguments for placeholders and list them as dependencies
+    (a ref made by another cluster than ``cluster`` raises ForeignRefError)."""
     deps = []
     if any(type(a) is ObjectRef for a in args):
         new = []
         for a in args:
             if type(a) is ObjectRef:
-                deps.append(a.id)
+                deps.append(a)
                 new.append(ArgRef(a.id))
             else:
                 new.append(a)
@@ -104,9 +113,11 @@ def _split_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict, tuple]:
         kwargs = dict(kwargs)
         for k, v in kwargs.items():
             if type(v) is ObjectRef:
-                deps.append(v.id)
+                deps.append(v)
                 kwargs[k] = ArgRef(v.id)
-    return args, kwargs, tuple(deps)
+    if deps:
+        check_cluster(deps, cluster)
+    return args, kwargs, tuple(r.id for r in deps)
 
 
 _SMALL = frozenset({int, float, bool, type(None), complex, str})

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 from .protocol import TaskSpec
 from .scheduler_actors import ACTOR_TRANSITIONS, ActorScheduling, ActorState  # noqa: F401  (actors: see there)
-from .scheduler_state import (TERMINAL, TRANSITIONS, CancelOnEngine, DispatchTask, DrainEngine,  # noqa: F401
-                              Engine, Failure, FreeObjects, Node, Obj, ReplyObjects, RetireEngine,
-                              RevokeOnEngine, S, SendFailure, Task, TaskState, Transition)
+from .scheduler_state import (PER_ENGINE, TERMINAL, TRANSITIONS, CancelOnEngine, DispatchTask,  # noqa: F401
+                              DrainEngine, Engine, Failure, FreeObjects, Node, Obj, ReplyObjects, RetireEngine,
+                              RevokeOnEngine, S, SendFailure, SpawnEngine, Task, TaskState, Transition)
 
 __all__ = ["Scheduler", "TaskState", "TRANSITIONS", "DispatchTask", "SendFailure", "CancelOnEngine", "RevokeOnEngine",
-           "ReplyObjects", "Transition", "Failure", "ActorState", "ACTOR_TRANSITIONS", "DrainEngine", "RetireEngine"]
+           "ReplyObjects", "Transition", "Failure", "ActorState", "ACTOR_TRANSITIONS", "DrainEngine", "RetireEngine", "SpawnEngine"]
 
 
 # ---------------------------------------------------------------- the state machine
@@ -57,6 +57,11 @@ class Scheduler(ActorScheduling):
         self._shapes: dict = {}                          # spec.resources -> (demand, sorted demand items)
         self.transitions = True                          # emit Transition actions (the controller's events)
         self.removed: set[int] = set()                   # ids of engines retired on request
+        self.spawn_nodes: set[str] = set()               # nodes whose engines the controller can start
+        self.spawn_after_s = 0.1                         # blocked this long with work waiting: add an engine
+        self.max_extra = 32                              # extra engines per node at most
+        self.extras = 0                                  # extra engines alive or asked for, all nodes
+        self.blocked_engines = 0                         # engines with a task blocked in get()
         self._init_actors(Obj)
 
     # ---- helpers
@@ -100,20 +105,30 @@ class Scheduler(ActorScheduling):
         return self._take()
 
     # ---- nodes and engines
-    def engine_added(self, engine_id: int, node: str, resources: dict) -> list:
+    def engine_added(self, engine_id: int, node: str, resources: dict, extra: bool = False) -> list:
+        """An engine joined ``node``. The node's first engine says what the node advertises: fixed
+        amounts (declared: num_cpus=, resources=, GPUs) and, under :data:`PER_ENGINE`, what each of
+        its engines adds (CPU 1 where no num_cpus was declared), so capacity follows the engine count."""
         n = self.nodes.get(node)
         if n is None:
-            total = {k: float(v) for k, v in resources.items() if k != "GPU_IDS"}
+            total = {k: float(v) for k, v in resources.items() if k not in ("GPU_IDS", PER_ENGINE)}
             n = self.nodes[node] = Node(node, total)
             n.gpu_free = {g: 1.0 for g in resources.get("GPU_IDS", ())}
+            n.grows = {k: float(v) for k, v in (resources.get(PER_ENGINE) or {}).items()}
+        if extra:   # started for blocked tasks (SpawnEngine): it runs on their lent resources, adds none
+            n.spawning = max(0, n.spawning - 1)
+        else:
+            for k, v in n.grows.items():
+                n.total[k] = n.total.get(k, 0.0) + v
         n.engines.append(engine_id)
         self._feasible_cache.clear()
-        self.engines[engine_id] = Engine(engine_id, node)
+        self.engines[engine_id] = Engine(engine_id, node, extra=extra)
         self._schedule()
         return self._take()
 
-    def engine_removed(self, engine_id: int) -> list:
-        """An engine died or left: requeue what it held (a started task spends one retry)."""
+    def engine_removed(self, engine_id: int, why: str = "") -> list:
+        """An engine died or left (``why``: how, e.g. its exit code): requeue what it held (a started
+        task spends one retry); the node gives back what the engine added to it."""
         eng = self.engines.pop(engine_id, None)
         if eng is None:
             return self._take()
@@ -122,6 +137,15 @@ class Scheduler(ActorScheduling):
         node = self.nodes[eng.node]
         node.engines.remove(engine_id)
         self._unreserve(eng)
+        if eng.extra:
+            self.extras -= 1
+        if eng.blocked:
+            self.blocked_engines -= 1
+        for k, v in (node.grows if not eng.extra else {}).items():
+            node.total[k] = node.total.get(k, 0.0) - v
+        if node.grows and not eng.extra:
+            self._feasible_cache.clear()
+        died = f"engine {engine_id} died ({why})" if why else f"engine {engine_id} died"
         for tid in eng.queue:
             task = self.tasks[tid]
             self._release_gpus(task, node)
@@ -130,7 +154,8 @@ class Scheduler(ActorScheduling):
                 self._move(task, S.QUEUED, "its engine died before starting it")
                 self._enqueue(task, front=True)
             elif task.spec.placement == engine_id:
-                self._fail(task, Failure.ENGINE_CRASHED, f"engine {engine_id}, which it was pinned to, died",
+                self._fail(task, Failure.ENGINE_CRASHED,
+                           f"engine {engine_id}, which it was pinned to, died" + (f" ({why})" if why else ""),
                            "its pinned engine died")
             elif task.attempt < task.spec.max_retries:
                 task.attempt += 1
@@ -139,7 +164,7 @@ class Scheduler(ActorScheduling):
                 self._enqueue(task, front=True)
             else:
                 self._fail(task, Failure.ENGINE_CRASHED,
-                           f"engine {engine_id} died while running it and its {task.spec.max_retries} "
+                           f"{died} while running {task.spec.name} and its {task.spec.max_retries} "
                            "retries are spent", "engine died, no retries left")
         eng.queue.clear()
         eng.shapes.clear()
@@ -149,6 +174,8 @@ class Scheduler(ActorScheduling):
             del self.nodes[eng.node]
             self._feasible_cache.clear()
             self._fail_infeasible()
+        elif node.grows and eng.draining:
+            self._fail_infeasible()   # removed on request: what no longer fits never will (a crash is respawned)
         self._schedule()
         return self._take()
 
@@ -365,6 +392,8 @@ class Scheduler(ActorScheduling):
         if eng is not None:
             eng.depth = 1 + min(self.prefetch, int(self.prefetch_s / max(eng.avg_s, 1e-6)))
         self._schedule()
+        if eng is not None and eng.extra:
+            self._trim_extras()
         return self._take()
 
     def _task_done(self, engine_id, task_id, attempt, retry, objects) -> None:
@@ -386,18 +415,102 @@ class Scheduler(ActorScheduling):
         self._finish(task)
 
     def blocked(self, engine_id: int, task_id: int, is_blocked: bool) -> list:
-        """A running task waits in a nested get(): its engine may run other tasks meanwhile."""
-        task = self.tasks.get(task_id)
+        """A running task waits in a nested get() (or resumed): its resources are lent meanwhile.
+
+        A blocked task must never hold up what it waits for. Its engine runs, on top of it, only
+        the tasks it submitted itself (they cannot wait on it: its result's ref is its caller's), so
+        other work is taken back from that engine (:class:`RevokeOnEngine`) and placed on other
+        engines; where none is free, :meth:`tick` starts a temporary extra engine
+        (:class:`SpawnEngine`), retired once the blocked tasks resume (Ray starts another worker
+        the same way)."""
         eng = self.engines.get(engine_id)
-        if (task is not None and eng is not None and task.engine == engine_id and task.state not in TERMINAL
+        if eng is None:
+            return self._take()
+        if is_blocked and task_id not in eng.blocked:
+            if not eng.blocked:
+                eng.blocked_since = self.now
+                self.blocked_engines += 1
+            eng.blocked.append(task_id)
+        elif not is_blocked and task_id in eng.blocked:
+            eng.blocked.remove(task_id)
+            if not eng.blocked:
+                self.blocked_engines -= 1
+        task = self.tasks.get(task_id)
+        if (task is not None and task.engine == engine_id and task.state not in TERMINAL
                 and task.blocked != is_blocked):
             self._count(eng, task, -1 if is_blocked else 1)
             task.blocked = is_blocked
             self._reserve(eng)
-            self._schedule()
+        if is_blocked:
+            back = tuple(tid for tid in eng.queue
+                         if tid != task_id and (t := self.tasks[tid]).state is S.ASSIGNED and not t.started
+                         and not t.revoking and not t.blocked and t.spec.parent != task_id and t.spec.placement < 0)
+            if back:   # queued behind it, and not its own children: they would wait for it to finish
+                for tid in back:
+                    self.tasks[tid].revoking = True
+                self.actions.append(RevokeOnEngine(eng.engine_id, back))
+        self._schedule()
+        self._trim_extras()
         return self._take()
 
+    def spawn_failed(self, node: str) -> list:
+        """An extra engine asked for on ``node`` exited before it joined."""
+        n = self.nodes.get(node)
+        if n is not None and n.spawning:
+            n.spawning -= 1
+            self.extras -= 1
+        return self._take()
+
+    def _maybe_spawn(self) -> None:
+        """Ready work that no engine may take while tasks on its node are blocked: start an extra engine
+        there (one per blocked engine at most), once the oldest block has lasted ``spawn_after_s``."""
+        for name in self.spawn_nodes:
+            node = self.nodes.get(name)
+            if node is None:
+                continue
+            engines = [self.engines[e] for e in node.engines]
+            blocked = [e for e in engines if e.blocked and not e.draining]
+            if not blocked or self.now - min(e.blocked_since for e in blocked) < self.spawn_after_s:
+                continue
+            extras = sum(1 for e in engines if e.extra and not e.draining) + node.spawning
+            if extras >= min(len(blocked), self.max_extra):
+                continue
+            if any(not e.blocked and not e.draining and not e.queue for e in engines):
+                continue   # an idle engine is there already
+            for q in self.ready.values():
+                while q and (self.tasks.get(q[0]) is None or self.tasks[q[0]].state is not S.QUEUED):
+                    q.popleft()
+                task = self.tasks.get(q[0]) if q else None
+                if (task is not None and task.state is S.QUEUED and task.spec.placement < 0
+                        and all(node.total.get(k, 0.0) - node.used.get(k, 0.0) >= v - 1e-9
+                                for k, v in task.demand.items() if k != "GPU")
+                        and ("GPU" not in task.demand or self._gpus_for(node, task.demand["GPU"]))):
+                    node.spawning += 1
+                    self.extras += 1
+                    self.actions.append(SpawnEngine(name))
+                    break
+
+    def _trim_extras(self) -> None:
+        """Retire idle extra engines beyond one per blocked engine of their node."""
+        if not self.extras:
+            return
+        for node in self.nodes.values():
+            engines = [self.engines[e] for e in node.engines]
+            extras = [e for e in engines if e.extra and not e.draining]
+            surplus = len(extras) + node.spawning - sum(1 for e in engines if e.blocked and not e.draining)
+            for eng in reversed(extras):
+                if surplus <= 0:
+                    break
+                if not eng.queue and not eng.blocked:
+                    eng.draining = True
+                    surplus -= 1
+                    self._maybe_retire(eng)
+
     def cancel(self, task_id: int, force: bool, recursive: bool) -> list:
+        if task_id in self.actor_calls:
+            self.cancel_call(task_id)
+            self._schedule()
+            return self._take()
         task = self.tasks.get(task_id)
         if task is not None and task.state not in TERMINAL:
             self._cancel_one(task, force, notify=True, stimulus="jpar.cancel()")
@@ -551,10 +664,31 @@ class Scheduler(ActorScheduling):
                 continue
             self.ready[best].popleft()
             self._assign(task, eng)
+        if self.blocked_engines and stuck:
+            self._place_children()
         for shape in [s for s, q in self.ready.items() if not q]:
             del self.ready[shape]
         if not self.ready:
             self._steal()
+
+    def _place_children(self) -> None:
+        """A blocked engine runs the tasks its top blocked task submitted, wherever they stand in line
+        (older tasks it may not run must not keep them from it: that task waits for them)."""
+        for eng in self.engines.values():
+            if not eng.blocked or eng.draining or eng.active >= eng.depth:
+                continue
+            parent = self.tasks.get(eng.blocked[-1])
+            if parent is None or not parent.children:
+                continue
+            live = [tid for tid in parent.children if tid in self.tasks]
+            parent.children = live       # finished ones: nothing left to cancel or place
+            for tid in live:
+                task = self.tasks[tid]
+                if task.state is not S.QUEUED or task.spec.placement not in (-1, eng.engine_id):
+                    continue
+                if self._pick_engine(task, {}, only=eng) is None:
+                    break
+                self._assign(task, eng)     # its entry in the ready FIFO is skipped when reached
 
     def _steal(self) -> None:
         """An engine is idle and nothing waits: take back tasks queued behind a long-running one."""
@@ -574,6 +708,9 @@ class Scheduler(ActorScheduling):
         """Time passed (the controller calls this a few times a second): rebalance if needed."""
         if not self.ready:
             self._steal()
+        elif self.spawn_nodes:
+            self._maybe_spawn()
+        self._trim_extras()
         return self._take()
 
     def revoked(self, engine_id: int, task_ids) -> list:
@@ -594,12 +731,15 @@ class Scheduler(ActorScheduling):
         self._schedule()
         return self._take()
 
-    def _pick_engine(self, task: Task, held: dict) -> Engine | None:
+    def _pick_engine(self, task: Task, held: dict, only: Engine | None = None) -> Engine | None:
         demand = task.demand
         simple = "GPU" not in demand
         best, best_len = None, 1 << 30
         pin = task.spec.placement
-        for eng in (self.engines.values() if pin < 0 else [self.engines[pin]] if pin in self.engines else []):
+        for eng in ((only,) if only is not None else self.engines.values() if pin < 0
+                    else [self.engines[pin]] if pin in self.engines else []):
+            if eng.blocked and task.spec.parent != eng.blocked[-1]:
+                continue  # a blocked engine runs only what its top blocked task submitted
             n = eng.active
             if n >= best_len or n >= (eng.depth if simple else 1) or eng.draining:
                 continue
@@ -678,9 +818,10 @@ class Scheduler(ActorScheduling):
         if eng.queue.pop(task.spec.task_id, 0) is None and not task.blocked:
             if self._count(eng, task, -1):
                 self._reserve(eng)
+        top = eng.blocked[-1] if eng.blocked else 0
         for tid in eng.queue:
             nxt = self.tasks[tid]
-            if not nxt.blocked:
+            if not nxt.blocked and (not top or nxt.spec.parent == top):
                 if nxt.state is S.ASSIGNED:
                     nxt.started = True
                     eng.running_since = self.now
@@ -718,6 +859,17 @@ class Scheduler(ActorScheduling):
         eng.reserved = {}
 
     # ---- read-only views
+    def engine_share(self, engine_id: int) -> tuple[dict, str]:
+        """What an engine adds to its node's resources, and its node's name (({}, "") if unknown)."""
+        eng = self.engines.get(engine_id)
+        node = self.nodes.get(eng.node) if eng is not None else None
+        return (dict(node.grows), node.name) if node is not None else ({}, "")
+
+    def node_grows(self, node: str) -> dict | None:
+        """What one more engine would add to ``node`` (None: no such node yet)."""
+        n = self.nodes.get(node)
+        return None if n is None else dict(n.grows)
+
     def resources(self) -> dict:
         out: dict = {}
         for node in self.nodes.values():

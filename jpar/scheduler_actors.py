@@ -31,7 +31,7 @@ from typing import NamedTuple
 from .protocol import ActorSpec, TaskSpec
 
 __all__ = ["ActorState", "ACTOR_TRANSITIONS", "ActorScheduling", "SpawnActor", "StopActor", "ActorTransition",
-           "NotifyActor", "ReplyActor", "CallEvent"]
+           "NotifyActor", "ReplyActor", "CallEvent", "CancelCall"]
 
 
 _COUNTER = (1 << 40) - 1          # the per-client counter part of task/object ids
@@ -98,6 +98,15 @@ class ReplyActor(NamedTuple):
     error: str
 
 
+class CancelCall(NamedTuple):
+    """Tell the actor's process (this one and any later incarnation) that a call is cancelled: dropped
+    if it has not started, its asyncio task cancelled if it runs in an async actor; a running sync
+    call runs to its end (Ray's rule: actor state is not interrupted)."""
+
+    actor_id: int
+    task_id: int
+
+
 class CallEvent(NamedTuple):
     """An actor call for the event stream; ``time`` None means now."""
 
@@ -144,6 +153,7 @@ class ActorScheduling:
         self.actor_counts: dict[ActorState, int] = {s: 0 for s in ActorState}
         self.seen: dict[int, int] = {}                   # client -> highest object counter registered
         self.parked: dict[int, list] = {}                # object id -> (client, req_id) asked before it existed
+        self.cancelled_calls: dict[int, int] = {}        # call task id -> actor id: cancelled, report not in yet
 
     # ---- objects asked for before their owner registered them
     # A caller sends a call straight to an actor and the call's notice (or a task's Submit) to the
@@ -342,6 +352,39 @@ class ActorScheduling:
                 self._fail_call(spec, detail)
         for tid in [t for t, (a, _) in self.early_done.items() if a == actor_id]:
             del self.early_done[tid]
+        for tid in [t for t, a in self.cancelled_calls.items() if a == actor_id]:
+            del self.cancelled_calls[tid]
+
+    def cancel_call(self, task_id: int) -> bool:
+        """``jpar.cancel`` of an actor call (False: not an unfinished call). Its owner's get() raises
+        TaskCancelledError at once; the actor's process is told (:class:`CancelCall`)."""
+        from .scheduler import Failure, ReplyObjects, SendFailure
+
+        spec = self.actor_calls.pop(task_id, None)
+        if spec is None:
+            return False
+        self._forget_call(spec.actor, task_id)
+        self.cancelled_calls[task_id] = spec.actor
+        detail = (spec.name, "jpar.cancel()")
+        ids = tuple(range(task_id, task_id + max(1, spec.num_returns)))
+        owner = self.objects[task_id].owner if task_id in self.objects else -1
+        self.actions.append(SendFailure(owner, task_id, ids, Failure.CANCELLED, detail))
+        self.actions.append(CallEvent(task_id, "cancelled", None, {"why": "jpar.cancel()"}))
+        self.actions.append(CancelCall(spec.actor, task_id))
+        for oid in ids:
+            obj = self.objects.get(oid)
+            if obj is not None and not obj.ready:
+                obj.ready, obj.status, obj.failure = True, 1, (Failure.CANCELLED, detail)
+                for client, req_id in obj.requests:
+                    self.actions.append(ReplyObjects(client, req_id, (oid,)))
+                obj.requests = []
+                self._fail_waiters(obj, Failure.CANCELLED, detail)
+                self._maybe_free(oid)
+        self._call_deps_done(spec)
+        actor = self.actors.get(spec.actor)
+        if actor is not None and actor.released:
+            self._maybe_end_released(actor)
+        return True
 
     def _drop_orphan_calls(self, actor: Actor) -> None:
         """Calls whose caller is gone have nobody to resend them: fail them at a restart."""
@@ -435,6 +478,8 @@ class ActorScheduling:
         """Finished calls reported by the actor process (or failures reported by their caller)."""
         for r in records:
             if r.task_id not in self.actor_calls:
+                if self.cancelled_calls.pop(r.task_id, None) is not None:
+                    continue   # settled when it was cancelled
                 if from_actor and r.task_id not in self.objects:
                     self.early_done[r.task_id] = (actor_id, r)   # overtook its notice
                 continue

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from .protocol import TaskSpec
 
-__all__ = ["TaskState", "Failure", "DispatchTask", "SendFailure", "CancelOnEngine", "RevokeOnEngine", "DrainEngine", "RetireEngine", "ReplyObjects", "Transition", "FreeObjects", "Task", "Obj", "Engine", "Node", "S", "TERMINAL", "TRANSITIONS"]
+__all__ = ["TaskState", "Failure", "DispatchTask", "SendFailure", "CancelOnEngine", "RevokeOnEngine", "DrainEngine", "RetireEngine", "SpawnEngine", "ReplyObjects", "Transition", "FreeObjects", "Task", "Obj", "Engine", "Node", "S", "TERMINAL", "TRANSITIONS", "PER_ENGINE"]
 
 
 class TaskState(str, enum.Enum):
@@ -105,6 +105,13 @@ class RetireEngine(NamedTuple):
     engine_id: int
 
 
+class SpawnEngine(NamedTuple):
+    """Start a temporary extra engine on ``node``: tasks there are blocked in get() (their CPUs are lent)
+    and ready work has no engine to run on. It adds no resources and is retired once not needed."""
+
+    node: str
+
+
 class ReplyObjects(NamedTuple):
     client: int
     req_id: int
@@ -172,12 +179,20 @@ class Engine:
     depth: int = 1                                   # how many tasks it may hold (1 + prefetch)
     draining: bool = False                           # being removed: no new tasks, retired once empty
     retired: bool = False                            # RetireEngine sent
+    blocked: list = field(default_factory=list)      # stack of its tasks blocked in get() (last: the top)
+    blocked_since: float = 0.0                       # scheduler clock when its stack last became non-empty
+    extra: bool = False                              # a temporary engine started for blocked ones (SpawnEngine)
+
+
+PER_ENGINE = "per_engine"   # key of the resources an engine advertises: what each engine of its node adds
 
 
 @dataclass(slots=True)
 class Node:
     name: str
-    total: dict
+    total: dict                                      # fixed part + grows x engines (see Scheduler.engine_added)
+    grows: dict = field(default_factory=dict)        # what each engine adds (CPU 1 unless num_cpus was declared)
     used: dict = field(default_factory=dict)         # sum of engines' reservations
     gpu_free: dict = field(default_factory=dict)     # gpu id -> free fraction
     engines: list = field(default_factory=list)
+    spawning: int = 0                                # extra engines asked for (SpawnEngine), not joined yet

@@ -71,8 +71,42 @@ def default_shm_dir() -> str:
     return d if os.path.isdir(d) and os.access(d, os.W_OK) else tempfile.gettempdir()
 
 
-def default_spill_dir() -> str:
-    return os.path.join(tempfile.gettempdir(), f"jpar-spill-{os.getuid()}")
+def default_spill_dir(create: bool = True) -> str:
+    """This user's spill directory under the temp dir, made mode 0700 and checked (see :func:`private_dir`)."""
+    path = os.path.join(tempfile.gettempdir(), f"jpar-spill-{os.getuid()}")
+    if create:
+        private_dir(path)
+    return path
+
+
+def private_dir(path: str) -> str:
+    """Make ``path`` a directory only this user can use, or refuse it.
+
+    Its name is predictable (another user can create it first), so it is created with mode
+    0700 without following a link, and an existing one must be a real directory owned by this
+    user that no one else can write to; one that others could only read (an older jpar made it
+    0755) is tightened to 0700."""
+    import stat
+
+    from .errors import ConfigError
+
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    fix = "Remove it, or set JPAR_OBJECT_SPILL_DIR to a directory of your own."
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"The spill directory {path} is not a directory (a link or a file): refusing it. {fix}")
+    if st.st_uid != os.getuid():
+        raise ConfigError(f"The spill directory {path} belongs to another user (uid {st.st_uid}), who could read or "
+                          f"replace your spilled objects: refusing it. {fix}")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        raise ConfigError(f"The spill directory {path} is writable by others (mode {mode:o}): refusing it. {fix}")
+    if mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
 
 
 def default_capacity(shm_dir: str) -> int:
@@ -196,4 +230,4 @@ def sweep_cluster(key: bytes, shm_dir: str = "", spill_dir: str = "") -> None:
     """Remove every segment and spill file of a cluster on this host (all its nodes)."""
     tag = cluster_tag(key)
     _sweep(shm_dir or default_shm_dir(), f"jpar-{tag}-")
-    shutil.rmtree(os.path.join(spill_dir or default_spill_dir(), f"jpar-{tag}"), ignore_errors=True)
+    shutil.rmtree(os.path.join(spill_dir or default_spill_dir(create=False), f"jpar-{tag}"), ignore_errors=True)

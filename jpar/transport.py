@@ -1,9 +1,19 @@
 """ZeroMQ sockets carrying signed protocol messages: the only module that imports zmq.
 
-A :class:`Channel` wraps one socket and the cluster's :class:`~jpar.protocol.Signer`;
-``send``/``recv`` move whole :mod:`~jpar.protocol` messages. ROUTER channels address
-peers by identity. Messages that fail verification are logged and dropped here, so no
-caller ever sees a forged or garbled message.
+A :class:`Channel` wraps one socket, the cluster's :class:`~jpar.protocol.Signer`, the
+:class:`~jpar.protocol.Session` it signs with and the :class:`~jpar.protocol.ReplayGuard`
+of what it has received. ``send``/``recv`` move whole :mod:`~jpar.protocol` messages.
+ROUTER channels address peers by identity and refuse (``send_to`` returns False) a send
+to a peer that is not connected, so no message is lost without its sender knowing.
+
+What reaches a listening socket may come from anyone on the host, so every receive
+does bounded work: one call reads at most :data:`RECV_BUDGET` messages, valid or not;
+receive queues are bounded per peer (:data:`RCVHWM`, the sender is slowed, nothing is
+lost); invalid messages are dropped after the cheapest check that fails them and logged
+as one summary line per :data:`DROP_LOG_INTERVAL_S` per socket. Connections carry
+ZMTP heartbeats, answered by libzmq's own I/O thread, so a peer whose Python thread is
+busy (a task holding the GIL) stays connected, and a peer that is gone (host lost,
+process stopped or killed) is disconnected, which a :class:`Monitor` reports.
 """
 
 from __future__ import annotations
@@ -12,19 +22,27 @@ import ipaddress
 import logging
 import os
 import socket
+import struct
 import threading
+import time
 
 import zmq
 
 from . import protocol
 from .errors import ProtocolError
 
-__all__ = ["Channel", "Publisher", "Poller", "Waker", "context", "bind_router", "bind_pull", "bind_pub", "connect_dealer",
-           "connect_push", "connect_sub", "Again", "callback_host", "advertised_endpoint", "primary_host",
-           "is_wildcard", "LOOPBACK"]
+__all__ = ["Channel", "Publisher", "Poller", "Waker", "Monitor", "context", "bind_router", "bind_pull", "bind_pub",
+           "connect_dealer", "connect_push", "connect_sub", "Again", "callback_host", "advertised_endpoint",
+           "primary_host", "is_wildcard", "LOOPBACK"]
 
 log = logging.getLogger("jpar.transport")
 Again = zmq.Again
+
+RECV_BUDGET = 1000          # messages (valid or not) one receive call reads at most
+RCVHWM = 1000               # messages queued per peer on a listening socket before that peer is slowed
+DROP_LOG_INTERVAL_S = 10.0  # one summary line per socket per interval about dropped messages
+HEARTBEAT = (1.0, 10.0)     # ZMTP heartbeat: (ping interval, seconds without an answer before disconnecting)
+_MAX_PEERS_COUNTED = 10000
 
 _ctx_lock = threading.Lock()
 _ctx: zmq.Context | None = None
@@ -44,77 +62,189 @@ def context() -> zmq.Context:
 class Channel:
     """One socket that sends and receives signed messages."""
 
-    __slots__ = ("sock", "signer", "dropped", "endpoint")
+    __slots__ = ("sock", "signer", "dropped", "endpoint", "session", "guard", "prefix", "_drops", "_peers",
+                 "_why", "_since", "_last_first")
 
     def __init__(self, sock: zmq.Socket, signer: protocol.Signer, endpoint: str = ""):
         self.sock = sock
         self.signer = signer
-        self.dropped = 0
+        self.dropped = 0                 # invalid messages dropped since the channel was made
         self.endpoint = endpoint
+        self.session = protocol.Session()
+        self.guard = protocol.ReplayGuard()
+        self.prefix = 0                  # leading frames (a topic) stripped before decoding
+        self._drops = 0                  # dropped since the last summary line
+        self._peers: set = set()
+        self._why = ""
+        self._since = time.monotonic()
+        self._last_first = None          # first frame of the last routed message (its source fd)
 
     def send(self, msg: protocol.Message, nowait: bool = False) -> bool:
         try:
-            self.sock.send_multipart(protocol.encode(msg, self.signer), flags=zmq.DONTWAIT if nowait else 0)
+            self.sock.send_multipart(protocol.encode(msg, self.signer, self.session),
+                                     flags=zmq.DONTWAIT if nowait else 0)
             return True
         except zmq.Again:
             return False
 
     def send_to(self, identity: bytes, msg: protocol.Message) -> bool:
-        """ROUTER only: send to the peer with this identity (dropped if it is gone)."""
+        """ROUTER only: send to the peer with this identity; False when it is not connected (nothing sent)."""
         try:
-            self.sock.send_multipart([identity, *protocol.encode(msg, self.signer)], flags=zmq.DONTWAIT)
+            self.sock.send_multipart([identity, *protocol.encode(msg, self.signer, self.session)], flags=zmq.DONTWAIT)
             return True
         except (zmq.Again, zmq.ZMQError):
             return False
 
     def recv(self, timeout_ms: int | None = None) -> protocol.Message | None:
         """The next valid message, or None when none arrives in time (invalid ones are dropped)."""
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
         while True:
-            if timeout_ms is not None and not self.sock.poll(timeout_ms):
+            if deadline is None:
+                self.sock.poll()
+            elif not self.sock.poll(max(0, int((deadline - time.monotonic()) * 1000))):
                 return None
-            frames = self.sock.recv_multipart(copy=True)
-            msg = self._decode(frames)
+            msg = self.recv_nowait()
             if msg is not None:
                 return msg
-            timeout_ms = 0 if timeout_ms is not None else None
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
 
     def recv_nowait(self) -> protocol.Message | None:
-        """The next valid message already queued, or None."""
-        while True:
+        """The next valid message already queued, or None (also after RECV_BUDGET invalid ones)."""
+        sock = self.sock
+        for _ in range(RECV_BUDGET):
             try:
-                frames = self.sock.recv_multipart(flags=zmq.DONTWAIT, copy=True)
+                frames = sock.recv_multipart(flags=zmq.DONTWAIT, copy=True)
             except zmq.Again:
                 return None
+            if self.prefix:
+                frames = frames[self.prefix:]
             msg = self._decode(frames)
             if msg is not None:
                 return msg
+        return None
 
     def recv_from_nowait(self) -> tuple[bytes, protocol.Message] | None:
-        """ROUTER only: (identity, message) already queued, or None."""
-        while True:
-            try:
-                frames = self.sock.recv_multipart(flags=zmq.DONTWAIT, copy=True)
-            except zmq.Again:
-                return None
-            if len(frames) < 3:
-                self._drop(f"{len(frames)} frame(s) without an envelope")
-                continue
-            msg = self._decode(frames[1:])
-            if msg is not None:
-                return frames[0], msg
+        """ROUTER only: (identity, message) already queued, or None (also after RECV_BUDGET invalid ones)."""
+        out = []
+        self.drain_from(lambda identity, msg: out.append((identity, msg)), RECV_BUDGET, 1)
+        return out[0] if out else None
 
-    def _decode(self, frames) -> protocol.Message | None:
+    def drain_from(self, handler, budget: int = RECV_BUDGET, most: int | None = None) -> tuple[int, int]:
+        """ROUTER only: call ``handler(identity, message)`` for each valid message among at most ``budget``
+        queued ones (valid or not; at most ``most`` handled); returns (handled, read). During the call,
+        :meth:`last_fd` names the connection the message came on."""
+        sock = self.sock
+        handled = n = 0
+        while n < budget:
+            try:
+                first = sock.recv(flags=zmq.DONTWAIT, copy=False)
+            except zmq.Again:
+                break
+            n += 1
+            rest = sock.recv_multipart(flags=zmq.DONTWAIT, copy=True) if first.more else []
+            identity = first.bytes
+            if len(rest) != 3:
+                self._drop(f"{len(rest) + 1} frame(s), not [identity, signature, header, body]", identity)
+                continue
+            msg = self._decode(rest, identity)
+            if msg is not None:
+                self._last_first = first
+                handler(identity, msg)
+                handled += 1
+                if most is not None and handled >= most:
+                    break
+        self._last_first = None
+        return handled, n
+
+    def last_fd(self) -> int:
+        """The file descriptor of the connection the last routed message came from (-1 if unknown):
+        what a :class:`Monitor` names when that connection drops."""
+        f = self._last_first
+        if f is None:
+            return -1
         try:
-            return protocol.decode(frames, self.signer)
+            return int(f.get(zmq.SRCFD))
+        except (zmq.ZMQError, AttributeError, ValueError):
+            return -1
+
+    def _decode(self, frames, peer=None) -> protocol.Message | None:
+        try:
+            return protocol.decode(frames, self.signer, self.guard)
         except ProtocolError as exc:
-            self._drop(str(exc))
+            self._drop(str(exc), peer)
             return None
 
-    def _drop(self, why: str) -> None:
+    def _drop(self, why: str, peer=None) -> None:
         self.dropped += 1
-        log.warning("dropped a message on %s: %s", self.endpoint or "socket", why)
+        self._drops += 1
+        self._why = why
+        if peer is not None and len(self._peers) < _MAX_PEERS_COUNTED:
+            self._peers.add(peer)
+        if self._drops == self.dropped:   # the first ever: say so at once, then summarize
+            log.warning("dropped an invalid message on %s%s: %s (further drops are summarized every %.0f s)",
+                        self.endpoint or "a socket", _peer_name(peer), why, DROP_LOG_INTERVAL_S)
+            self._drops = 0
+            self._peers.clear()
+            self._since = time.monotonic()
+        elif time.monotonic() - self._since >= DROP_LOG_INTERVAL_S:
+            self.report_drops()
+
+    def tick_drop_log(self) -> None:
+        """Log the summary of recent drops once its interval has passed (loops call this periodically)."""
+        if self._drops and time.monotonic() - self._since >= DROP_LOG_INTERVAL_S:
+            self.report_drops()
+
+    def report_drops(self) -> None:
+        """Log the summary of drops since the last one, if any (also called periodically by loops)."""
+        now = time.monotonic()
+        if self._drops:
+            peers = f"from {len(self._peers)} peer(s) " if self._peers else ""
+            log.warning("dropped %d invalid message(s) %son %s in the last %.0f s; last: %s",
+                        self._drops, peers, self.endpoint or "a socket", now - self._since, self._why)
+            self._drops = 0
+            self._peers.clear()
+        self._since = now
 
     def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def _peer_name(peer) -> str:
+    return f" from peer {peer.hex()}" if isinstance(peer, bytes) else ""
+
+
+class Monitor:
+    """Connections of one socket that dropped (peer closed, died, or stopped answering heartbeats),
+    as the file descriptors :meth:`Channel.last_fd` reported for them."""
+
+    _EVENT = struct.Struct("=HI")
+
+    def __init__(self, ch: Channel):
+        addr = f"inproc://jpar-monitor-{id(ch):x}-{os.getpid()}"
+        ch.sock.monitor(addr, zmq.EVENT_DISCONNECTED)
+        self.sock = context().socket(zmq.PAIR)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 0)   # never drop an event (the loop drains it every turn)
+        self.sock.connect(addr)
+        self._ch = ch
+
+    def disconnected(self) -> list[int]:
+        out = []
+        while True:
+            try:
+                frames = self.sock.recv_multipart(flags=zmq.DONTWAIT)
+            except zmq.Again:
+                return out
+            event, value = self._EVENT.unpack_from(frames[0])
+            if event == zmq.EVENT_DISCONNECTED:
+                out.append(value)
+
+    def close(self) -> None:
+        try:
+            self._ch.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
         self.sock.close(linger=0)
 
 
@@ -144,6 +274,24 @@ def _socket(kind: int) -> zmq.Socket:
     sock = context().socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     return sock
+
+
+def _heartbeat(sock: zmq.Socket, heartbeat: tuple[float, float] | None) -> None:
+    """ZMTP heartbeats: libzmq's I/O thread pings every ``interval`` s and drops a connection that
+    stays silent ``timeout`` s; each ping asks the peer to drop it after ``timeout`` s without one
+    (TTL). Both ends' I/O threads do this without the GIL. Only connecting sockets set this:
+    the RCVHWM of the (listening) receiver must never stop their input (see bind_router)."""
+    if not heartbeat:
+        return
+    interval, timeout = heartbeat
+    sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(interval * 1000)))
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(timeout * 1000)))
+    sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, int(timeout * 1000)))
+
+
+def liveness_heartbeat(heartbeat_s: float, dead_after_s: float) -> tuple[float, float]:
+    """(interval, timeout) so that a lost peer is disconnected within ``dead_after_s``."""
+    return heartbeat_s, max(heartbeat_s, dead_after_s - heartbeat_s)
 
 
 def _bind(sock: zmq.Socket, endpoint: str) -> str:
@@ -263,50 +411,81 @@ def advertised_endpoint(bound: str, peer: str = "") -> str:
 
 
 def bind_router(endpoints: list[str], signer) -> tuple[Channel, list[str]]:
+    """A listening ROUTER: bounded receive queue per peer, and sends to an absent peer refused.
+
+    It sends no heartbeats of its own: its connecting peers ping it (:func:`connect_dealer`) with a
+    TTL, and libzmq drops a connection whose pings stop for that long. (A listening socket that
+    pings while a peer's bounded queue is full trips a libzmq assertion when that peer disconnects:
+    libzmq 4.3.5, stream_engine_base.cpp, out_event after an I/O error.)"""
     sock = _socket(zmq.ROUTER)
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)   # send_to an unknown/gone peer fails instead of vanishing
     sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, RCVHWM)
     bound = [_bind(sock, e) for e in endpoints]
     return Channel(sock, signer, bound[0]), bound
 
 
 def bind_pull(endpoints: list[str], signer) -> tuple[Channel, list[str]]:
     sock = _socket(zmq.PULL)
-    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, RCVHWM)
     bound = [_bind(sock, e) for e in endpoints]
     return Channel(sock, signer, bound[0]), bound
 
 
 class Publisher(Channel):
-    """The head's event stream: a PUB socket that also knows whether anyone subscribes (XPUB), so
-    the head builds no per-task events while no dashboard or sidebar listens."""
+    """The head's event stream: an XPUB socket that publishes under a topic derived from the key and
+    admits only subscriptions to that topic (manual mode), so a peer without the key gets nothing,
+    and knows whether such a subscriber is connected, so the head builds no per-task events while
+    no dashboard or sidebar listens."""
 
-    __slots__ = ("listened",)
+    __slots__ = ("listened", "topic", "subscribers")
 
     def __init__(self, sock: zmq.Socket, signer: protocol.Signer, endpoint: str = ""):
         super().__init__(sock, signer, endpoint)
         self.listened = False
+        self.topic = signer.derive(b"events")
+        self.subscribers = 0
 
-    def update_listeners(self) -> bool:
-        """Read pending (un)subscription notices; True while at least one subscriber is connected.
+    def send(self, msg: protocol.Message, nowait: bool = False) -> bool:
+        try:
+            self.sock.send_multipart([self.topic, *protocol.encode(msg, self.signer, self.session)], flags=zmq.DONTWAIT)
+            return True
+        except zmq.Again:
+            return False
 
-        Every subscriber takes the whole stream (topic ``b""``); XPUB reports the first subscription
-        to a topic and the end of the last one, so one flag says it all."""
-        while True:
+    def update_listeners(self, budget: int = RECV_BUDGET) -> bool:
+        """Read pending (un)subscription notices (at most ``budget``); True while a keyed subscriber is connected.
+
+        A subscription to any other topic (a peer without the key) is not admitted and not counted."""
+        changed = False
+        sock = self.sock
+        for _ in range(budget):
             try:
-                notice = self.sock.recv(zmq.DONTWAIT)
+                notice = sock.recv(zmq.DONTWAIT)
             except zmq.Again:
-                return self.listened
+                break
+            if notice[1:] != self.topic:
+                if notice[:1] == b"\x01":
+                    self._drop("a subscription without the cluster key")
+                continue
             if notice[:1] == b"\x01":
-                self.listened = True
+                sock.setsockopt(zmq.SUBSCRIBE, self.topic)   # manual mode: admits the peer that just asked
+                self.subscribers += 1
+                changed = True
             elif notice[:1] == b"\x00":
-                self.listened = False
+                self.subscribers = max(0, self.subscribers - 1)
+                changed = True
+        if changed:
+            self.listened = self.subscribers > 0
+        return self.listened
 
 
 def bind_pub(endpoint: str, signer) -> tuple[Publisher, str]:
     sock = _socket(zmq.XPUB)
     sock.setsockopt(zmq.SNDHWM, 10000)
+    sock.setsockopt(zmq.RCVHWM, RCVHWM)
+    sock.setsockopt(zmq.XPUB_MANUAL, 1)
     bound = _bind(sock, endpoint)
     return Publisher(sock, signer, bound), bound
 
@@ -317,12 +496,14 @@ def _connect(sock: zmq.Socket, endpoint: str) -> None:
     sock.connect(endpoint)
 
 
-def connect_dealer(endpoint: str, signer, identity: bytes | None = None) -> Channel:
+def connect_dealer(endpoint: str, signer, identity: bytes | None = None,
+                   heartbeat: tuple[float, float] | None = HEARTBEAT) -> Channel:
     sock = _socket(zmq.DEALER)
     if identity:
         sock.setsockopt(zmq.IDENTITY, identity)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
+    _heartbeat(sock, heartbeat)
     _connect(sock, endpoint)
     return Channel(sock, signer, endpoint)
 
@@ -335,10 +516,13 @@ def connect_push(endpoint: str, signer) -> Channel:
 
 
 def connect_sub(endpoint: str, signer) -> Channel:
+    """A subscriber of the head's event stream: subscribes to the keyed topic and strips it."""
     sock = _socket(zmq.SUB)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.setsockopt(zmq.SUBSCRIBE, signer.derive(b"events"))
     _connect(sock, endpoint)
-    return Channel(sock, signer, endpoint)
+    ch = Channel(sock, signer, endpoint)
+    ch.prefix = 1
+    return ch
 
 
 class Waker:
@@ -375,5 +559,7 @@ def raw_socket(kind: str, endpoint: str):
     """An unsigned socket of ``kind`` ("dealer", "push") connected to ``endpoint``: for tests
     that send garbage to a cluster, and nothing else."""
     sock = _socket({"dealer": zmq.DEALER, "push": zmq.PUSH, "sub": zmq.SUB}[kind])
+    if kind == "sub":
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
     sock.connect(endpoint)
     return sock

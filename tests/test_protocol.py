@@ -1,6 +1,7 @@
-"""The wire protocol: typed messages round-trip, anything unsigned or foreign is rejected."""
+"""The wire protocol: typed messages round-trip, anything unsigned, foreign or replayed is rejected."""
 
 import pickle
+import time
 
 import pytest
 
@@ -8,6 +9,12 @@ from jpar import protocol as P
 from jpar.errors import ProtocolError
 
 KEY = P.Signer(b"k" * 32)
+
+
+def signed(body: bytes, session: bytes = b"s" * 16, seq: int = 1, sent: float | None = None) -> list:
+    """Frames carrying ``body`` as a holder of KEY would sign them."""
+    header = P.HEADER.pack(session, seq, time.time() if sent is None else sent)
+    return [KEY.sign([header, body]), header, body]
 
 
 def spec(tid=1):
@@ -33,16 +40,49 @@ def test_wrong_key_is_rejected():
         P.decode(frames, KEY)
 
 
-def test_tampered_body_is_rejected():
-    sig, body = P.encode(P.Query(1, "status"), KEY)
+def test_tampered_body_or_header_is_rejected():
+    sig, header, body = P.encode(P.Query(1, "status"), KEY)
     with pytest.raises(ProtocolError, match="signature"):
-        P.decode([sig, body[:-1] + b"X"], KEY)
+        P.decode([sig, header, body[:-1] + b"X"], KEY)
+    with pytest.raises(ProtocolError, match="signature"):   # the sequence number is signed too
+        P.decode([sig, header[:16] + (99).to_bytes(8, "little") + header[24:], body], KEY)
 
 
 def test_wrong_version_is_rejected():
     body = pickle.dumps((P.PROTOCOL_VERSION + 1, P.Heartbeat.CODE, []))
     with pytest.raises(ProtocolError, match="version"):
-        P.decode([KEY.sign([body]), body], KEY)
+        P.decode(signed(body), KEY)
+
+
+def test_a_replayed_message_is_refused_and_a_session_must_increase():
+    guard = P.ReplayGuard()
+    session = P.Session()
+    first = P.encode(P.Hello("driver", 1, "h", "ipc://x", True), KEY, session)
+    second = P.encode(P.Heartbeat(), KEY, session)
+    assert isinstance(P.decode(first, KEY, guard), P.Hello)
+    with pytest.raises(ProtocolError, match="replayed"):
+        P.decode(first, KEY, guard)                     # the same frames again
+    assert isinstance(P.decode(second, KEY, guard), P.Heartbeat)
+    with pytest.raises(ProtocolError, match="replayed"):
+        P.decode(first, KEY, guard)                     # an older one of the same session
+    other = P.encode(P.Heartbeat(), KEY)                # another sender: its own sequence
+    assert isinstance(P.decode(other, KEY, guard), P.Heartbeat)
+    assert guard.refused == 2
+
+
+def test_a_stale_message_is_refused_and_idle_sessions_are_forgotten():
+    guard = P.ReplayGuard(window_s=60)
+    body = pickle.dumps((P.PROTOCOL_VERSION, P.Heartbeat.CODE, []))
+    with pytest.raises(ProtocolError, match="stale"):
+        P.decode(signed(body, sent=time.time() - 61), KEY, guard)
+    with pytest.raises(ProtocolError, match="stale"):
+        P.decode(signed(body, sent=float("nan")), KEY, guard)
+    P.decode(signed(body, session=b"a" * 16), KEY, guard)
+    assert len(guard) == 1
+    guard._last[b"a" * 16][1] -= 121         # idle for more than twice the window
+    guard._next_sweep = 0
+    P.decode(signed(body, session=b"b" * 16), KEY, guard)
+    assert len(guard) == 1                   # "a" forgotten: its old messages are stale anyway
 
 
 @pytest.mark.parametrize("payload", [
@@ -54,7 +94,7 @@ def test_wrong_version_is_rejected():
 def test_signed_but_malformed_is_rejected(payload):
     body = pickle.dumps(payload)
     with pytest.raises(ProtocolError):
-        P.decode([KEY.sign([body]), body], KEY)
+        P.decode(signed(body), KEY)
 
 
 def test_too_few_frames_and_garbage():
@@ -62,6 +102,15 @@ def test_too_few_frames_and_garbage():
         P.decode([b"only one"], KEY)
     with pytest.raises(ProtocolError):
         P.decode([b"\x00" * 32, b"\xff\xfe garbage"], KEY)
+    with pytest.raises(ProtocolError):
+        P.decode([b"\x00" * 32, b"\x00" * 32, b"\xff\xfe garbage"], KEY)
+
+
+def test_the_docs_state_the_current_version():
+    import pathlib
+
+    page = pathlib.Path(__file__).parent.parent / "docs" / "reference" / "protocol.md"
+    assert f"# Wire protocol (version {P.PROTOCOL_VERSION})" in page.read_text()
 
 
 def test_empty_key_refused():

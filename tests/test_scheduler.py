@@ -4,7 +4,7 @@ import pytest
 
 from jpar import protocol as P
 from jpar.scheduler import (TRANSITIONS, CancelOnEngine, DispatchTask, DrainEngine, Failure, FreeObjects,
-                            ReplyObjects, RetireEngine, RevokeOnEngine,
+                            ReplyObjects, RetireEngine, RevokeOnEngine, SpawnEngine,
                             Scheduler, SendFailure, TaskState, Transition)
 
 S = TaskState
@@ -417,3 +417,71 @@ def test_a_task_failed_at_submission_leaves_its_arguments_references_alone(sched
     acts = done(sched, 0, 1)
     assert of(acts, DispatchTask) == [DispatchTask(0, 3, ())] and 100 in sched.objects
     assert FreeObjects((100,)) in done(sched, 0, 3)
+
+
+# ---- a task blocked in get() never holds up what it waits for
+def test_blocked_engine_takes_only_what_its_top_blocked_task_submitted(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2), spec(3, parent=1)])
+    acts = sched.blocked(0, 1, True)
+    # 2 might wait on 1 (a ref to 1 can reach it): run on top of 1 it would never finish
+    assert of(acts, DispatchTask) == [DispatchTask(0, 3, ())]
+    assert sched.tasks[2].state is S.QUEUED
+    acts = done(sched, 0, 3)
+    acts += sched.blocked(0, 1, False)
+    acts += done(sched, 0, 1)
+    assert of(acts, DispatchTask) == [DispatchTask(0, 2, ())]
+
+
+def test_blocking_gives_back_prefetched_tasks_it_did_not_submit():
+    s = Scheduler(prefetch=8, prefetch_s=1.0)
+    s.client_added(1)
+    s.engine_added(0, "n", {"CPU": 1})
+    s.engines[0].depth = 4
+    s.submit(1, [spec(1), spec(2), spec(3)])
+    assert list(s.engines[0].queue) == [1, 2, 3]
+    acts = s.blocked(0, 1, True)
+    assert of(acts, RevokeOnEngine) == [RevokeOnEngine(0, (2, 3))]
+    s.revoked(0, [2, 3])
+    assert s.tasks[2].state is S.QUEUED and s.tasks[3].state is S.QUEUED
+
+
+def test_extra_engine_started_for_blocked_tasks_and_retired_after(sched):
+    sched.spawn_nodes.add("n")
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2)])
+    sched.now = 10.0
+    sched.blocked(0, 1, True)
+    sched.now = 10.05
+    assert of(sched.tick(), SpawnEngine) == []             # a short block: no extra engine yet
+    sched.now = 10.2
+    assert of(sched.tick(), SpawnEngine) == [SpawnEngine("n")]
+    assert of(sched.tick(), SpawnEngine) == []             # one per blocked engine at most
+    total = dict(sched.nodes["n"].total)
+    acts = sched.engine_added(1, "n", {"CPU": 1}, extra=True)
+    assert of(acts, DispatchTask) == [DispatchTask(1, 2, ())]
+    assert sched.nodes["n"].total == total                 # it runs on the blocked task's lent CPU
+    assert of(done(sched, 1, 2), RetireEngine) == []       # still blocked: the extra engine stays
+    acts = sched.blocked(0, 1, False)
+    assert of(acts, RetireEngine) == [RetireEngine(1)]
+    sched.engine_removed(1)
+    assert sched.extras == 0 and sched.nodes["n"].total == total
+
+
+def test_no_extra_engine_where_the_head_cannot_start_one(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2)])
+    sched.blocked(0, 1, True)
+    sched.now = 100.0
+    assert of(sched.tick(), SpawnEngine) == []
+
+
+def test_failed_extra_engine_start_can_be_retried(sched):
+    sched.spawn_nodes.add("n")
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2)])
+    sched.blocked(0, 1, True)
+    sched.now = 1.0
+    assert of(sched.tick(), SpawnEngine) == [SpawnEngine("n")]
+    sched.spawn_failed("n")
+    assert of(sched.tick(), SpawnEngine) == [SpawnEngine("n")]

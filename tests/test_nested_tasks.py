@@ -1,0 +1,143 @@
+"""Tasks that wait on tasks never deadlock: a task blocked in get() never holds up what it waits for.
+
+Each test starts its own small cluster (one or two engines), so the engines that tasks block
+really are all the engines there are.
+"""
+
+import psutil
+import pytest
+
+import jpar
+
+from .conftest import jpar_children, wait_gone
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def one_engine():
+    jpar.init(num_engines=1)
+    yield
+    procs = jpar_children()
+    jpar.shutdown()
+    assert wait_gone(procs) == []
+
+
+@pytest.fixture
+def two_engines():
+    jpar.init(num_engines=2)
+    yield
+    procs = jpar_children()
+    jpar.shutdown()
+    assert wait_gone(procs) == []
+
+
+@jpar.remote
+def inner():
+    return 1
+
+
+@jpar.remote
+def outer():
+    return jpar.get(inner.remote())
+
+
+@jpar.remote
+def waiter(refs):
+    return jpar.get(refs[0])
+
+
+@jpar.remote
+def level(n):
+    """A chain of nested tasks, each waiting on the one it submitted."""
+    return 1 if n == 0 else 1 + jpar.get(level.remote(n - 1))
+
+
+def test_waiter_on_a_sibling_that_waits_on_its_child(one_engine):
+    # outer runs, blocks on inner; waiter must not run on top of outer (it waits on outer)
+    assert jpar.get(waiter.remote([outer.remote()]), timeout=30) == 1
+
+
+def test_two_waiters_on_two_engines(two_engines):
+    outers = [outer.remote() for _ in range(2)]
+    waiters = [waiter.remote([o]) for o in outers]
+    assert jpar.get(waiters, timeout=30) == [1, 1]
+
+
+@jpar.remote
+def slow_inner(s):
+    import time
+
+    time.sleep(s)
+    return 1
+
+
+@jpar.remote
+def slow_outer(s):
+    return jpar.get(slow_inner.remote(s))
+
+
+@jpar.remote
+def plus_one(x):
+    return x + 1
+
+
+def test_waiter_runs_before_what_it_waits_on(one_engine):
+    # gate blocks on its child; x waits for gate (a ref argument); w, ready first, waits on x:
+    # w must not run on top of gate (x can only run once gate is done)
+    gate = slow_outer.remote(0.5)
+    x = plus_one.remote(gate)
+    w = waiter.remote([x])
+    assert jpar.get(w, timeout=30) == 2
+
+
+def test_a_chain_of_waiters_on_one_engine(one_engine):
+    head = next(p for p in psutil.Process().children() if "jpar.controller" in " ".join(p.cmdline()))
+    base = {p.pid for p in head.children()}
+    gate = slow_outer.remote(1.0)
+    ref = plus_one.remote(gate)
+    for _ in range(4):
+        ref = waiter.remote([ref])
+    assert jpar.get(ref, timeout=60) == 2
+    # temporary engines started meanwhile are retired once nothing is blocked
+    extra = [p for p in head.children() if p.pid not in base]
+    assert wait_gone(extra, timeout=30) == []
+    assert jpar.get(inner.remote(), timeout=30) == 1
+
+
+def test_deep_recursion_runs_children_on_the_blocked_stack(one_engine):
+    assert jpar.get(level.remote(30), timeout=60) == 31
+
+
+def test_cancelled_task_stops_under_a_child_running_above_it(one_engine, tmp_path):
+    import os
+
+    fifo, marker = str(tmp_path / "started"), str(tmp_path / "parent-went-on")
+    os.mkfifo(fifo)
+
+    @jpar.remote
+    def child():
+        import time
+
+        with open(fifo, "w") as f:
+            f.write("x")
+        time.sleep(1.0)
+        return 1
+
+    @jpar.remote
+    def parent():
+        v = jpar.get(child.remote())
+        with open(marker, "w") as f:
+            f.write("went on after being cancelled")
+        return v
+
+    engine_id = jpar.hooks.engines()[0]["id"]
+    ref = parent.remote()
+    with open(fifo) as f:
+        assert f.read() == "x"         # the child runs, on top of its blocked parent
+    jpar.cancel(ref, recursive=False)   # the signal reaches the child, which is not cancelled
+    with pytest.raises(jpar.TaskCancelledError):
+        jpar.get(ref, timeout=30)
+    # a task pinned to that engine runs once the parent's stack has unwound
+    assert jpar.get(inner.options(placement=engine_id).remote(), timeout=30) == 1
+    assert not os.path.exists(marker)
