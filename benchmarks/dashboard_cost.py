@@ -2,6 +2,7 @@
 updater thread spends while 10,000 tasks run, and its update latency.
 
     .venv/bin/python benchmarks/dashboard_cost.py [--tasks 10000] [--reps 5] [--engines 2]
+    .venv/bin/python benchmarks/dashboard_cost.py --model       # the widget's model alone, no cluster
 
 Throughput is the shared harness's `throughput` row (submit N no-op tasks one by one, then get them
 all), measured in one process with the dashboard closed and open, alternating, median of ``--reps``.
@@ -10,6 +11,10 @@ nowhere), so JSON encoding in the kernel's IOPub thread is not counted; the brow
 (tests/test_dashboard_browser.py) records the comm delivery time in test-artifacts/latency.txt.
 Latency is, per update, the age of the oldest event it carried: head timestamp of a state change ->
 the traits are set (the 4 Hz throttle alone accounts for up to 250 ms).
+
+``--model`` times the pure parts on the sizes tests/test_dashboard.py checks for correctness: the
+DAG layout of 200 nodes (was ~1 ms here; budget 100 ms) and DashboardModel applying the 300,000
+events of 100,000 tasks (~1 us per event; budget 3 s) and taking its snapshots (budget 50 ms).
 """
 
 from __future__ import annotations
@@ -40,12 +45,51 @@ def process_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def model_costs(reps: int) -> None:
+    """Layout of 200 nodes; 100,000 tasks through DashboardModel (apply, then the three snapshots)."""
+    from jpar.notebook import dag_layout
+    from jpar.notebook.dashboard import DashboardModel
+    from jpar.protocol import Event
+
+    nodes = list(range(200))
+    edges = [(i, i + 1) for i in range(0, 199, 2)] + [(i, i + 3) for i in range(0, 190, 5)]
+    layout = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        dag_layout.layered_layout(nodes, edges)
+        layout.append(time.perf_counter() - t0)
+    n, now = 100_000, time.time()
+    batch = [Event(now, "task", i, "queued", {"name": f"f{i % 7}", "deps": (i - 1,) if i % 3 else (), "parent": 0,
+                                               "owner": 1}) for i in range(1, n + 1)]
+    batch += [Event(now, "task", i, s, {"engine": i % 2} if s == "running" else None)
+              for i in range(1, n + 1) for s in ("running", "done")]
+    apply_s, snap_s = [], []
+    for _ in range(reps):
+        m = DashboardModel()
+        t0 = time.perf_counter()
+        m.apply(batch)
+        apply_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        m.snapshot_graph()
+        m.snapshot_states(time.time())
+        m.snapshot_totals(time.monotonic())
+        snap_s.append(time.perf_counter() - t0)
+    print(f"layout of 200 nodes: median {statistics.median(layout) * 1e3:.1f} ms (budget 100 ms)")
+    print(f"model, {len(batch):,} events of {n:,} tasks: apply median {statistics.median(apply_s):.2f} s "
+          f"({statistics.median(apply_s) / len(batch) * 1e6:.2f} us/event; budget 3 s), "
+          f"snapshots median {statistics.median(snap_s) * 1e3:.1f} ms (budget 50 ms)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", type=int, default=10_000)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--engines", type=int, default=2)
+    ap.add_argument("--model", action="store_true", help="time the widget's model and layout only (no cluster)")
     args = ap.parse_args()
+    if args.model:
+        model_costs(args.reps)
+        return 0
     jpar.init(num_engines=args.engines)
     run_tasks(2000)                               # warm up: functions shipped, engines hot
     closed, opened, widget_cpu, proc_cpu_open, proc_cpu_closed, latencies = [], [], [], [], [], []

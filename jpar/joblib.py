@@ -11,10 +11,12 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-import joblib
-from joblib.parallel import AutoBatchingMixin, ParallelBackendBase
+from jpar.errors import import_optional
 
-from jpar import submitter as _pool
+joblib = import_optional("joblib", "jpar's joblib backend (jpar.joblib)", "pip install joblib")
+from joblib.parallel import AutoBatchingMixin, ParallelBackendBase  # noqa: E402  (joblib is there)
+
+from jpar import submitter as _pool  # noqa: E402
 from jpar.executor import Executor
 
 __all__ = ["JparBackend", "register"]

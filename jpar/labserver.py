@@ -27,7 +27,10 @@ DELETE /jpar/engines       ``?address=...&engines=N`` (or ``&engine=ID``, repeat
                            body): remove engines gracefully, ``{"address", "removed": [ids]}``; each
                            finishes its running task, then stops (the stream shows it go)
 POST /jpar/cancel          ``{"address": ..., "driver": no, "force": false}``: cancel every unfinished
-                           task of driver ``no`` (a ``drivers`` entry's ``no``): ``{"cancelled": n}``
+                           task of driver ``no`` (a ``drivers`` entry's ``no``): ``{"cancelled": n}``;
+                           with ``"tasks": ["ID" or "FIRST-LAST", ...]`` (decimal task ids, as a
+                           notebook's kernel lists them per cell) only those: ``{"cancelled": n}``
+                           counts the ids asked for
 GET  /jpar/stream          ``text/event-stream``: ``clusters`` and ``cluster`` snapshots, pushed
 =========================  ====================================================================
 
@@ -47,16 +50,21 @@ import threading
 import time
 from typing import Any
 
-import tornado.iostream
-import tornado.web
-from jupyter_server.base.handlers import APIHandler
-from jupyter_server.utils import url_path_join
-
 from .config import Config
+from .errors import import_optional
+
+_SERVER = "The jpar server extension (the JupyterLab sidebar)"
+tornado = import_optional("tornado", _SERVER, "pip install jupyterlab")
+import_optional("jupyter_server", _SERVER, "pip install jupyterlab")
+import tornado.iostream  # noqa: E402  (tornado is there: checked just above)
+import tornado.web  # noqa: E402
+from jupyter_server.base.handlers import APIHandler  # noqa: E402
+from jupyter_server.utils import url_path_join  # noqa: E402
+
 from .hooks import EventSubscription
 from .launcher import find_clusters
 
-__all__ = ["Hub", "Watcher", "cluster_summary", "status_snapshot", "kernel_pids"]
+__all__ = ["Hub", "Watcher", "cluster_summary", "status_snapshot", "kernel_pids", "task_ids"]
 
 log = logging.getLogger("jpar.labserver")
 
@@ -116,8 +124,12 @@ def status_snapshot(st: dict, store: Any, engines: dict | None = None, rate: flo
     rows = []
     for e in sorted(st.get("engines", ()), key=lambda e: e["id"]):
         m = live.get(e["id"], {})
+        # an engine is measured once it sent a sample: a metrics event, or the head's copy of one
+        # (the head reports rss 0 until then); before that the sidebar shows "-", not 0 % / 0 MiB
+        measured = bool(m) or bool(e.get("rss"))
         rows.append({"id": e["id"], "node": e.get("node", ""), "pid": e.get("pid", 0),
-                     "cpu": round(float(m.get("cpu", e.get("cpu", 0.0))), 1), "rss": int(m.get("rss", e.get("rss", 0))),
+                     "cpu": round(float(m.get("cpu", e.get("cpu", 0.0))), 1) if measured else None,
+                     "rss": int(m.get("rss", e.get("rss", 0))) if measured else None,
                      "queued": e.get("queued", 0), "busy": bool(m.get("task", e.get("task", 0))),
                      "draining": bool(e.get("draining", False))})
     sched = st.get("scheduler", {})
@@ -129,6 +141,24 @@ def status_snapshot(st: dict, store: Any, engines: dict | None = None, rate: flo
             "rate": round(rate, 1), "resources": st.get("resources", {}), "available": st.get("available", {}),
             "store": _store_figures(store), "actors": actors, "actor_counts": sched.get("actors", {}),
             "drivers": drivers, "memory_total": _memory_total()}
+
+
+def task_ids(spec: Any, limit: int = 1_000_000) -> list[int]:
+    """``["12", "20-23"]`` -> ``[12, 20, 21, 22, 23]``: task ids as the sidebar sends them (decimal
+    strings, since ids pass 2**53; runs of consecutive ids as FIRST-LAST). ValueError if malformed."""
+    if not isinstance(spec, list):
+        raise ValueError("\"tasks\" must be a list of task ids (\"ID\" or \"FIRST-LAST\" strings).")
+    out: list[int] = []
+    for item in spec:
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", str(item))
+        if not m:
+            raise ValueError(f"\"tasks\": {item!r} is not a task id (\"ID\" or \"FIRST-LAST\", decimal).")
+        first = int(m.group(1))
+        last = int(m.group(2) or first)
+        if last < first or len(out) + last - first + 1 > limit:
+            raise ValueError(f"\"tasks\": {item!r} is not a valid range (or asks for over {limit} ids).")
+        out.extend(range(first, last + 1))
+    return out
 
 
 def kernel_pids(kernel_manager: Any) -> dict[int, str]:
@@ -385,20 +415,27 @@ class Hub:
         return {"pid": int(m.group(1)), "address": m.group(2)}
 
     def add_engines(self, address: str, engines: int) -> dict:
-        """``engines`` more engines on this machine joining a cluster whose connection file is here."""
+        """``engines`` more engines on the head's host (children of its head) of a cluster whose connection
+        file is here; answers what they added (``message``: e.g. "added engine 3 (+1 CPU)") or, as a 400,
+        why none can add capacity (a cluster started with a fixed num_cpus)."""
+        from .errors import ResourceError
+        from .hooks import add_engines
+
         conn = self.find(address)
         if conn is None:
             raise LookupError(f"No jpar cluster at {address!r}; GET /jpar/clusters lists the known ones.")
         if not conn.get("file"):
             raise ValueError("Engines can be added from here only to clusters with a connection file on this "
-                             "machine; on the head's machine run `jpar start --address ...` instead.")
-        out = subprocess.run([sys.executable, "-m", "jpar.cli", "start", "--address", conn["head"],
-                              "--connection-file", conn["file"], "-n", str(engines)],
-                             capture_output=True, text=True, timeout=60)
-        if out.returncode:
-            raise RuntimeError(f"jpar start --address failed: {out.stderr.strip() or out.stdout.strip()}")
-        pids = re.search(r"pids ([\d, ]+)\)", out.stdout)
-        return {"address": conn["head"], "pids": [int(p) for p in pids.group(1).split(", ")] if pids else []}
+                             "machine; on the head's machine run `jpar add-engines` instead.")
+        d = _connect(conn, self.config)
+        try:
+            change = add_engines(engines, driver=d)
+        except ResourceError as exc:
+            raise ValueError(str(exc)) from None
+        finally:
+            d.close()
+        return {"address": conn["head"], "pids": list(change.pids), "engine_ids": list(change.engine_ids),
+                "resources": change.resources, "message": str(change)}
 
     def remove_engines(self, address: str, count: int = 1, engine_ids=None) -> dict:
         """Drain ``count`` engines (or those ids) of a cluster; answered at once, they leave when done."""
@@ -409,9 +446,11 @@ class Hub:
             raise LookupError(f"No jpar cluster at {address!r}; GET /jpar/clusters lists the known ones.")
         d = _connect(conn, self.config)
         try:
-            return {"address": conn["head"], "removed": remove_engines(count, engine_ids, wait=False, driver=d)}
+            change = remove_engines(count, engine_ids, wait=False, driver=d)
         finally:
             d.close()
+        return {"address": conn["head"], "removed": list(change.engine_ids), "resources": change.resources,
+                "message": str(change)}
 
     def cancel_driver(self, address: str, client_no: int, force: bool = False) -> dict:
         """Cancel every unfinished task of one driver of a cluster (its number in ``drivers``)."""
@@ -426,6 +465,22 @@ class Hub:
                     "cancelled": cancel_driver_tasks(client_no, force, driver=d)}
         finally:
             d.close()
+
+    def cancel_tasks(self, address: str, tasks: list, force: bool = False) -> dict:
+        """Cancel tasks by id, whichever driver owns them (that driver's ``get`` raises
+        TaskCancelledError): how the sidebar cancels one cell's tasks without asking the kernel,
+        which may be busy running that very cell."""
+        ids = task_ids(tasks)
+        conn = self.find(address)
+        if conn is None:
+            raise LookupError(f"No jpar cluster at {address!r}; GET /jpar/clusters lists the known ones.")
+        d = _connect(conn, self.config)
+        try:
+            d.cancel_ids(ids, force, True)
+            d.query("status", timeout=5)    # answered after the cancels (one connection, in order)
+        finally:
+            d.close()
+        return {"address": conn["head"], "cancelled": len(ids)}
 
     def stop(self, address: str) -> dict:
         conn = self.find(address)
@@ -539,6 +594,11 @@ class CancelHandler(_Base):
     async def post(self) -> None:
         b = self.body()
         no, force = b.get("driver"), b.get("force", False)
+        if "tasks" in b:
+            if not isinstance(force, bool):
+                raise tornado.web.HTTPError(400, "\"force\" must be true or false.")
+            self.finish(json.dumps(await self.run(self.hub.cancel_tasks, str(b.get("address", "")), b["tasks"], force)))
+            return
         if not isinstance(no, int) or isinstance(no, bool) or not isinstance(force, bool):
             raise tornado.web.HTTPError(400, "\"driver\" must be a driver's number (an integer, the \"no\" of "
                                              "a status \"drivers\" entry) and \"force\" true or false.")

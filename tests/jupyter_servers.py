@@ -15,6 +15,7 @@ import urllib.request
 import uuid
 
 import psutil
+import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -79,16 +80,29 @@ def lab_env(tmp_path: pathlib.Path, **extra: str) -> tuple[dict, pathlib.Path]:
     return env, settings
 
 
+def require_chromium() -> None:
+    """Fail (not skip) without Debian's chromium: ``make test`` installs it, so its absence is a
+    broken setup that must not pass as a green run with the browser tests skipped."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's chromium; run `make browser` "
+                    "(never `playwright install`)", pytrace=False)
+
+
 def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
 
 
 def process_gone(pid: int, timeout: float = 15.0) -> bool:
-    """Whether process ``pid`` has ended (waiting up to ``timeout`` seconds for it to)."""
+    """Whether process ``pid`` has ended (waiting up to ``timeout`` seconds for it to); an exited
+    process its parent has not reaped yet (a zombie) has ended."""
     try:
-        psutil.Process(pid).wait(timeout)
+        proc = psutil.Process(pid)
+        proc.wait(timeout)
     except psutil.NoSuchProcess:
         return True
     except psutil.TimeoutExpired:
-        return False
+        try:
+            return proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
     return True

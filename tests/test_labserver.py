@@ -22,7 +22,7 @@ import pytest
 
 from .jupyter_servers import jupyter_app, process_gone
 
-pytest.importorskip("jupyter_server")
+import jupyter_server  # noqa: E402,F401  (the test extra declares it: missing means a broken setup, not a skip)
 pytestmark = pytest.mark.timeout(90)
 
 from jpar.labserver import cluster_summary, status_snapshot  # noqa: E402
@@ -136,11 +136,10 @@ def test_cli_cluster_is_discovered_streamed_and_stopped(server):
 
         code, res = server.call("POST", "/jpar/engines", {"address": address, "engines": 1})
         assert code == 200 and len(res["pids"]) == 1, res
+        assert res["message"] == f"added engine {res['engine_ids'][0]} (+1 CPU)" and res["resources"] == {"CPU": 1.0}
         res_pids = res["pids"]
-        deadline = time.monotonic() + 15
-        while len(server.call("GET", f"/jpar/status?address={address}")[1]["engines"]) < 2:
-            assert time.monotonic() < deadline, "the added engine did not register"
-            time.sleep(0.2)
+        st = server.call("GET", f"/jpar/status?address={address}")[1]   # answered once the engine has joined
+        assert len(st["engines"]) == 2 and st["resources"] == {"CPU": 2.0}, st
 
         code, res = server.call("POST", "/jpar/stop", {"address": address})
         assert code == 200 and res["pid"] == pid
@@ -182,7 +181,8 @@ def test_remove_engines_and_cancel_a_drivers_tasks(server):
         code, res = server.call("DELETE", f"/jpar/engines?address={address}&engine=99")
         assert code == 404 and "No engine with id 99" in res["message"]
         code, res = server.call("DELETE", f"/jpar/engines?address={address}&engines=1")
-        assert code == 200 and res == {"address": address, "removed": [max(engine_pids)]}, res
+        assert code == 200 and res == {"address": address, "removed": [max(engine_pids)], "resources": {"CPU": -1.0},
+                                       "message": f"removing engine {max(engine_pids)} (-1 CPU)"}, res
         code, st = server.call("GET", f"/jpar/status?address={address}")   # an idle engine leaves at once
         assert code == 200 and [e["id"] for e in st["engines"]] == [min(engine_pids)]
         assert process_gone(engine_pids[max(engine_pids)])

@@ -28,11 +28,12 @@ import threading
 import time
 from typing import Any
 
-import anywidget
-import traitlets
-
 import jpar
 from jpar import hooks
+from jpar.errors import import_optional
+
+anywidget = import_optional("anywidget", "jpar.dashboard()")
+traitlets = import_optional("traitlets", "jpar.dashboard()")
 
 from .dag_layout import layered_layout
 
@@ -205,7 +206,7 @@ class DashboardModel:
         rss = int(info.get("rss", 0))
         shared = int(info.get("shared", 0))
         e.update(cpu=cpu, rss=rss, shared=shared, heap=max(0, rss - shared), task=info.get("task") or 0,
-                 node=info.get("node", e["node"]), pid=info.get("pid", e["pid"]), alive=True)
+                 node=info.get("node", e["node"]), pid=info.get("pid", e["pid"]), alive=True, measured=True)
         e["hist_cpu"].append(round(cpu, 1))
         e["hist_heap"].append(max(0, rss - shared))
 
@@ -213,7 +214,7 @@ class DashboardModel:
         e = self.engines.get(eid)
         if e is None:
             e = self.engines[eid] = {"id": eid, "node": "", "pid": 0, "cpu": 0.0, "rss": 0, "shared": 0, "heap": 0,
-                                     "task": 0, "alive": True, "hist_cpu": collections.deque(maxlen=HISTORY),
+                                     "task": 0, "alive": True, "measured": False, "hist_cpu": collections.deque(maxlen=HISTORY),
                                      "hist_heap": collections.deque(maxlen=HISTORY)}
         return e
 
@@ -248,7 +249,7 @@ class DashboardModel:
             e = self._engine_entry(eid)
             e["node"] = row.get("node", e["node"]) or row.get("host", "")
             e["pid"] = row.get("pid", e["pid"])
-            if not e["hist_cpu"]:
+            if not e["measured"] and row.get("rss"):   # the head's copy of a sample (rss 0: none yet)
                 self._metrics(eid, {"cpu": row.get("cpu", 0.0), "rss": row.get("rss", 0),
                                     "shared": row.get("shared", 0), "task": row.get("task", 0)})
         for eid in list(self.engines):
@@ -305,13 +306,16 @@ class DashboardModel:
         return out
 
     def snapshot_engines(self) -> list:
+        """One dict per engine; ``cpu``, ``rss``, ``shared`` and ``heap`` are None until its first sample."""
         names = self.tasks
         out = []
         for eid in sorted(self.engines):
             e = self.engines[eid]
             cur = names.get(e["task"]) if e["task"] else None
-            out.append({"id": eid, "node": e["node"], "pid": e["pid"], "cpu": round(e["cpu"], 1), "rss": e["rss"],
-                        "shared": e["shared"], "heap": e["heap"], "task": cur[_NAME] if cur else
+            m = e["measured"]
+            out.append({"id": eid, "node": e["node"], "pid": e["pid"], "cpu": round(e["cpu"], 1) if m else None,
+                        "rss": e["rss"] if m else None, "shared": e["shared"] if m else None,
+                        "heap": e["heap"] if m else None, "task": cur[_NAME] if cur else
                         (f"{e['task']:x}" if e["task"] else ""), "hist_cpu": list(e["hist_cpu"]),
                         "hist_heap": list(e["hist_heap"])})
         return out
@@ -566,6 +570,9 @@ class Dashboard(anywidget.AnyWidget):
         counts = ", ".join(f"{s} {m.counts[s]}" for s in STATES if m.counts.get(s)) or "no tasks yet"
         lines = [f"jpar dashboard ({self.status}): tasks: {counts}"]
         for e in m.snapshot_engines():
+            if e["cpu"] is None:
+                lines.append(f"  engine {e['id']}: CPU     -   heap       - MiB  shared      - MiB  (not sampled yet)")
+                continue
             lines.append(f"  engine {e['id']}: CPU {e['cpu']:5.1f}%  heap {e['heap'] / 2**20:7.1f} MiB  "
                          f"shared {e['shared'] / 2**20:6.1f} MiB  {e['task']}")
         return "\n".join(lines)

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
+import threading
+import time
 import traceback
 import uuid
 from typing import Any
 
-from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-
 import jpar
 from jpar import hooks
+from jpar.errors import import_optional
+
+_ipython = import_optional("IPython", "The jpar magics (%load_ext jpar)")
+from IPython.core.error import UsageError  # noqa: E402  (IPython is there: checked just above)
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class  # noqa: E402
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring  # noqa: E402
 
 from . import engine_ns
 from .reprs import PerEngine, StatusTable
@@ -71,6 +76,13 @@ class RemoteCellError(jpar.TaskError):
         for eid, err in sorted(self.errors.items()):
             out.extend(_engine_traceback(eid, err))
         return out
+
+
+def _in_kernel() -> bool:
+    """Whether this runs in a Jupyter kernel (a front end that shows widgets)."""
+    ip = sys.modules.get("IPython")
+    shell = ip.get_ipython() if ip is not None else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def _engine_traceback(engine_id: int, err: BaseException) -> list[str]:
@@ -164,15 +176,51 @@ class RemoteCell:
             per = {eid: engine_ns.unportable(r["pulled"][name]) for eid, r in self._values.items()}
             ns[name] = next(iter(per.values())) if len(self.refs) == 1 else PerEngine(per)
 
-    def __repr__(self) -> str:
-        refs = list(self.refs.values())
-        try:
-            done = len(jpar.wait(refs, num_returns=len(refs), timeout=0)[0])
-            state = "done" if done == len(refs) else f"{done}/{len(refs)} done"
-        except jpar.JparError:
-            state = "cluster closed"
+    def _text(self, done: int | None) -> str:
+        n = len(self.refs)
+        state = "cluster closed" if done is None else "done" if done >= n else f"{done}/{n} done"
         targets = ", ".join(str(t) for t in self.refs)
         return f"<RemoteCell {self.name} on engines [{targets}]: {state}>"
+
+    def _done(self) -> int | None:
+        """How many engines have finished (None: the cluster is gone)."""
+        try:
+            return len(hooks.task_ids_done([r.id for r in self.refs.values()]))
+        except jpar.JparError:
+            return None
+
+    def __repr__(self) -> str:
+        return self._text(self._done())
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
+        """In a notebook, an unfinished cell's handle is a live line (a widget a thread updates
+        until every engine is done), not a snapshot that keeps saying "0/2 done"; text elsewhere."""
+        done = self._done()
+        text = self._text(done)
+        if done is None or done >= len(self.refs) or not _in_kernel():
+            return {"text/plain": text}
+        try:
+            label = import_optional("ipywidgets", "a live %%remote --noblock handle").Label(value=text)
+        except jpar.JparError:
+            return {"text/plain": text}
+        threading.Thread(target=self._follow, args=(label, text), name=f"jpar-{self.name}", daemon=True).start()
+        bundle = dict(label._repr_mimebundle_(include=include, exclude=exclude) or {})
+        bundle["text/plain"] = text
+        return bundle
+
+    def _follow(self, label: Any, shown: str, interval: float = 0.25) -> None:
+        """Keep ``label`` saying how many engines are done, until all are (or the cluster goes)."""
+        while True:
+            done = self._done()
+            text = self._text(done)
+            if text != shown:
+                try:
+                    label.value = shown = text
+                except Exception:   # the widget was closed (kernel shutting down): nothing to show
+                    return
+            if done is None or done >= len(self.refs):
+                return
+            time.sleep(interval)    # polled like the progress bars: the driver has no per-ref callback
 
 
 @magics_class

@@ -16,6 +16,7 @@ import time
 from typing import Any, TextIO
 
 from jpar import hooks
+from jpar.errors import import_optional
 
 __all__ = ["enable", "disable", "Progress", "ProgressBar"]
 
@@ -92,7 +93,7 @@ class Progress:
 
     def _show(self) -> None:
         if self.kind == "widget":
-            from IPython.display import display
+            display = import_optional("IPython.display", "jpar's progress bars").display
 
             self._bar = ProgressBar(self.total, self.what)
             self._bar.set(self.done, self._text())
@@ -133,8 +134,7 @@ class ProgressBar:
     """An ipywidgets bar with a label (the notebook view of :class:`Progress`)."""
 
     def __init__(self, total: int, what: str):
-        import ipywidgets as w
-
+        w = import_optional("ipywidgets", "jpar's progress bars")
         self.bar = w.IntProgress(value=0, min=0, max=max(1, total), description=what,
                                  layout=w.Layout(width="420px"), style={"description_width": "initial"})
         self.label = w.Label()
@@ -160,7 +160,7 @@ def _stable_hbox() -> Any:
     """An HBox with a stable repr (nbval compares text/plain); made on first use (ipywidgets is lazy)."""
     global _hbox_class
     if _hbox_class is None:
-        import ipywidgets as w
+        w = import_optional("ipywidgets", "jpar's progress bars")
 
         class JparProgressBox(w.HBox):
             def __repr__(self) -> str:

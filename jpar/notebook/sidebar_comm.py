@@ -1,23 +1,35 @@
 """The kernel's side of the JupyterLab sidebar: what only this notebook knows, over a comm.
 
 The sidebar gets cluster-wide figures from the Jupyter server (:mod:`jpar.labserver`); which
-cells of *this* notebook have work in flight, and cancelling it, only the kernel can answer.
-The sidebar opens a comm with target ``jpar.sidebar``; JupyterLab >= 4.4 puts it on a kernel
-subshell when the kernel supports them (ipykernel >= 7), so answers come while a cell is busy.
-Messages may therefore arrive on a subshell thread: handlers only read the driver's dicts
-(copied in one C-level step) and send through the comm, which is thread-safe.
+cells of *this* notebook have work in flight only the kernel knows. The sidebar opens a comm
+with target ``jpar.sidebar`` (on the main shell, while the kernel is idle); from then on the
+kernel *pushes* this notebook's figures from a thread of its own whenever they change, at most
+``PUSH_INTERVAL_S`` apart. No request travels while a cell runs, and that matters: every request
+a kernel handles makes it publish busy/idle status messages, and JupyterLab shows the last one
+it saw as the notebook's state, so a request answered on a subshell mid-cell flipped a busy
+notebook to "Idle". Messages the kernel sends on its own carry no status.
 
 ::
 
-    sidebar -> kernel  {"request": "info", "id": n}
-    kernel  -> sidebar {"reply": "info", "id": n, "attached": bool, "cluster": {...}, "driver": no,
-                        "layer": bool, "pending": N,
-                        "cells": [{"cell_id", "msg_id", "pending", "names": {...}}, ...]}
-    sidebar -> kernel  {"request": "cancel", "id": n, "cell_id": optional, "force": bool}
-    kernel  -> sidebar {"reply": "cancel", "id": n, "cancelled": k}
+    sidebar -> kernel  comm_open (target jpar.sidebar), on the main shell while the kernel is idle
+    kernel  -> sidebar {"push": "info", "attached": bool, "cluster": {...}, "driver": no,
+                        "layer": bool, "pending": N, "pid": pid,
+                        "cells": [{"cell_id", "msg_id", "pending", "names": {...},
+                                   "tasks": ["ID" or "FIRST-LAST", ...]}, ...]}
+                       (at once, then whenever it changes; a thread of this kernel sends it)
+
+Cancelling a cell's tasks goes through the Jupyter server with those task ids
+(``POST /jpar/cancel {"address", "tasks"}``), never through the kernel, which may be busy
+running that very cell. Requests still work for other clients, on any shell or subshell
+(they are answered from the thread that receives them; handlers only read the driver's dicts,
+copied in one C-level step, and send through the comm, which is thread-safe)::
+
+    client -> kernel  {"request": "info", "id": n}           -> {"reply": "info", "id": n, ...as above}
+    client -> kernel  {"request": "cancel", "id": n, "cell_id": optional, "force": bool}
+                                                             -> {"reply": "cancel", "id": n, "cancelled": k}
 
 Per-cell figures need the notebook layer (``%load_ext jpar``: it records which cell submitted
-each task); without it the reply still says which cluster and driver this kernel is.
+each task); without it the push still says which cluster and driver this kernel is.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from typing import Any
 __all__ = ["TARGET", "register", "notebook_info", "cancel_pending"]
 
 TARGET = "jpar.sidebar"
+PUSH_INTERVAL_S = 0.5          # a comm's figures are looked at this often, and sent when they changed
 _registered: set = set()          # ids of comm managers the target is registered with
 _lock = threading.Lock()
 
@@ -66,7 +79,42 @@ def _on_open(comm: Any, open_msg: dict) -> None:
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         comm.send(dict(reply, reply=req, id=data.get("id")))
 
+    pusher = _Pusher(comm)
     comm.on_msg(on_msg)
+    comm.on_close(lambda msg: pusher.stop())
+    pusher.start()
+
+
+class _Pusher:
+    """One comm's thread: sends this notebook's figures whenever they change (no status messages)."""
+
+    def __init__(self, comm: Any, interval: float = PUSH_INTERVAL_S):
+        self.comm = comm
+        self.interval = interval
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="jpar-sidebar-push", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _run(self) -> None:
+        last = None
+        while True:
+            try:
+                info = notebook_info(with_tasks=True)
+            except Exception as exc:   # say it, and keep going: the next look may work
+                info = {"error": f"{type(exc).__name__}: {exc}"}
+            if info != last:
+                try:
+                    self.comm.send(dict(info, push="info"))
+                except Exception:      # the comm or the kernel is closing
+                    return
+                last = info
+            if self.stopping.wait(self.interval):
+                return
 
 
 def _cell_id(cell: Any) -> str:
@@ -81,8 +129,20 @@ def _layer_loaded() -> bool:
     return getattr(shell, "_jpar_layer", None) is not None
 
 
-def notebook_info() -> dict:
-    """Which cluster this kernel drives, and its unfinished tasks grouped by submitting cell."""
+def _runs(ids: list) -> list:
+    """Sorted task ids as ``"ID"`` / ``"FIRST-LAST"`` strings (ids pass 2**53: JSON numbers would round)."""
+    out: list = []
+    for tid in sorted(ids):
+        if out and tid == out[-1][1] + 1:
+            out[-1][1] = tid
+        else:
+            out.append([tid, tid])
+    return [str(a) if a == b else f"{a}-{b}" for a, b in out]
+
+
+def notebook_info(with_tasks: bool = False) -> dict:
+    """Which cluster this kernel drives, and its unfinished tasks grouped by submitting cell
+    (``with_tasks``: each cell's task ids too, as :func:`_runs` writes them)."""
     from jpar import hooks
 
     driver = hooks.driver_info()
@@ -94,6 +154,7 @@ def notebook_info() -> dict:
     info["cluster"] = {"id": driver["cluster_id"], "address": driver["address"]}
     info["driver"] = driver["client_no"]
     cells: dict[int, dict] = {}
+    ids: dict[int, list] = {}
     for tid, (cell, name) in pending.items():
         key = getattr(cell, "key", 0)
         row = cells.get(key)
@@ -101,9 +162,14 @@ def notebook_info() -> dict:
             parent = getattr(cell, "parent", None) or {}
             row = cells[key] = {"cell_id": _cell_id(cell), "msg_id": (parent.get("header") or {}).get("msg_id", ""),
                                 "pending": 0, "names": {}}
+            ids[key] = []
         row["pending"] += 1
         row["names"][name] = row["names"].get(name, 0) + 1
-    info["cells"] = sorted(cells.values(), key=lambda r: -r["pending"])
+        ids[key].append(tid)
+    if with_tasks:
+        for key, row in cells.items():
+            row["tasks"] = _runs(ids[key])
+    info["cells"] = sorted(cells.values(), key=lambda r: (-r["pending"], r["cell_id"]))
     return info
 
 

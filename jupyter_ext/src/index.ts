@@ -8,10 +8,13 @@
  *     ClusterPanel (one Lumino widget in the left area) renders one card per cluster.
  *
  * Cluster-wide data never involves a kernel: the panel works with no notebook open and across kernel
- * restarts. What only the active notebook's kernel knows (its pending tasks per cell) comes over a comm
- * on that kernel (KernelLink, on a subshell where supported), asked once a second while shown.
+ * restarts. What only the active notebook's kernel knows (its pending tasks per cell) the kernel pushes
+ * over a comm (KernelLink) opened while it is idle; the sidebar never sends it a request while a cell
+ * runs (the kernel's status messages would flip the status bar to Idle), and cancels a cell's tasks
+ * through the server with the ids the kernel pushed.
  */
 import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { URLExt } from '@jupyterlab/coreutils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { Kernel, ServerConnection, Session } from '@jupyterlab/services';
@@ -39,8 +42,8 @@ interface IEngine {
   id: number;
   node: string;
   pid: number;
-  cpu: number;
-  rss: number;
+  cpu: number | null; // null: not sampled yet (shown as "-")
+  rss: number | null;
   queued: number;
   busy: boolean;
 }
@@ -70,10 +73,11 @@ function mib(n: number): string {
   return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(0)} MiB`;
 }
 
+/** A bar with a label; `frac` NaN: nothing measured yet (empty bar, data-value ""). */
 function bar(kind: string, frac: number, label: string): string {
-  const pct = Math.max(0, Math.min(100, frac * 100));
+  const pct = isNaN(frac) ? 0 : Math.max(0, Math.min(100, frac * 100));
   return (
-    `<div class="jp-jpar-bar" data-kind="${kind}" data-value="${pct.toFixed(1)}" title="${esc(label)}">` +
+    `<div class="jp-jpar-bar" data-kind="${kind}" data-value="${isNaN(frac) ? '' : pct.toFixed(1)}" title="${esc(label)}">` +
     `<div class="jp-jpar-bar-fill" style="width:${pct.toFixed(1)}%"></div>` +
     `<span class="jp-jpar-bar-label">${esc(label)}</span></div>`
   );
@@ -120,6 +124,7 @@ export class ClusterPanel extends Widget {
 
   // Stream only while the panel is shown: a collapsed sidebar costs the clusters nothing.
   protected onAfterShow(): void {
+    this.openWanted = true;
     void this.stream();
     this.startNotebookTimer();
   }
@@ -156,8 +161,7 @@ export class ClusterPanel extends Widget {
   private nbInfo: INotebookInfo | null = null;
   private nbTimer = 0;
   private nbBusy = false;
-  private openWanted = true; // try (re)opening the comm at the next tick
-  private lastOpen = 0;
+  private openWanted = true; // try (re)opening the comm at the next tick the kernel is idle
   private kernelPaths = new Map<string, string>(); // kernel id -> notebook path
 
   private updateSessions(): void {
@@ -212,7 +216,7 @@ export class ClusterPanel extends Widget {
     let link = this.links.get(kernel.id);
     if (!link || link.kernel !== kernel) {
       link?.dispose();
-      const fresh = new KernelLink(kernel);
+      const fresh = new KernelLink(kernel, l => this.onPush(l));
       this.links.set(kernel.id, fresh);
       kernel.disposed.connect(() => {
         fresh.dispose();
@@ -225,7 +229,18 @@ export class ClusterPanel extends Widget {
     return link;
   }
 
-  /** Ask the active notebook's kernel for its pending tasks (opening the comm when worth a try). */
+  /** The kernel pushed new figures (or closed the comm): show them if it is the active notebook's. */
+  private onPush(link: KernelLink): void {
+    if (!this.isDisposed && link.kernel === this.currentKernel()) {
+      this.nbInfo = link.info ?? { attached: false, pid: 0, pending: 0, cells: [], error: 'no-jpar' };
+      this.renderNotebook();
+    }
+  }
+
+  /**
+   * The active notebook's pending tasks, as its kernel last pushed them; opens the comm when worth a
+   * try, and only while the kernel is idle (no request ever reaches a kernel that runs a cell).
+   */
   async refreshNotebook(): Promise<void> {
     if (this.nbBusy || this.isDisposed) {
       return;
@@ -238,15 +253,17 @@ export class ClusterPanel extends Widget {
         return;
       }
       const link = this.linkFor(kernel);
-      const now = Date.now();
-      if (!link.isOpen && (this.openWanted || now - this.lastOpen > 10000)) {
+      if (!link.isOpen && this.openWanted && kernel.status === 'idle') {
         this.openWanted = false;
-        this.lastOpen = now;
         await link.open();
       }
-      this.nbInfo = link.isOpen
-        ? await link.info()
-        : { attached: false, pid: 0, pending: 0, cells: [], error: 'no-jpar' };
+      if (link.info) {
+        this.nbInfo = link.info;
+      } else if (!link.isOpen && this.openWanted && kernel.status !== 'idle') {
+        this.nbInfo = { attached: false, pid: 0, pending: 0, cells: [], error: 'busy' };
+      } else {
+        this.nbInfo = { attached: false, pid: 0, pending: 0, cells: [], error: 'no-jpar' };
+      }
     } catch (err) {
       this.nbInfo = { attached: false, pid: 0, pending: 0, cells: [], error: String((err as Error).message || err) };
     } finally {
@@ -276,7 +293,7 @@ export class ClusterPanel extends Widget {
     const link = this.currentKernel() ? this.links.get(this.currentKernel()!.id) : undefined;
     el.dataset.attached = String(!!info?.attached);
     el.dataset.pending = String(info?.pending ?? 0);
-    el.dataset.subshell = String(!!link?.onSubshell);
+    el.dataset.push = String(!!link?.isOpen);
     const name = panel ? panel.context.path.split('/').pop() : '';
     let body: string;
     if (!panel) {
@@ -284,7 +301,9 @@ export class ClusterPanel extends Widget {
     } else if (!info || !info.attached) {
       body =
         '<div class="jp-jpar-dim">' +
-        (info && info.error && info.error !== 'no-jpar'
+        (info && info.error === 'busy'
+          ? 'The kernel is busy: this notebook\'s jpar tasks show here once it is idle.'
+          : info && info.error && info.error !== 'no-jpar'
           ? esc(info.error)
           : 'Not using jpar yet: run <code>import jpar; jpar.init()</code>, or <b>init</b> on a cluster below.') +
         '</div>';
@@ -501,10 +520,11 @@ export class ClusterPanel extends Widget {
     const rows = engines
       .map(
         e =>
-          `<div class="jp-jpar-engine" data-engine-id="${e.id}" data-busy="${e.busy}">` +
+          `<div class="jp-jpar-engine" data-engine-id="${e.id}" data-busy="${e.busy}" data-measured="${e.cpu !== null}">` +
           `<span class="jp-jpar-engine-id" title="pid ${e.pid} on ${esc(e.node)}">${e.id}</span>` +
-          bar('cpu', e.cpu / 100, `${e.cpu.toFixed(0)}% CPU`) +
-          bar('mem', e.rss / memShare, mib(e.rss)) +
+          (e.cpu === null || e.rss === null // not sampled yet: no figure rather than a false 0 % / 0 MiB
+            ? bar('cpu', NaN, '- CPU') + bar('mem', NaN, '-')
+            : bar('cpu', e.cpu / 100, `${e.cpu.toFixed(0)}% CPU`) + bar('mem', e.rss / memShare, mib(e.rss))) +
           `</div>`
       )
       .join('');
@@ -570,32 +590,38 @@ export class ClusterPanel extends Widget {
         const r = await this.request('start', 'POST', { engines: n });
         this.message(`started ${r.address} (head pid ${r.pid})`);
       } else if (action === 'stop') {
+        if (!(await this.confirmStop(address))) {
+          this.message(`kept ${address} running`);
+          return;
+        }
         this.message(`stopping ${address}…`);
         await this.request('stop', 'POST', { address });
         this.message(`stopped ${address}`);
       } else if (action === 'add-engine') {
         const r = await this.request('engines', 'POST', { address, engines: 1 });
-        this.message(`engine started (pid ${r.pids.join(', ')})`);
+        this.message(r.message || `engine started (pid ${r.pids.join(', ')})`);   // e.g. "added engine 3 (+1 CPU)"
       } else if (action === 'remove-engine') {
         const r = await this.request(`engines?address=${encodeURIComponent(address)}&engines=1`, 'DELETE');
-        this.message(`removing engine ${(r.removed || []).join(', ')}`);
+        this.message(r.message || `removing engine ${(r.removed || []).join(', ')}`);   // "removing engine 3 (-1 CPU)"
       } else if (action === 'cancel-driver') {
         const no = parseInt((button.closest('.jp-jpar-driver') as HTMLElement).dataset.no || '0', 10);
         const r = await this.request('cancel', 'POST', { address, driver: no });
         this.message(`cancelled ${r.cancelled} task(s) of driver ${no}`);
       } else if (action === 'cancel-notebook' || action === 'cancel-cell') {
-        const kernel = this.currentKernel();
-        const link = kernel ? this.links.get(kernel.id) : undefined;
-        if (!link?.isOpen) {
-          throw new Error('This notebook has no jpar comm open.');
+        // through the server and the head: the kernel may be busy running that very cell
+        const info = this.nbInfo;
+        if (!info?.attached || !info.cluster) {
+          throw new Error('This notebook drives no jpar cluster.');
         }
-        const cellId = action === 'cancel-cell' ? (button.closest('.jp-jpar-cell') as HTMLElement).dataset.cellId : undefined;
-        const r = await link.cancel(cellId);
-        if (r.error) {
-          throw new Error(r.error);
+        let r: { cancelled: number };
+        if (action === 'cancel-cell') {
+          const cellId = (button.closest('.jp-jpar-cell') as HTMLElement).dataset.cellId;
+          const cell = info.cells.find(c => c.cell_id === cellId);
+          r = await this.request('cancel', 'POST', { address: info.cluster.address, tasks: cell?.tasks || [] });
+        } else {
+          r = await this.request('cancel', 'POST', { address: info.cluster.address, driver: info.driver });
         }
         this.message(`cancelled ${r.cancelled} task(s) of this notebook`);
-        void this.refreshNotebook();
       } else if (action === 'goto-cell') {
         const cellId = (button.closest('.jp-jpar-cell') as HTMLElement).dataset.cellId || '';
         const { index } = this.cellLabel(cellId);
@@ -612,13 +638,66 @@ export class ClusterPanel extends Widget {
       } else if (action === 'insert') {
         this.insert(`import jpar\njpar.init(address=${JSON.stringify(address)})`, false);
       } else if (action === 'dashboard') {
-        this.insert(`import jpar\njpar.init(address=${JSON.stringify(address)})\njpar.dashboard()`, true);
+        // the notebook that drives this cluster already: no second jpar.init (it would fail)
+        this.insert(
+          this.drivesCluster(address)
+            ? 'import jpar\njpar.dashboard()'
+            : `import jpar\njpar.init(address=${JSON.stringify(address)})\njpar.dashboard()`,
+          true
+        );
       }
     } catch (err) {
       this.message(String((err as Error).message || err), true);
     } finally {
       button.disabled = false;
     }
+  }
+
+  /** Whether the active notebook's kernel is a driver of the cluster at `address`. */
+  private drivesCluster(address: string): boolean {
+    const info = this.nbInfo;
+    return !!info?.attached && info.cluster?.address === address;
+  }
+
+  /**
+   * Ask before stopping a cluster someone drives: the active notebook (named as such: its next
+   * jpar call fails) or other drivers. A cluster nobody drives stops at once.
+   */
+  private async confirmStop(address: string): Promise<boolean> {
+    const mine = this.drivesCluster(address);
+    const own = mine ? this.nbInfo?.driver : undefined;
+    const others = (this.snapshots.get(address)?.drivers || []).filter(d => d.no !== own);
+    if (!mine && !others.length) {
+      return true;
+    }
+    const body = document.createElement('div');
+    body.className = 'jp-jpar-stop-dialog';
+    const name = this.tracker?.currentWidget?.context.path.split('/').pop() || 'this notebook';
+    const lines: string[] = [];
+    if (mine) {
+      lines.push(
+        `This notebook (${name}) drives this cluster: stopping it cancels the notebook's pending tasks, ` +
+          "and its next jpar call needs jpar.init() again."
+      );
+    }
+    if (others.length) {
+      const who = others.map(d => {
+        const path = d.kernel_id ? this.kernelPaths.get(d.kernel_id) : undefined;
+        return path ? `${path} (kernel pid ${d.pid})` : `${d.kind} pid ${d.pid} on ${d.host}`;
+      });
+      lines.push(`${mine ? 'Also driven' : 'Driven'} by: ${who.join(', ')}.`);
+    }
+    for (const line of lines) {
+      const p = document.createElement('p');
+      p.textContent = line;
+      body.appendChild(p);
+    }
+    const result = await showDialog({
+      title: `Stop the jpar cluster at ${address}?`,
+      body: new Widget({ node: body }),
+      buttons: [Dialog.cancelButton({ label: 'Keep it' }), Dialog.warnButton({ label: 'Stop' })]
+    });
+    return result.button.accept;
   }
 
   /** Insert a code cell below the active one of the current notebook (and run it). */

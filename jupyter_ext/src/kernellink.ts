@@ -1,10 +1,15 @@
 /**
  * One comm to one notebook's kernel (target "jpar.sidebar", served by jpar.notebook.sidebar_comm):
- * what only that kernel knows, i.e. its pending jpar tasks per cell, and cancelling them.
+ * what only that kernel knows, i.e. its pending jpar tasks per cell.
  *
- * The comm runs on a kernel subshell when the kernel supports them (ipykernel >= 7), so a request
- * is answered in milliseconds while a cell is busy; on other kernels it waits for the cell. The
- * subshell has to exist before the comm opens: `await comm.subshellStarted`, then `comm.open()`.
+ * The kernel *pushes* those figures whenever they change; the sidebar sends nothing while the
+ * notebook runs a cell. That is the point: every request a kernel handles makes it publish
+ * busy/idle status messages, and JupyterLab's KernelConnection takes the last status message it
+ * sees, whichever shell it came from, as the notebook's state. A request answered on a kernel
+ * subshell while a cell runs ends with "idle", and the status bar then says Idle until the cell
+ * ends. So the comm is opened on the main shell (comms over subshells disabled for it), only
+ * while the kernel is idle, and is then only listened to. Cancelling goes through the Jupyter
+ * server with the task ids the kernel pushed (POST /jpar/cancel), never through the busy kernel.
  */
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 
@@ -15,6 +20,8 @@ export interface ICellTasks {
   msg_id: string;
   pending: number;
   names: Record<string, number>;
+  /** Task ids as decimal strings, runs of consecutive ids as "FIRST-LAST" (ids pass 2**53). */
+  tasks?: string[];
 }
 
 export interface INotebookInfo {
@@ -27,8 +34,6 @@ export interface INotebookInfo {
   driver?: number;
   error?: string;
 }
-
-type Waiter = { resolve: (data: any) => void; reject: (err: Error) => void; timer: number };
 
 /** `promise`, or a rejection after `ms`: nothing the sidebar awaits on a kernel may hang it. */
 export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -48,8 +53,11 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): P
 }
 
 export class KernelLink {
-  constructor(readonly kernel: Kernel.IKernelConnection) {
-    // A dead or restarting kernel loses its comms: fail what waits now instead of timing out later.
+  constructor(
+    readonly kernel: Kernel.IKernelConnection,
+    private onInfo: (link: KernelLink) => void = () => undefined
+  ) {
+    // A dead or restarting kernel loses its comms: forget this one (a new one opens when idle again).
     kernel.statusChanged.connect((_, status) => {
       if (status === 'dead' || status === 'restarting' || status === 'autorestarting') {
         this.dispose();
@@ -57,19 +65,18 @@ export class KernelLink {
     });
   }
 
-  /** Whether the comm is open (the kernel has imported jpar). */
+  /** The kernel's last push (null before the first, or when it has no jpar). */
+  info: INotebookInfo | null = null;
+
+  /** Whether the comm is open (the kernel has imported jpar, or has not answered yet). */
   get isOpen(): boolean {
     return this.comm !== null && !this.comm.isDisposed;
   }
 
-  /** Whether requests bypass a busy main shell. */
-  get onSubshell(): boolean {
-    return this.subshell;
-  }
-
   /**
-   * Open the comm; false when this kernel has no jpar (the kernel closes a comm to an unknown
-   * target at once) or is not ready. Safe to call again: it reuses an open comm.
+   * Open the comm if the kernel is idle (otherwise false, and nothing is sent); resolves true at
+   * the kernel's first push, false when the kernel closes the comm (no jpar in it). Safe to call
+   * again: it reuses an open comm.
    */
   async open(): Promise<boolean> {
     if (this.isOpen) {
@@ -79,10 +86,10 @@ export class KernelLink {
       return this.opening;
     }
     this.opening = withTimeout(this.doOpen(), 20000, 'opening the jpar comm')
-      .catch(() => false)
+      .catch(() => this.isOpen)
       .finally(() => {
-      this.opening = null;
-    });
+        this.opening = null;
+      });
     return this.opening;
   }
 
@@ -92,100 +99,55 @@ export class KernelLink {
       return false;
     }
     await withTimeout(kernel.info, 10000, 'kernel info');
-    if (!kernel.handleComms || kernel.status === 'dead') {
+    // Only while idle: the open is one request (busy/idle status around it, on the main shell, in
+    // order with the cells); sent while a cell runs, it would wait for the cell anyway.
+    if (!kernel.handleComms || kernel.status !== 'idle') {
       return false;
     }
     const comm = kernel.createComm(TARGET);
-    this.subshell = kernel.supportsSubshells;
-    // CommHandler (the class behind IComm) has it since JupyterLab 4.4; the interface does not.
-    const started = (comm as unknown as { subshellStarted?: Promise<void> }).subshellStarted;
-    if (this.subshell && started) {
-      await withTimeout(started, 10000, 'starting a subshell');
-    }
-    let closed = false;
+    // No subshell for this comm: creating one is a control request, and its status messages (and
+    // those of a comm_open on a subshell) would reach the status bar while a cell runs.
+    (comm as unknown as { commsOverSubshells?: string }).commsOverSubshells = 'disabled';
+    let first: (ok: boolean) => void = () => undefined;
+    const answered = new Promise<boolean>(resolve => (first = resolve));
     comm.onClose = () => {
-      closed = true;
-      this.failAll('the kernel closed the jpar comm (no jpar in it, or it restarted)');
+      first(false);
+      this.info = null;
       if (this.comm === comm) {
         this.comm = null;
       }
+      this.onInfo(this);
     };
     comm.onMsg = (msg: KernelMessage.ICommMsgMsg) => {
       const data = msg.content.data as any;
-      const w = this.waiters.get(data?.id);
-      if (w) {
-        this.waiters.delete(data.id);
-        window.clearTimeout(w.timer);
-        w.resolve(data);
+      if (data && data.push === 'info') {
+        this.info = data as INotebookInfo;
+        first(true);
+        this.onInfo(this);
       }
     };
     this.comm = comm;
     comm.open({});
-    // An unknown target makes the kernel close the comm right after opening it: ask once to know
-    // (a kernel without subshells may be busy: a timeout then does not mean "no jpar").
-    try {
-      await this.request({ request: 'info' }, this.subshell ? 5000 : 60000);
-    } catch {
-      // closed (no jpar) or timed out (busy): told apart by `closed`
+    // An unknown target makes the kernel close the comm right after opening it; a kernel that
+    // turned busy meanwhile answers after its cell (the comm stays open and its pushes will come).
+    const ok = await withTimeout(answered, 5000, 'the jpar comm').catch(() => !comm.isDisposed);
+    if (!ok && !comm.isDisposed) {
+      comm.dispose();
     }
-    if (closed) {
-      if (!comm.isDisposed) {
-        comm.dispose();
-      }
-      this.comm = null;
-      return false;
-    }
-    return true;
-  }
-
-  /** Send a request and wait for the reply with the same id. */
-  request(data: Record<string, unknown>, timeoutMs = 5000): Promise<any> {
-    const comm = this.comm;
-    if (!comm || comm.isDisposed) {
-      return Promise.reject(new Error('no jpar comm to this kernel'));
-    }
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = window.setTimeout(() => {
-        this.waiters.delete(id);
-        reject(new Error(`the kernel did not answer ${String(data.request)} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.waiters.set(id, { resolve, reject, timer });
-      comm.send({ ...data, id });
-    });
-  }
-
-  info(): Promise<INotebookInfo> {
-    return this.request({ request: 'info' });
-  }
-
-  cancel(cellId?: string): Promise<{ cancelled: number; error?: string }> {
-    return this.request({ request: 'cancel', cell_id: cellId || null });
+    return ok;
   }
 
   dispose(): void {
-    this.failAll('closed');
-    if (this.comm && !this.comm.isDisposed) {
-      try {
-        this.comm.close();
-      } catch {
-        // the kernel is gone already
-      }
-    }
+    const comm = this.comm;
     this.comm = null;
-  }
-
-  private failAll(why: string): void {
-    for (const w of this.waiters.values()) {
-      window.clearTimeout(w.timer);
-      w.reject(new Error(why));
+    this.info = null;
+    if (comm && !comm.isDisposed) {
+      // no comm_close to the kernel: its thread stops when the kernel or comm goes, and a close
+      // sent now could be answered mid-cell; just stop listening
+      comm.dispose();
     }
-    this.waiters.clear();
   }
 
   private comm: Kernel.IComm | null = null;
   private opening: Promise<boolean> | null = null;
-  private subshell = false;
-  private nextId = 1;
-  private waiters = new Map<number, Waiter>();
 }

@@ -30,13 +30,23 @@ const CSS = `
 .jpar-dash .jpar-cpu-fill { background: #fd8d3c; }
 .jpar-dash .jpar-heap-fill { background: #6a51a3; }
 .jpar-dash .jpar-shared-fill { background: #bcbddc; }
-.jpar-dash .jpar-tip { position: absolute; pointer-events: none; background: rgba(30,30,30,0.92); color: #fff;
+.jpar-dash .jpar-tip { position: absolute; pointer-events: none; background: var(--jp-layout-color1, #fff);
+  color: var(--jp-ui-font-color1, #222); border: 1px solid var(--jp-border-color1, #bdbdbd);
+  box-shadow: var(--jp-elevation-z4, 0 2px 4px rgba(0,0,0,0.3));
   padding: 4px 6px; border-radius: 3px; white-space: pre; display: none; z-index: 10; max-width: 420px; }
 .jpar-dash .jpar-details { white-space: pre-wrap; margin-top: 4px; font-family: var(--jp-code-font-family, monospace); }
 .jpar-dash table { border-collapse: collapse; }
 .jpar-dash td, .jpar-dash th { padding: 0 6px 0 0; text-align: left; }
 .jpar-dash button { font-size: 11px; }
 .jpar-dash .jpar-node { cursor: pointer; }
+.jpar-dash .jpar-edge { stroke: var(--jp-border-color1, #999); }
+.jpar-dash .jpar-task-dot { stroke: var(--jp-ui-font-color1, #333); }
+.jpar-dash .jpar-label { fill: var(--jp-ui-font-color1, #222); }
+.jpar-dash .jpar-label-dim { fill: var(--jp-ui-font-color2, #555); }
+.jpar-dash .jpar-group-box { fill: var(--jp-layout-color1, #fff); stroke: var(--jp-ui-font-color2, #555); }
+.jpar-dash .jpar-group-box[data-kind="actor"] { stroke: #6a51a3; }
+.jpar-dash button { color: var(--jp-ui-font-color1, #222); background: var(--jp-layout-color2, #eee);
+  border: 1px solid var(--jp-border-color1, #bdbdbd); border-radius: 2px; }
 `;
 
 function el(tag, attrs = {}, parent = null, ns = null) {
@@ -132,7 +142,7 @@ function render({ model, el: root }) {
     for (const [a, b] of edges) {
       const na = nodes[a], nb = nodes[b];
       if (!na || !nb) continue;
-      el("line", { x1: na[2] * sx, y1: na[3] * sy, x2: nb[2] * sx, y2: nb[3] * sy, stroke: "#999",
+      el("line", { x1: na[2] * sx, y1: na[3] * sy, x2: nb[2] * sx, y2: nb[3] * sy, class: "jpar-edge",
         "stroke-width": mode === "groups" ? 1.5 : 0.8, "marker-end": "" }, edgeLayer, SVGNS);
     }
     for (const n of nodes) {
@@ -142,15 +152,16 @@ function render({ model, el: root }) {
         transform: `translate(${x * sx},${y * sy})` }, nodeLayer, SVGNS);
       let shape, bars = null, count = null;
       if (mode === "groups") {
-        shape = el("rect", { x: -80, y: -20, width: 160, height: 40, rx: 6, fill: "#f7f7f7",
-          stroke: kind === "actor" ? "#6a51a3" : "#555", "stroke-width": 1.5 }, grp, SVGNS);
-        el("text", { x: 0, y: -6, "text-anchor": "middle", "font-size": 12, "font-weight": 600,
+        shape = el("rect", { x: -80, y: -20, width: 160, height: 40, rx: 6, class: "jpar-group-box",
+          "data-kind": kind, "stroke-width": 1.5 }, grp, SVGNS);
+        el("text", { x: 0, y: -6, "text-anchor": "middle", "font-size": 12, "font-weight": 600, class: "jpar-label",
           text: label.length > 24 ? label.slice(0, 23) + "…" : label }, grp, SVGNS);
         bars = el("g", {}, grp, SVGNS);
-        count = el("text", { x: 0, y: 30, "text-anchor": "middle", "font-size": 10, fill: "#555" }, grp, SVGNS);
+        count = el("text", { x: 0, y: 30, "text-anchor": "middle", "font-size": 10, class: "jpar-label-dim" },
+          grp, SVGNS);
       } else {
-        shape = el("circle", { r: 8, fill: COLOURS.waiting, stroke: "#333", "stroke-width": 0.6 }, grp, SVGNS);
-        el("text", { x: 11, y: 4, "font-size": 9, fill: "#444",
+        shape = el("circle", { r: 8, fill: COLOURS.waiting, class: "jpar-task-dot", "stroke-width": 0.6 }, grp, SVGNS);
+        el("text", { x: 11, y: 4, "font-size": 9, class: "jpar-label",
           text: label.length > 14 ? label.slice(0, 13) + "…" : label }, grp, SVGNS);
       }
       grp.addEventListener("mouseenter", (ev) => {
@@ -214,21 +225,27 @@ function render({ model, el: root }) {
     enginesBox.replaceChildren();
     el("div", { text: `Engines (${engines.length})`, style: "font-weight:600" }, enginesBox);
     let memMax = 1;
-    for (const e of engines) memMax = Math.max(memMax, e.rss, ...(e.hist_heap || [0]));
+    for (const e of engines) memMax = Math.max(memMax, e.rss || 0, ...(e.hist_heap || [0]));
     memMax *= 1.2;
     for (const e of engines) {
       const row = el("div", { class: "jpar-engine", "data-engine": String(e.id) }, enginesBox);
       el("div", { text: `engine ${e.id}${e.node ? " · " + e.node : ""} · pid ${e.pid}${e.task ? " · " + e.task : ""}` }, row);
+      // null figures: not sampled yet (an engine's first sample comes a second after it starts)
+      const measured = e.cpu !== null && e.cpu !== undefined;
+      row.setAttribute("data-measured", String(measured));
       const cpu = el("div", { class: "jpar-bar", title: "CPU %" }, row);
-      const fill = el("div", { class: "jpar-cpu-fill", "data-cpu": String(e.cpu) }, cpu);
-      fill.style.width = Math.min(100, e.cpu) + "%";
+      const fill = el("div", { class: "jpar-cpu-fill", "data-cpu": measured ? String(e.cpu) : "" }, cpu);
+      fill.style.width = (measured ? Math.min(100, e.cpu) : 0) + "%";
       const mem = el("div", { class: "jpar-bar", title: "heap (RSS - shared) and shared memory" }, row);
-      const heap = el("div", { class: "jpar-heap-fill", "data-heap": String(e.heap) }, mem);
-      heap.style.width = (100 * e.heap / memMax) + "%";
+      const heap = el("div", { class: "jpar-heap-fill", "data-heap": measured ? String(e.heap) : "" }, mem);
+      heap.style.width = (measured ? 100 * e.heap / memMax : 0) + "%";
       const sh = el("div", { class: "jpar-shared-fill" }, mem);
-      sh.style.left = (100 * e.heap / memMax) + "%";
-      sh.style.width = (100 * e.shared / memMax) + "%";
-      const line = el("div", { class: "jpar-muted", text: `CPU ${e.cpu.toFixed(0)}% · heap ${fmtBytes(e.heap)} · shared ${fmtBytes(e.shared)} ` }, row);
+      sh.style.left = (measured ? 100 * e.heap / memMax : 0) + "%";
+      sh.style.width = (measured ? 100 * e.shared / memMax : 0) + "%";
+      const figures = measured
+        ? `CPU ${e.cpu.toFixed(0)}% · heap ${fmtBytes(e.heap)} · shared ${fmtBytes(e.shared)} `
+        : "CPU - · heap - · shared - ";
+      const line = el("div", { class: "jpar-muted jpar-figures", text: figures }, row);
       sparkline(e.hist_cpu, 100, "#fd8d3c", line);
       sparkline(e.hist_heap, memMax, "#6a51a3", line);
     }
