@@ -37,6 +37,19 @@ def sleep_then(seconds, value=None):
     return value
 
 
+@jpar.remote
+def rendezvous(directory, n):
+    """Returns this engine's pid once ``n`` tasks (on distinct engines) have reached this point."""
+    os.makedirs(directory, exist_ok=True)
+    open(os.path.join(directory, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 30
+    while len(os.listdir(directory)) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(os.listdir(directory))} of {n} tasks met")
+        time.sleep(0.01)
+    return os.getpid()
+
+
 def test_issue_example(cluster):
     assert jpar.get([square.remote(i) for i in range(4)]) == [0, 1, 4, 9]
     assert jpar.get(square.remote(square.remote(2))) == 16
@@ -88,10 +101,9 @@ def test_tasks_submit_tasks_without_deadlock(cluster):
 def test_get_preserves_order_and_raises_first_error_at_once(cluster):
     slow = sleep_then.remote(20, "late")
     bad = fail.remote("broken")
-    t0 = time.monotonic()
     with pytest.raises(ValueError, match="broken") as info:
-        jpar.get([slow, bad])
-    assert time.monotonic() - t0 < 10
+        jpar.get([slow, bad], timeout=15)
+    assert jpar.wait([slow], timeout=0) == ([], [slow])     # raised while the earlier ref still ran
     err = info.value
     assert isinstance(err, jpar.TaskError)
     assert "raise ValueError(msg)" in err.remote_traceback
@@ -108,16 +120,45 @@ def test_get_timeout_is_a_timeout_error(cluster):
     jpar.cancel(ref)
 
 
-def test_cancel_running_task_interrupts_it(cluster):
-    ref = sleep_then.remote(30)
-    ready, _ = jpar.wait([ref], timeout=0.3)
-    assert ready == []
-    t0 = time.monotonic()
+@jpar.remote
+def mark_then_sleep(path, seconds):
+    """Says it started (a file appears), sleeps, then says it finished."""
+    open(path + ".started", "w").close()
+    time.sleep(seconds)
+    open(path + ".finished", "w").close()
+    return "finished"
+
+
+def wait_for_file(path: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout} s"
+        time.sleep(0.01)
+
+
+def test_cancel_running_task_interrupts_it(cluster, tmp_path):
+    marker = str(tmp_path / "task")
+    ref = mark_then_sleep.remote(marker, 30)
+    wait_for_file(marker + ".started")                     # it is running now
     jpar.cancel(ref)
-    with pytest.raises(jpar.TaskCancelledError, match=r"sleep_then was cancelled \(jpar.cancel\(\)\)"):
-        jpar.get(ref, timeout=10)
-    assert time.monotonic() - t0 < 5
-    assert jpar.get(square.remote(5), timeout=10) == 25   # the engine is still usable
+    with pytest.raises(jpar.TaskCancelledError, match=r"mark_then_sleep was cancelled \(jpar.cancel\(\)\)"):
+        jpar.get(ref, timeout=10)                          # well before its 30 s sleep ends
+    assert jpar.get([square.remote(i) for i in range(4)], timeout=10) == [0, 1, 4, 9]   # engines usable
+    assert not os.path.exists(marker + ".finished")        # interrupted, not run to the end
+
+
+def test_cancel_right_after_submit(cluster, tmp_path):
+    """No pause between .remote() and cancel(): the cancel may meet the task queued, dispatched or
+    just started, and must stop it in each case (a lost cancel once left it running)."""
+    for i in range(10):
+        marker = str(tmp_path / f"t{i}")
+        ref = mark_then_sleep.remote(marker, 30)
+        jpar.cancel(ref)
+        with pytest.raises(jpar.TaskCancelledError):
+            jpar.get(ref, timeout=10)
+    # both engines are free again: two tasks that wait for each other both finish
+    assert len(set(jpar.get([rendezvous.remote(str(tmp_path / "meet"), 2) for _ in range(2)], timeout=30))) == 2
+    assert not any(p.name.endswith(".finished") for p in tmp_path.iterdir())
 
 
 def test_cancel_waiting_task_and_its_dependents(cluster):
@@ -166,7 +207,7 @@ def test_num_returns(cluster):
 
     refs = three.remote()
     assert jpar.get(refs) == [1, 2, 3]
-    with pytest.raises(ValueError, match="num_returns=2 but returned 3"):
+    with pytest.raises(ValueError, match="returned 3 values, but num_returns=2 expected 2"):
         jpar.get(three.options(num_returns=2).remote()[0], timeout=10)
 
 
@@ -236,7 +277,7 @@ def test_future_and_await(cluster):
     assert asyncio.run(main()) == 49
 
 
-def test_engine_killed_under_a_task_retries_then_fails(cluster):
+def test_engine_killed_under_a_task_retries_then_fails(cluster, tmp_path):
     @jpar.remote(max_retries=1)
     def die_if_first(path):
         if not os.path.exists(path):
@@ -255,8 +296,10 @@ def test_engine_killed_under_a_task_retries_then_fails(cluster):
         os.unlink(path)
     with pytest.raises(jpar.EngineCrashedError, match="retries"):
         jpar.get(always_die.remote(), timeout=40)
-    # the head replaced the dead engines: the cluster still has two and serves
-    assert len(set(jpar.get([pid.remote() for _ in range(50)], timeout=30))) >= 1
+    # the head replaced the dead engines: the cluster still has two and serves (two tasks that each
+    # wait until both have started finish only on two live engines)
+    pids = jpar.get([rendezvous.remote(str(tmp_path / "meet"), 2) for _ in range(2)], timeout=40)
+    assert len(set(pids)) == 2
     assert jpar.cluster_resources()["CPU"] == 2.0
 
 

@@ -17,12 +17,34 @@ def test_generated_reference_pages_are_current():
     assert out.returncode == 0, out.stderr
 
 
+def _checked(code: str) -> tuple[str, int]:
+    """The code with each ``expression   # value[: comment]`` line turned into an assertion that the
+    expression equals the value the README promises; returns (code, number of such lines)."""
+    import ast
+
+    lines, checks = [], 0
+    for line in code.splitlines():
+        m = re.match(r"^(?P<expr>[^#]+?)\s+#\s*(?P<val>[^:]+?)(?::.*)?$", line)
+        if m:
+            try:
+                ast.parse(m["expr"], mode="eval")
+                value = ast.literal_eval(m["val"])
+            except (SyntaxError, ValueError):
+                pass
+            else:
+                line = f"assert ({m['expr']}) == {value!r}, {m['expr']!r}"
+                checks += 1
+        lines.append(line)
+    return "\n".join(lines), checks
+
+
 @pytest.mark.timeout(120)
-def test_readme_python_blocks_run():
+def test_readme_python_blocks_run_and_give_the_values_shown():
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert blocks
-    out = subprocess.run([sys.executable, "-c", "\n".join(blocks)], capture_output=True, text=True, timeout=100,
-                         cwd=ROOT)
+    code, checks = _checked("\n".join(blocks))
+    assert checks >= 2, "the README's example shows its results as '# value' comments"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100, cwd=ROOT)
     assert out.returncode == 0, out.stderr
 
 

@@ -117,20 +117,37 @@ def test_map_timeout(ex):
     assert results == [None, None]
 
 
-def test_cancel_queued_and_running():
+def mark_then_sleep(path, seconds):
+    open(path + ".started", "w").close()
+    time.sleep(seconds)
+    open(path + ".finished", "w").close()
+
+
+def test_cancel_queued_and_running(tmp_path):
+    marker = str(tmp_path / "call")
     with Executor(max_workers=1) as ex:       # one call at a time: the second waits locally
-        running = ex.submit(sleep_then, 30)
+        running = ex.submit(mark_then_sleep, marker, 30)
         queued = ex.submit(mul, 1, 1)
-        time.sleep(0.3)
         assert queued.cancel() and queued.cancelled()
-        t0 = time.monotonic()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(marker + ".started"):       # it runs on its engine now
+            assert time.monotonic() < deadline, "the call did not start"
+            time.sleep(0.01)
         assert running.cancel() and running.cancelled()      # interrupts it on its engine
         done, _ = cf.wait([running, queued], timeout=5)
         assert done == {running, queued}
         with pytest.raises(cf.CancelledError):
             running.result()
         assert ex.submit(mul, 5, 5).result(timeout=10) == 25  # the engine is free again
-        assert time.monotonic() - t0 < 10
+    assert not os.path.exists(marker + ".finished")
+
+
+def test_cancel_right_after_submit():
+    with Executor(max_workers=2) as ex:
+        for _ in range(10):
+            f = ex.submit(sleep_then, 30)
+            assert f.cancel() and f.cancelled()
+        assert sorted(ex.map(mul, range(4), range(4))) == [0, 1, 4, 9]   # both engines free again
 
 
 def test_shutdown(ex):

@@ -3,6 +3,7 @@ spilling, ObjectStoreFullError, statistics, and the chunked pull between two nod
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 
@@ -131,7 +132,7 @@ def test_statistics_is_a_frozen_snapshot(store):
     assert st.object_count == 1 and st.capacity == 64 * MiB and st.bytes_used >= 8 * MiB
     (info,) = st.objects
     assert (info.object_id, info.owner, info.refcount, info.pinned, info.spilled) == ((3 << 40) | 5, 3, 2, False, False)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         st.bytes_used = 0
 
 

@@ -214,7 +214,7 @@ def test_tasks_run_on_the_remote_engine(remote, driver):
 
 
 def test_large_arrays_cross_hosts_both_ways(remote, driver):
-    np = pytest.importorskip("numpy")
+    import numpy as np
     a = np.arange(3_000_000, dtype=np.float64)        # 24 MB: far above the inline threshold
     ref = jpar.put(a)
     endpoint = current_driver().store.server_endpoint()
@@ -400,7 +400,7 @@ def test_a_head_bound_on_every_interface_advertises_the_veth_address(remote, wil
 
 
 def test_another_host_runs_tasks_and_moves_arrays_through_the_wildcard_head(remote, wild_driver):
-    np = pytest.importorskip("numpy")
+    import numpy as np
     there, here = remote["remote_ip"], remote["local_ip"]
     d = current_driver()
     assert d.info["events"].startswith(f"tcp://{there}:"), d.info     # the Welcome names a reachable stream
@@ -418,7 +418,7 @@ def test_another_host_runs_tasks_and_moves_arrays_through_the_wildcard_head(remo
 
 
 def test_an_actor_of_the_wildcard_head(remote, wild_driver):
-    np = pytest.importorskip("numpy")
+    import numpy as np
     there = remote["remote_ip"]
     h = jpar.remote(Holder).remote()
     assert jpar.get([h.incr.remote(1) for _ in range(5)], timeout=60) == [1, 2, 3, 4, 5]

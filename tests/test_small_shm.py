@@ -36,6 +36,8 @@ def test_store_on_a_64_mb_shm_spills_and_loses_nothing(small_shm, caplog):
     try:
         big = np.arange(12_000_000, dtype=np.float64)          # 96 MB: larger than the whole filesystem
         ref = jpar.put(big)
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any("larger than the object store" in m for m in warned), warned   # the user is told why
         assert np.array_equal(jpar.get(ref), big)
         assert jpar.get(total.remote(ref)) == float(big.sum())
         parts = [jpar.put(np.full(2_000_000, i, dtype=np.float64)) for i in range(6)]  # 6 x 16 MB > 64 MB

@@ -115,7 +115,7 @@ def test_queue_nowait_and_timeouts_raise_stdlib_compatible_errors():
     t0 = time.perf_counter()
     with pytest.raises(Empty):
         q.get(timeout=0.3)
-    assert 0.25 < time.perf_counter() - t0 < 3
+    assert time.perf_counter() - t0 >= 0.28     # it waited (about) the whole timeout before giving up
     q.put_nowait("x")
     with pytest.raises(Full):
         q.put_nowait("y")
@@ -146,7 +146,7 @@ def test_queue_shared_with_tasks():
 def test_queue_blocking_get_waits_for_a_put():
     q = Queue()
     got = consumer.remote(q, 1)
-    time.sleep(0.3)
+    assert jpar.wait([got], timeout=0.5) == ([], [got])     # blocked: the queue is empty
     q.put("late")
     assert jpar.get(got, timeout=20) == ["late"]
 

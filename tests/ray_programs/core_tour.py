@@ -40,18 +40,26 @@ ready, not_ready = ray.wait([f.remote(1), ray.remote(time.sleep).remote(30)], nu
 assert len(ready) == 1 and len(not_ready) == 1
 ray.cancel(not_ready[0])
 try:
-    ray.get(not_ready[0])
+    ray.get(not_ready[0], timeout=30)
 except ray.exceptions.TaskCancelledError:
     pass
+else:
+    raise AssertionError("get() of a cancelled task returned")
 
 try:
     ray.get(boom.remote())
 except ray.exceptions.RayTaskError as e:
     assert isinstance(e, KeyError)
+else:
+    raise AssertionError("a task's KeyError was not raised by get()")
+sleeper = ray.remote(time.sleep).remote(5)
 try:
-    ray.get(ray.remote(time.sleep).remote(5), timeout=0.1)
+    ray.get(sleeper, timeout=0.1)
 except ray.exceptions.GetTimeoutError:
     pass
+else:
+    raise AssertionError("get(timeout=0.1) of a 5 s task returned")
+ray.cancel(sleeper)
 
 assert ray.get(whoami.remote()) is not None and ray.get_runtime_context().get_task_id() is None
 assert ray.nodes()[0]["Alive"] and ray.nodes()[0]["Resources"]["CPU"] == 2
