@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lab bench clean browser docs labext lock test-latest
+.PHONY: demo test setup lab bench clean browser docs labext fuzz lock test-latest
 
 # Every install below is pinned by the checked-in lock (pip constraints), so a fresh machine gets
 # what CI passed with; pyproject.toml keeps ranges for users. `make lock` refreshes it,
@@ -61,7 +61,7 @@ lock:
 	$(PY) -m pip install --quiet $(if $(wildcard $(LOCK)),$(PIPC)) -r requirements/tools.in
 	$(VENV)/bin/uv pip compile --quiet --universal --python-version 3.10 --custom-compile-command "make lock" --annotation-style line \
 		pyproject.toml requirements/build.in requirements/tools.in \
-		--extra test --extra notebook --extra docs --extra bench -o $(LOCK)
+		--all-extras -o $(LOCK)
 
 # The whole suite on the newest releases, unpinned, in a venv of its own (.venv-latest): what an
 # upstream release would break shows up here on purpose, not in a landing. Ends by listing the
@@ -100,5 +100,48 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
+# The protocol fuzzer, long run (make test runs a 5 s flood and a few hundred decoder examples):
+# prints messages sent, tasks served and the head's peak RSS. make fuzz FUZZ_SECONDS=300 for longer.
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	JPAR_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -s tests/test_fuzz_protocol.py --hypothesis-profile=long
+
 clean:
 	rm -rf $(VENV) $(LATEST) build dist *.egg-info jpar/labextension jupyter_ext/lib jupyter_ext/node_modules jupyter_ext/tsconfig.tsbuildinfo
+
+# The chaos suite in full (docs/internals/testing.md): 100 rounds of SIGKILLs of engines, actor processes and
+# detached heads during mixed workloads, counted as a table. CHAOS_ARGS='--seed N' replays a run.
+CHAOS_ARGS ?=
+chaos: $(STAMP)
+	$(PY) -m tests.chaos.run --rounds 100 $(CHAOS_ARGS)
+
+# Mutation testing (mutmut, config in pyproject.toml [tool.mutmut]) over the scheduler, driver, engine and
+# notebook routing, in a copy under build/mutation so the tree is never mutated; not part of `make test`.
+# Every scheduler mutant runs (or those MUTANTS='glob' names); MUTANT_SAMPLE=N also runs N random mutants of
+# each of the driver, engine and routing against their integration tests (tests/mutation_sample.py).
+MUTANTS ?=
+MUTANT_SAMPLE ?=
+MUTATION_STAMP := $(VENV)/.installed-mutation
+MUTMUT := $(CURDIR)/$(VENV)/bin/mutmut
+MUTATION_DIR := build/mutation
+
+$(MUTATION_STAMP): $(STAMP)
+	SKIP_JUPYTER_BUILDER=1 $(PY) -m pip install --quiet $(PIPC) --no-build-isolation -e '.[mutation]'
+	touch $(MUTATION_STAMP)
+
+mutants: $(MUTATION_STAMP)
+	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)
+	tar --exclude=__pycache__ --exclude=jpar/labextension -cf - jpar tests pyproject.toml | tar -xf - -C $(MUTATION_DIR)
+	cd $(MUTATION_DIR) && $(MUTMUT) run $(or $(MUTANTS),'jpar.scheduler*')
+	cd $(MUTATION_DIR) && $(MUTMUT) results --all true > results.txt; \
+		for s in killed survived timeout "no tests" suspicious "not checked"; do \
+			printf 'jpar.scheduler %-12s %s\n' "$$s" "$$(grep 'jpar.scheduler' results.txt | grep -c ": $$s$$")"; done
+	@echo "per-mutant results: $(MUTATION_DIR)/results.txt; show one with: cd $(MUTATION_DIR) && $(MUTMUT) show NAME"
+	if [ -n "$(MUTANT_SAMPLE)" ]; then cd $(MUTATION_DIR) && \
+		$(CURDIR)/$(PY) tests/mutation_sample.py --json sampled.jsonl --sample $(MUTANT_SAMPLE) --module jpar.driver \
+			tests/test_mutation_killers.py tests/test_core.py && \
+		$(CURDIR)/$(PY) tests/mutation_sample.py --json sampled.jsonl --sample $(MUTANT_SAMPLE) --module jpar.engine --as-main \
+			tests/test_mutation_killers.py tests/test_core.py && \
+		$(CURDIR)/$(PY) tests/mutation_sample.py --json sampled.jsonl --sample $(MUTANT_SAMPLE) \
+			--module jpar.notebook.routing tests/test_magics.py tests/test_mutation_killers.py; fi
+
