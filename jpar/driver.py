@@ -32,7 +32,7 @@ from typing import Any, Callable
 from . import protocol as P
 from . import serialization, transport
 from .config import Config
-from .errors import ClusterError, GetTimeoutError, HeadDiedError, NotInitializedError
+from .errors import ClusterError, GetTimeoutError, HeadDiedError, NotInitializedError, ObjectLostError
 from .refs import ObjectRef, check_cluster
 
 __all__ = ["Driver", "current_driver", "require_driver", "set_current_driver"]
@@ -98,6 +98,7 @@ class Driver:
         self.process = process                    # the head's Popen when this driver started it
         self.signer = P.Signer(bytes.fromhex(conn["key"]))
         self.closed = False
+        self._sockets_closed = False
         self.lock = threading.Lock()               # guards the DEALER
         self.cond = threading.Condition()
         self.results: dict[int, tuple[int, bytes]] = {}
@@ -297,6 +298,19 @@ class Driver:
             self.closed = True
             self.cond.notify_all()
 
+    def _blame_a_dead_head(self, exc: Exception) -> None:
+        """A value's segment is gone: if that is because the cluster died (the head swept it, or this
+        driver has not yet noticed the death), raise HeadDiedError, which says what to do."""
+        if not self.closed:
+            try:
+                self.query("sync", timeout=min(5.0, self.config.dead_after_s))
+                return                 # the head answers: the object itself was lost
+            except (GetTimeoutError, HeadDiedError):
+                pass
+        raise HeadDiedError(
+            "The cluster's head stopped answering (it was shut down or crashed), and this value went with it. "
+            "Call jpar.init() again to start a new cluster.") from exc
+
     def _check_alive(self) -> None:
         if self.closed:
             raise HeadDiedError(
@@ -418,7 +432,11 @@ class Driver:
             entry = results.get(r.id)
             if entry is None:
                 continue
-            out.append(serialization.load_result(*entry))
+            try:
+                out.append(serialization.load_result(*entry))
+            except ObjectLostError as exc:
+                self._blame_a_dead_head(exc)
+                raise
         return out
 
     def _wait_for(self, pred: Callable[[], bool], deadline: float | None, timeout: float | None) -> None:
@@ -504,13 +522,16 @@ class Driver:
 
     # ------------------------------------------------------------ closing
     def close(self, stop_cluster: bool = False) -> None:
-        if self.closed and not stop_cluster:
+        """Say goodbye (stopping the cluster if asked) and close this driver's sockets. Also after the
+        receiver thread found the head gone and marked the driver closed: its sockets are still open."""
+        if self._sockets_closed and not stop_cluster:
             return
-        try:
-            self._flush_released()
-            self._send(P.Goodbye(stop_cluster))
-        except Exception:
-            pass
+        if not self.closed:
+            try:
+                self._flush_released()
+                self._send(P.Goodbye(stop_cluster))
+            except Exception:
+                pass
         with self.cond:
             self.closed = True
             self.cond.notify_all()
@@ -533,6 +554,9 @@ class Driver:
             self.store.close()
 
     def _close_sockets(self) -> None:
+        if self._sockets_closed:
+            return
+        self._sockets_closed = True
         if getattr(self, "_actor_client", None) is not None:
             self._actor_client.close()
         self.pull.close()

@@ -282,3 +282,32 @@ def test_connection_file_is_private():
             assert len(json.load(f)["key"]) == 64
     finally:
         jpar.shutdown()
+
+
+def test_a_value_gone_with_a_killed_head_raises_head_died_error(tmp_path):
+    """A put's segment swept away because its cluster died was reported as ObjectLostError ("keep the
+    ObjectRef"), which sends the user the wrong way: the cluster is gone, and the error must say so,
+    even before the driver's own liveness check has noticed the death."""
+    import numpy as np
+
+    from jpar.store_segments import decode_location
+
+    env = dict(os.environ, JPAR_RUNTIME_DIR=str(tmp_path))
+    head_pid, _ = _cli_head([sys.executable, "-m", "jpar.cli"], env)
+    try:
+        (conn_file,) = tmp_path.glob("cluster-*.json")
+        jpar.init(address=str(conn_file))
+        d = jpar.driver.current_driver()
+        ref = jpar.put(np.arange(2_000_000))
+        loc = decode_location(d.results[ref.id][1])
+        os.kill(head_pid, signal.SIGKILL)
+        psutil.wait_procs([psutil.Process(head_pid)], timeout=10)
+        os.unlink(os.path.join(d.store.dir, loc.name))       # what a sweep of the dead cluster does
+        assert not d.closed                                   # the driver has not noticed yet
+        with pytest.raises(jpar.HeadDiedError, match="went with it") as info:
+            jpar.get(ref, timeout=20)
+        assert isinstance(info.value.__cause__, jpar.ObjectLostError)
+    finally:
+        jpar.shutdown()
+        if psutil.pid_exists(head_pid):
+            os.kill(head_pid, signal.SIGKILL)
