@@ -11,7 +11,11 @@ import pytest
 from jpar import transport
 
 
-_is_local = transport._is_local   # is this an address of this host
+def _is_local(host: str) -> bool:
+    """Is this an address of one of this host's interfaces (psutil's view, independent of transport)."""
+    import psutil
+
+    return any(a.address.split("%")[0] == host for addrs in psutil.net_if_addrs().values() for a in addrs)
 
 
 def _source_to(ip: str) -> str | None:
@@ -42,6 +46,8 @@ def test_primary_host_without_a_default_route(monkeypatch):
                                    "tcp://[::ffff:0.0.0.0]:5555"])
 def test_a_wildcard_is_advertised_on_a_concrete_address(bound):
     adv = transport.advertised_endpoint(bound)
+    host = adv[len("tcp://"):].rsplit(":", 1)[0]
+    assert _is_local(host) and not ipaddress.ip_address(host).is_unspecified, adv
     assert adv == f"tcp://{transport.primary_host()}:5555"
     assert transport.advertised_endpoint(bound, "ipc:///tmp/x/head") == adv      # no tcp peer: the main address
     assert transport.advertised_endpoint(bound, "tcp://127.0.0.1:6380") == adv   # a peer on this host: the same
