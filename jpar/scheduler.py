@@ -54,7 +54,7 @@ class Scheduler(ActorScheduling):
         self.actions: list = []
         self.now = 0.0                                   # the controller's clock, set before each event
         self._feasible_cache: dict = {}                  # demand shape -> can some node ever run it
-        self._shapes: dict = {}                          # spec.resources -> (demand, sorted demand items)
+        self._forms: dict = {}                           # (resources, placement) -> Task.form, shared
         self.transitions = True                          # emit Transition actions (the controller's events)
         self.removed: set[int] = set()                   # ids of engines retired on request
         self.spawn_nodes: set[str] = set()               # nodes whose engines the controller can start
@@ -146,13 +146,14 @@ class Scheduler(ActorScheduling):
         if node.grows and not eng.extra:
             self._feasible_cache.clear()
         died = f"engine {engine_id} died ({why})" if why else f"engine {engine_id} died"
+        front: dict = {}   # shape -> how many went back to its front: they keep the order they had here
         for tid in eng.queue:
             task = self.tasks[tid]
             self._release_gpus(task, node)
             task.engine, task.revoking = -1, False
             if task.state is S.ASSIGNED and not task.started:
                 self._move(task, S.QUEUED, "its engine died before starting it")
-                self._enqueue(task, front=True)
+                self._enqueue(task, front=front)
             elif task.spec.placement == engine_id:
                 self._fail(task, Failure.ENGINE_CRASHED,
                            f"engine {engine_id}, which it was pinned to, died" + (f" ({why})" if why else ""),
@@ -161,7 +162,7 @@ class Scheduler(ActorScheduling):
                 task.attempt += 1
                 task.started = task.blocked = False
                 self._move(task, S.QUEUED, f"engine {engine_id} died under it; retry {task.attempt}")
-                self._enqueue(task, front=True)
+                self._enqueue(task, front=front)
             else:
                 self._fail(task, Failure.ENGINE_CRASHED,
                            f"{died} while running {task.spec.name} and its {task.spec.max_retries} "
@@ -276,8 +277,10 @@ class Scheduler(ActorScheduling):
                     lost.append(oid)
             elif obj.ready:
                 ready.append(oid)
-            else:
+            elif obj.requests:
                 obj.requests.append((client, req_id))
+            else:
+                obj.requests = [(client, req_id)]
         if ready:
             self.actions.append(ReplyObjects(client, req_id, tuple(ready)))
         if lost:
@@ -293,7 +296,7 @@ class Scheduler(ActorScheduling):
             for client, req_id in obj.requests:
                 self.actions.append(ReplyObjects(client, req_id, (oid,)))
             obj.requests = []
-        waiters, obj.waiters = obj.waiters, []
+        waiters, obj.waiters = obj.waiters, ()
         for tid in waiters:
             task = self.tasks.get(tid)
             if task is None or task.state is not S.WAITING:
@@ -324,14 +327,16 @@ class Scheduler(ActorScheduling):
         if spec.actor:
             self._actor_call_submitted(client, spec)
             return
-        shape = self._shapes.get(spec.resources)
-        if shape is None:   # tasks share few resource requests: build each demand once (never mutated)
+        key = (spec.resources, spec.placement)
+        form = self._forms.get(key)
+        if form is None:   # tasks share few resource requests: build each demand once (never mutated)
             demand = {k: float(v) for k, v in spec.resources if v}
-            if len(self._shapes) >= 1024:
-                self._shapes.clear()
-            shape = self._shapes[spec.resources] = (demand, tuple(sorted(demand.items())))
-        demand, dshape = shape
-        task = Task(spec, client, demand, (spec.placement, *dshape), dshape)
+            dshape = tuple(sorted(demand.items()))
+            if len(self._forms) >= 1024:
+                self._forms.clear()
+            form = self._forms[key] = (demand, dshape, (spec.placement, *dshape))
+        task = Task(spec, client, form)
+        dshape = form[1]
         tid = spec.task_id
         self.tasks[tid] = task
         for oid in task.return_ids:
@@ -339,7 +344,10 @@ class Scheduler(ActorScheduling):
             self._saw(client, oid, obj)
         parent = self.tasks.get(spec.parent) if spec.parent else None
         if parent is not None and parent.state not in TERMINAL:
-            parent.children.append(tid)
+            if parent.children:
+                parent.children.append(tid)
+            else:
+                parent.children = [tid]
         for oid in spec.deps:   # first: whatever fails it below, _finish drops exactly these references
             obj = self.objects.get(oid)
             if obj is not None:
@@ -365,7 +373,10 @@ class Scheduler(ActorScheduling):
                 return
             if not obj.ready:
                 task.missing += 1
-                obj.waiters.append(tid)
+                if obj.waiters:
+                    obj.waiters.append(tid)
+                else:
+                    obj.waiters = [tid]
             elif obj.status and failed is None:
                 failed = obj.blob
         if failed is not None:
@@ -558,9 +569,10 @@ class Scheduler(ActorScheduling):
             obj = self.objects.get(oid)
             if obj is not None:
                 obj.ready, obj.status, obj.failure = True, 1, (Failure.CANCELLED, detail)
-                for client, req_id in obj.requests:
-                    self.actions.append(ReplyObjects(client, req_id, (oid,)))
-                obj.requests = []
+                if obj.requests:
+                    for client, req_id in obj.requests:
+                        self.actions.append(ReplyObjects(client, req_id, (oid,)))
+                    obj.requests = []
                 self._fail_waiters(obj, Failure.CANCELLED, detail)
                 self._maybe_free(oid)
         self._finish(task)
@@ -578,15 +590,16 @@ class Scheduler(ActorScheduling):
                     obj.blob = detail
                 else:
                     obj.failure = (kind, detail)
-                for client, req_id in obj.requests:
-                    self.actions.append(ReplyObjects(client, req_id, (oid,)))
-                obj.requests = []
+                if obj.requests:
+                    for client, req_id in obj.requests:
+                        self.actions.append(ReplyObjects(client, req_id, (oid,)))
+                    obj.requests = []
                 self._fail_waiters(obj, kind, detail)
                 self._maybe_free(oid)
         self._finish(task)
 
     def _fail_waiters(self, obj: Obj, kind: Failure, detail) -> None:
-        waiters, obj.waiters = obj.waiters, []
+        waiters, obj.waiters = obj.waiters, ()
         for tid in waiters:
             t = self.tasks.get(tid)
             if t is not None and t.state is S.WAITING:
@@ -605,14 +618,24 @@ class Scheduler(ActorScheduling):
         del self.tasks[task.spec.task_id]
 
     # ---- placement
-    def _enqueue(self, task: Task, front: bool = False) -> None:
+    def _enqueue(self, task: Task, front: bool | dict = False) -> None:
+        """Queue a ready task: at the back, or at the front (``front=True``). A batch put back at the
+        front in its own order passes one dict (shape -> how many of the batch are in front) to each call."""
         if task.spec.placement >= 0 and (lost := self._pin_lost(task)) is not None:
             self._fail(task, *lost, "its pinned engine is leaving or gone")
             return
-        q = self.ready.get(task.shape)
+        shape = task.shape
+        q = self.ready.get(shape)
         if q is None:
-            q = self.ready[task.shape] = deque()
-        q.appendleft(task.spec.task_id) if front else q.append(task.spec.task_id)
+            q = self.ready[shape] = deque()
+        if front is False:
+            q.append(task.spec.task_id)
+        elif front is True:
+            q.appendleft(task.spec.task_id)
+        else:
+            i = front.get(shape, 0)
+            q.insert(i, task.spec.task_id)
+            front[shape] = i + 1
 
     def _feasible(self, dshape: tuple) -> bool:
         ok = self._feasible_cache.get(dshape)
@@ -717,6 +740,7 @@ class Scheduler(ActorScheduling):
         """The engine gave these back unstarted: queue them again for any engine."""
         eng = self.engines.get(engine_id)
         why = f"taken back from {'leaving' if eng is not None and eng.draining else 'busy'} engine {engine_id}"
+        front: dict = {}       # back at the front of their queues, in the order the engine held them
         for tid in task_ids:
             task = self.tasks.get(tid)
             # the engine's word counts: a task it gave back never ran there, even if the task ahead of it
@@ -727,7 +751,7 @@ class Scheduler(ActorScheduling):
             self._off_engine(task)
             task.started = False
             self._move(task, S.QUEUED, why)
-            self._enqueue(task, front=True)
+            self._enqueue(task, front=front)
         self._schedule()
         return self._take()
 

@@ -167,7 +167,7 @@ class ActorScheduling:
         if self.parked:
             reqs = self.parked.pop(oid, None)
             if reqs:
-                obj.requests.extend(reqs)
+                obj.requests = [*obj.requests, *reqs]
 
     def _not_arrived(self, oid: int) -> bool:
         owner = oid >> 40
@@ -375,9 +375,10 @@ class ActorScheduling:
             obj = self.objects.get(oid)
             if obj is not None and not obj.ready:
                 obj.ready, obj.status, obj.failure = True, 1, (Failure.CANCELLED, detail)
-                for client, req_id in obj.requests:
-                    self.actions.append(ReplyObjects(client, req_id, (oid,)))
-                obj.requests = []
+                if obj.requests:
+                    for client, req_id in obj.requests:
+                        self.actions.append(ReplyObjects(client, req_id, (oid,)))
+                    obj.requests = []
                 self._fail_waiters(obj, Failure.CANCELLED, detail)
                 self._maybe_free(oid)
         self._call_deps_done(spec)
@@ -536,11 +537,12 @@ class ActorScheduling:
                     obj.blob = detail
                 else:
                     obj.failure = (Failure.ACTOR_DIED, self._death_text(spec.actor, detail))
-                for client, req_id in obj.requests:
+                if obj.requests:
                     from .scheduler import ReplyObjects
 
-                    self.actions.append(ReplyObjects(client, req_id, (oid,)))
-                obj.requests = []
+                    for client, req_id in obj.requests:
+                        self.actions.append(ReplyObjects(client, req_id, (oid,)))
+                    obj.requests = []
                 self._fail_waiters(obj, Failure.ACTOR_DIED, self._death_text(spec.actor, detail))
                 self._maybe_free(oid)
         self._call_deps_done(spec)

@@ -132,11 +132,13 @@ class FreeObjects(NamedTuple):
 # ---------------------------------------------------------------- state records
 @dataclass(slots=True)
 class Task:
+    """One live task. A million may wait in the head at once, so the record is small: its demand is
+    one tuple shared by every task of the same shape, and the containers it rarely needs are an empty
+    tuple until first used."""
+
     spec: TaskSpec
     owner: int
-    demand: dict
-    shape: tuple                                     # (placement, *demand): one ready FIFO per shape
-    dshape: tuple                                    # the demand alone, as sorted items
+    form: tuple                                      # (demand, dshape, shape), shared (Scheduler._form)
     state: TaskState | None = None
     missing: int = 0
     engine: int = -1
@@ -145,16 +147,30 @@ class Task:
     started: bool = False
     blocked: bool = False
     revoking: bool = False
-    children: list = field(default_factory=list)
+    children: list | tuple = ()                      # ids of the tasks it submitted (a list once it has any)
+
+    @property
+    def demand(self) -> dict:                        # resource -> amount (never mutated: shared)
+        return self.form[0]
+
+    @property
+    def dshape(self) -> tuple:                       # the demand alone, as sorted items
+        return self.form[1]
+
+    @property
+    def shape(self) -> tuple:                        # (placement, *dshape): one ready FIFO per shape
+        return self.form[2]
 
     @property
     def return_ids(self) -> tuple:
-        tid = self.spec.task_id
-        return tuple(range(tid, tid + max(1, self.spec.num_returns)))
+        tid, n = self.spec.task_id, self.spec.num_returns
+        return (tid,) if n <= 1 else tuple(range(tid, tid + n))    # (tid,): the objects map shares its int
 
 
 @dataclass(slots=True)
 class Obj:
+    """One object the head knows of; like :class:`Task`, lean, with lazy containers."""
+
     owner: int
     ready: bool = False
     status: int = 0
@@ -162,8 +178,8 @@ class Obj:
     failure: tuple = ()                              # (Failure, detail) when the head failed it
     held_by_owner: bool = True
     task_refs: int = 0
-    waiters: list = field(default_factory=list)      # task ids waiting for it
-    requests: list = field(default_factory=list)     # (client, req_id) waiting for it
+    waiters: list | tuple = ()                       # task ids waiting for it (a list once it has any)
+    requests: list | tuple = ()                      # (client, req_id) waiting for it (a list once it has any)
 
 
 @dataclass(slots=True)

@@ -132,6 +132,43 @@ def test_prefetched_task_on_a_dead_engine_keeps_its_retries():
     assert s.tasks[2].state is S.QUEUED and s.tasks[2].attempt == 0
 
 
+def test_a_dead_engines_tasks_go_back_to_the_front_in_their_order():
+    s = Scheduler(prefetch=4, prefetch_s=1.0)
+    s.client_added(1)
+    s.engine_added(0, "n", {"CPU": 1})
+    s.engines[0].depth = 4
+    s.submit(1, [spec(i) for i in range(1, 7)])
+    assert list(s.engines[0].queue) == [1, 2, 3, 4]          # 1 runs, 2-4 prefetched; 5 and 6 wait
+    s.engine_removed(0, "killed")
+    assert [s.tasks[t].state for t in range(1, 7)] == [S.QUEUED] * 6
+    assert [list(q) for q in s.ready.values()] == [[1, 2, 3, 4, 5, 6]]   # in front of 5 and 6, order kept
+    order = [a.task_id for a in of(s.engine_added(1, "n", {"CPU": 1}), DispatchTask)]
+    while len(order) < 6:
+        tid = order[-1]
+        acts = s.task_done(1, tid, s.tasks[tid].attempt, False, ((tid, P.OK, b"v"),))
+        order += [a.task_id for a in of(acts, DispatchTask)]
+    assert order == [1, 2, 3, 4, 5, 6]
+
+
+def test_tasks_an_engine_gives_back_keep_their_order():
+    """Revoked tasks went back to the front one by one, reversed, like a dead engine's once did."""
+    s = Scheduler(prefetch=4, prefetch_s=1.0)
+    s.client_added(1)
+    s.engine_added(0, "n", {"CPU": 1})
+    s.engine_added(1, "n", {"CPU": 1})
+    s.engines[0].depth = 4
+    s.engines[1].depth = 4
+    s.submit(1, [spec(i) for i in range(1, 11)])
+    leaving = s.tasks[1].engine
+    behind = tuple(t for t in s.engines[leaving].queue if t != 1)
+    assert len(behind) >= 2
+    s.drain_engines(engine_ids=[leaving])
+    s.revoked(leaving, behind)
+    queued = [t for q in s.ready.values() for t in q]
+    assert queued[:len(behind)] == list(behind), queued          # at the front, in the engine's order
+    assert queued == sorted(queued)
+
+
 def test_late_report_from_a_previous_attempt_is_ignored(sched):
     sched.engine_added(0, "n", {"CPU": 1})
     sched.engine_added(1, "n", {})
