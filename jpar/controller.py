@@ -637,9 +637,15 @@ class Head(ActorHead):
                     self._client_gone(peer, "its connection was lost")
             elif peer is not None and self.engines_by_id.get(peer.id) is peer:
                 self.incidents += 1
-                if peer.proc is not None and peer.proc.poll() is None:
-                    peer.proc.kill()   # stopped or hung beyond the heartbeat: it will not come back
-                self._engine_gone(peer, "lost its connection to the head (no heartbeat answer or closed)")
+                why = "lost its connection to the head (no heartbeat answer or closed)"
+                if peer.proc is not None:
+                    try:   # a dying engine's connection closes just before it exits: say how it ended
+                        peer.proc.wait(timeout=0.5)
+                        why = exit_text(peer.proc.returncode)
+                    except subprocess.TimeoutExpired:
+                        peer.proc.kill()   # stopped or hung beyond the heartbeat: it will not come back
+                        why += "; killed"
+                self._engine_gone(peer, why)
 
     def _forget_fds(self, peer) -> None:
         for fd in ([peer.fd] if type(peer) is Client else peer.fds):

@@ -550,6 +550,7 @@ class Engine:
             self.work.send(P.Blocked(rec.task_id, True))
         deadline = None if timeout is None else time.monotonic() + timeout
         submitted_by = self.client.task_context
+        stranded_since = None
         try:
             while not pred() and not self.stop:
                 if rec is not None and rec.task_id in self.cancelled:
@@ -559,7 +560,18 @@ class Engine:
                 child = None
                 if rec is not None and self.queue and submitted_by:
                     child = next((r for r in self.queue if submitted_by.get(r.task_id) == rec.task_id), None)
+                if child is None and self.queue:
+                    # Work the head sent before it knew this task blocked, and has not taken back: left
+                    # queued, it can hold up what this task waits for (seen: two fan-out parents, each
+                    # waiting on children queued behind the other). Run it after a grace period in
+                    # which the head's revoke would have arrived.
+                    now = time.monotonic()
+                    if stranded_since is None:
+                        stranded_since = now
+                    elif now - stranded_since >= STRANDED_S:
+                        child = self.queue[0]
                 if child is not None:
+                    stranded_since = None
                     self.queue.remove(child)
                     self._run(child)
                     self._flush()
@@ -572,6 +584,9 @@ class Engine:
         finally:
             if rec is not None:
                 self.work.send(P.Blocked(rec.task_id, False))
+
+
+STRANDED_S = 0.2   # how long a blocked task waits for the head to take back work it cannot run
 
 
 def main() -> None:

@@ -48,7 +48,6 @@ def test_a_task_holding_the_gil_for_15_s_is_not_taken_for_a_dead_engine(one_engi
     assert jpar.get(pid.remote(), timeout=30) == before
 
 
-@pytest.mark.timeout(120)
 def _read(path) -> str:
     try:
         with open(path) as f:
@@ -57,6 +56,7 @@ def _read(path) -> str:
         return ""
 
 
+@pytest.mark.timeout(120)
 def test_a_stopped_engine_is_found_and_its_task_rerun_elsewhere(tmp_path):
     jpar.init(num_engines=2)
     try:

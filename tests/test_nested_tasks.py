@@ -141,3 +141,21 @@ def test_cancelled_task_stops_under_a_child_running_above_it(one_engine, tmp_pat
     # a task pinned to that engine runs once the parent's stack has unwound
     assert jpar.get(inner.options(placement=engine_id).remote(), timeout=30) == 1
     assert not os.path.exists(marker)
+
+
+@jpar.remote
+def square(x):
+    return x * x
+
+
+@jpar.remote
+def fan(n):
+    return sum(jpar.get([square.remote(i) for i in range(n)]))
+
+
+def test_fan_out_parents_sharing_two_engines_never_hang(two_engines):
+    """Four parents on two engines, each waiting on five children: a child the head had queued on
+    the other parent's engine before that one blocked, and never took back, left both parents
+    waiting for ever with their engines polling at full CPU (about one round in fifteen)."""
+    for _ in range(40):
+        assert jpar.get([fan.remote(5) for _ in range(4)], timeout=30) == [30] * 4
