@@ -568,14 +568,19 @@ class Scheduler(ActorScheduling):
         for oid in task.return_ids:
             obj = self.objects.get(oid)
             if obj is not None:
-                obj.ready, obj.status, obj.failure = True, 1, (Failure.CANCELLED, detail)
-                if obj.requests:
-                    for client, req_id in obj.requests:
-                        self.actions.append(ReplyObjects(client, req_id, (oid,)))
-                    obj.requests = []
-                self._fail_waiters(obj, Failure.CANCELLED, detail)
-                self._maybe_free(oid)
+                self._settle_cancelled(oid, obj, detail)
         self._finish(task)
+
+    def _settle_cancelled(self, oid: int, obj, detail) -> None:
+        """A cancelled task's (or actor call's) return object: ready as an error, answered to whoever
+        asked for it, failed for whoever waits on it, freed unless still held."""
+        obj.ready, obj.status, obj.failure = True, 1, (Failure.CANCELLED, detail)
+        if obj.requests:
+            for client, req_id in obj.requests:
+                self.actions.append(ReplyObjects(client, req_id, (oid,)))
+            obj.requests = []
+        self._fail_waiters(obj, Failure.CANCELLED, detail)
+        self._maybe_free(oid)
 
     def _fail(self, task: Task, kind: Failure, detail, stimulus: str) -> None:
         if task.engine >= 0:

@@ -358,7 +358,7 @@ class ActorScheduling:
     def cancel_call(self, task_id: int) -> bool:
         """``jpar.cancel`` of an actor call (False: not an unfinished call). Its owner's get() raises
         TaskCancelledError at once; the actor's process is told (:class:`CancelCall`)."""
-        from .scheduler import Failure, ReplyObjects, SendFailure
+        from .scheduler import Failure, SendFailure
 
         spec = self.actor_calls.pop(task_id, None)
         if spec is None:
@@ -374,13 +374,7 @@ class ActorScheduling:
         for oid in ids:
             obj = self.objects.get(oid)
             if obj is not None and not obj.ready:
-                obj.ready, obj.status, obj.failure = True, 1, (Failure.CANCELLED, detail)
-                if obj.requests:
-                    for client, req_id in obj.requests:
-                        self.actions.append(ReplyObjects(client, req_id, (oid,)))
-                    obj.requests = []
-                self._fail_waiters(obj, Failure.CANCELLED, detail)
-                self._maybe_free(oid)
+                self._settle_cancelled(oid, obj, detail)
         self._call_deps_done(spec)
         actor = self.actors.get(spec.actor)
         if actor is not None and actor.released:
