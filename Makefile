@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Every install below is pinned by the checked-in lock (pip constraints), so a fresh machine gets
 # what CI passed with; pyproject.toml keeps ranges for users. `make lock` refreshes it,
 # `make test-latest` runs the suite on the newest releases instead.
-LOCK := requirements/lock.txt
+LOCK := constraints.txt
 PIPC := -c $(LOCK)
 
 TOOLS := $(VENV)/.tools

@@ -1,6 +1,6 @@
 """Which installed packages differ from the lock: what `make test-latest` runs with that CI doesn't.
 
-Usage: python requirements/compare.py requirements/lock.txt
+Usage: python requirements/compare.py constraints.txt
 """
 
 from __future__ import annotations

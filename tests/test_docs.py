@@ -107,6 +107,6 @@ def test_the_lock_pins_every_declared_dependency():
         declared |= _requirement_names(line for line in infile.read_text().splitlines()
                                        if line.strip() and not line.startswith("#"))
     pinned = {m.group(1).lower().replace("_", "-") for m in
-              re.finditer(r"^([A-Za-z0-9_.\-]+)==", (ROOT / "requirements" / "lock.txt").read_text(), re.M)}
+              re.finditer(r"^([A-Za-z0-9_.\-]+)==", (ROOT / "constraints.txt").read_text(), re.M)}
     declared = {re.sub(r"[-_.]+", "-", n) for n in declared}
-    assert declared - pinned == set(), "run `make lock` and commit requirements/lock.txt"
+    assert declared - pinned == set(), "run `make lock` and commit constraints.txt"
