@@ -547,11 +547,23 @@ class Driver:
                 if f is not None:
                     f.close()
             self.process = None
-            from .object_store import sweep_cluster   # the head sweeps too, unless it was killed
-
-            sweep_cluster(bytes.fromhex(self.conn["key"]), self.store.dir, os.path.dirname(self.store.spill_root))
+            self._sweep()                      # the head sweeps too, unless it was killed
+        elif self.kind != "engine-client" and self._head_gone_here():
+            self._sweep()                      # a killed head of this host swept nothing: its cluster is over
         if self.kind != "engine-client":
             self.store.close()
+
+    def _head_gone_here(self) -> bool:
+        """The cluster's head ran on this host and its process is gone."""
+        import psutil
+
+        pid = self.conn.get("pid", 0)
+        return bool(self.conn.get("local", True) and pid and not psutil.pid_exists(pid))
+
+    def _sweep(self) -> None:
+        from .object_store import sweep_cluster
+
+        sweep_cluster(bytes.fromhex(self.conn["key"]), self.store.dir, os.path.dirname(self.store.spill_root))
 
     def _close_sockets(self) -> None:
         if self._sockets_closed:

@@ -311,3 +311,27 @@ def test_a_value_gone_with_a_killed_head_raises_head_died_error(tmp_path):
         jpar.shutdown()
         if psutil.pid_exists(head_pid):
             os.kill(head_pid, signal.SIGKILL)
+
+
+def test_a_killed_local_head_leaves_no_segment_once_its_driver_closes(tmp_path):
+    """Nobody swept the puts of a driver whose detached head was SIGKILLed: they stayed in /dev/shm."""
+    import numpy as np
+
+    from jpar.store_segments import decode_location
+
+    env = dict(os.environ, JPAR_RUNTIME_DIR=str(tmp_path))
+    head_pid, _ = _cli_head([sys.executable, "-m", "jpar.cli"], env)
+    try:
+        (conn_file,) = tmp_path.glob("cluster-*.json")
+        jpar.init(address=str(conn_file))
+        d = jpar.driver.current_driver()
+        ref = jpar.put(np.arange(2_000_000))
+        path = os.path.join(d.store.dir, decode_location(d.results[ref.id][1]).name)
+        assert os.path.exists(path)
+        os.kill(head_pid, signal.SIGKILL)
+        psutil.wait_procs([psutil.Process(head_pid)], timeout=10)
+    finally:
+        jpar.shutdown()
+        if psutil.pid_exists(head_pid):
+            os.kill(head_pid, signal.SIGKILL)
+    assert not os.path.exists(path)
