@@ -12,6 +12,7 @@ FORBIDDEN = {
     "scheduler": {"zmq", "threading", "asyncio", "psutil", "jpar.transport", "jpar.driver", "jpar.controller"},
     "scheduler_state": {"zmq", "threading", "asyncio", "psutil", "jpar.transport", "jpar.driver", "jpar.controller"},
     "scheduler_actors": {"zmq", "threading", "asyncio", "psutil", "jpar.transport", "jpar.driver", "jpar.controller"},
+    "scheduler_rebalance": {"zmq", "threading", "asyncio", "psutil", "jpar.transport", "jpar.driver", "jpar.controller"},
     "protocol": {"zmq"},
     "serialization": {"zmq"},
     "engine": {"IPython", "ipywidgets", "ipykernel", "jpar.notebook"},
