@@ -38,6 +38,7 @@ from . import object_store, serialization, transport
 from .config import Config, runtime_dir
 from .launcher import prune_run_dirs, remove_sockets
 from .controller_actors import ACTOR_ACTIONS, ACTOR_CLIENT_MESSAGES, ActorHead
+from .controller_engines import EngineMembership
 from .errors import ActorDiedError, EngineCrashedError, ObjectLostError, ResourceError, TaskCancelledError
 from .scheduler import (CancelOnEngine, DispatchTask, DrainEngine, Failure, FreeObjects, ReplyObjects,
                         RetireEngine, RevokeOnEngine, Scheduler, SendFailure, SpawnEngine, TaskState, Transition)
@@ -76,7 +77,7 @@ class EngineInfo:
         self.ctl_outbox: list = []        # control messages waiting for that connection (never dropped)
 
 
-class Head(ActorHead):
+class Head(ActorHead, EngineMembership):
     def __init__(self, setup: dict):
         self.setup = setup
         self.config = Config.from_env(**setup.get("config", {}))
@@ -324,89 +325,6 @@ class Head(ActorHead):
         self._answer_engine_waits()
         if self.adding:
             self._answer_adds(msg.pid, eid)
-
-    def _answer_engine_waits(self) -> None:
-        still = []
-        for client_no, req_id, n in self.wait_engines:
-            if len(self.engines) >= n:
-                self._answer(client_no, req_id, len(self.engines))
-            else:
-                still.append((client_no, req_id, n))
-        self.wait_engines = still
-
-    def _answer_gone_waits(self) -> None:
-        still = []
-        for client_no, req_id, ids in self.wait_gone:
-            if any(i in self.engines_by_id for i in ids):
-                still.append((client_no, req_id, ids))
-            else:
-                self._answer(client_no, req_id, sorted(ids))
-        self.wait_gone = still
-
-    def _remove_engines(self, client: Client, msg: P.RemoveEngines) -> None:
-        """Drain engines; answered at once with their ids, pids and what they give back (they leave
-        once their running tasks end)."""
-        try:
-            actions = self.sched.drain_engines(int(msg.count), tuple(msg.engine_ids or ()))
-        except (ValueError, TypeError, LookupError) as exc:   # nothing changed: the client raises it
-            self._answer(client.no, msg.req_id, exc)
-            return
-        ids = sorted({a.engine_id for a in actions if type(a) is DrainEngine})
-        freed: dict = {}
-        for i in ids:
-            for k, v in self.sched.engine_share(i)[0].items():
-                freed[k] = freed.get(k, 0.0) - v
-        log.info("client %d removes engines %s", client.no, ids)
-        self._apply(actions)
-        pids = [self.engines_by_id[i].pid for i in ids if i in self.engines_by_id]
-        self._answer(client.no, msg.req_id, {"engine_ids": ids, "resources": freed, "pids": pids,
-                                             "fixed": self._fixed_note()})
-
-    def _fixed_note(self) -> str:
-        """Why engines on the head's node bring no CPU (a declared num_cpus), or ""."""
-        node = self.setup.get("node", "")
-        cpus = self.setup.get("resources", {}).get("CPU")
-        grows = self.sched.node_grows(node)
-        if cpus is None or (grows is not None and grows.get("CPU")):
-            return ""
-        return (f"node {node!r} has a fixed CPU count ({cpus:g}, declared with num_cpus= or JPAR_NUM_CPUS when the "
-                "cluster started), so its engines neither bring nor take CPUs")
-
-    def _add_engines(self, client: Client, msg: P.AddEngines) -> None:
-        """Start engines on this host; answered once all have joined (see _answer_adds)."""
-        n = int(msg.count)
-        note = self._fixed_note()
-        refusal: Exception | None = None
-        if n < 1:
-            refusal = ValueError(f"Adding {n} engines does nothing; ask for at least one.")
-        elif note:
-            refusal = ResourceError(f"Cannot add capacity: {note}. Another engine would run no more tasks at once. "
-                                    "Start the cluster without num_cpus to let each engine bring one CPU.")
-        elif self.stopping:
-            refusal = ValueError("The cluster is stopping; it takes no new engines.")
-        if refusal is not None:   # nothing started: the client raises it
-            self._answer(client.no, msg.req_id, refusal)
-            return
-        pids = {self._spawn_engine().pid for _ in range(n)}
-        log.info("client %d adds engines (pids %s)", client.no, sorted(pids))
-        self.adding.append([client.no, msg.req_id, pids, []])
-
-    def _answer_adds(self, pid: int, eid: int) -> None:
-        for entry in self.adding:
-            if pid in entry[2]:
-                entry[2].discard(pid)
-                entry[3].append(eid)
-                if not entry[2]:
-                    self.adding.remove(entry)
-                    ids = entry[3]
-                    added: dict = {}
-                    for i in ids:
-                        for k, v in self.sched.engine_share(i)[0].items():
-                            added[k] = added.get(k, 0.0) + v
-                    self._answer(entry[0], entry[1], {
-                        "engine_ids": ids, "pids": [self.engines_by_id[i].pid for i in ids if i in self.engines_by_id],
-                        "resources": added, "node": self.setup.get("node", ""), "fixed": ""})
-                return
 
     def _cancel_client_tasks(self, client: Client, msg: P.CancelClientTasks) -> None:
         try:
