@@ -649,7 +649,7 @@ class Head(ActorHead, EngineMembership):
         whatever their tasks left running (this process is their subreaper, so they are ours)."""
         import psutil
 
-        from .engine import stop_descendants
+        from .engine import kill_survivors, stop_descendants
 
         procs = []
         for proc in self.children.values():
@@ -657,13 +657,7 @@ class Head(ActorHead, EngineMembership):
                 procs.append(psutil.Process(proc.pid))
             except psutil.Error:
                 pass
-        _, alive = psutil.wait_procs(procs, timeout=grace_s)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=5.0)
+        kill_survivors(procs, grace_s, 5.0)
         for proc in self.children.values():
             proc.poll()
         stop_descendants(grace_s=0)

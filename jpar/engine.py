@@ -116,13 +116,21 @@ def stop_descendants(grace_s: float = 1.0) -> None:
             p.kill() if grace_s <= 0 else p.terminate()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=max(grace_s, 0.2))
+    kill_survivors(procs, max(grace_s, 0.2), 1.0)
+
+
+def kill_survivors(procs: list, wait_s: float, then_s: float) -> None:
+    """Wait for ``procs`` (psutil processes) together for ``wait_s``, SIGKILL those still alive, and
+    wait ``then_s`` more for them to go."""
+    import psutil
+
+    _, alive = psutil.wait_procs(procs, timeout=wait_s)
     for p in alive:
         try:
             p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(alive, timeout=1.0)
+    psutil.wait_procs(alive, timeout=then_s)
 
 
 class TaskStream:
