@@ -426,9 +426,13 @@ class Pool:
             on_done = lambda ok, v, i=i: done(i, ok, v)  # noqa: E731
         else:
             def on_done(ok, v, i=i, n=len(chunk)):
-                if ok:
-                    stats[0] += v[0]
-                    stats[1] += n
+                with stats[2]:
+                    if ok:
+                        stats[0] += v[0]
+                        stats[1] = max(stats[1], 0) + n
+                    else:
+                        stats[1] = stats[1] or -1   # a failed probe: stop waiting, sizes stay put
+                    stats[2].notify_all()
                 done(i, ok, v)
         self._submitter.submit((self._setup, func, chunk, MODE_MAP), on_done, True)
 
@@ -437,11 +441,23 @@ class Pool:
         (at most a window's worth of chunks wait locally), growing chunks when adaptive."""
         adaptive = chunksize is None
         size = 1 if adaptive else chunksize
-        stats = [0.0, 0]            # engine seconds, items: filled in by completions
+        # engine seconds, items (filled in by completions) and a condition they notify: until the
+        # first chunk has been measured, at most two per worker are out, so a deep window
+        # cannot fill with one-item tasks on a slow machine before the size adapts
+        stats = [0.0, 0, threading.Condition()]
+        probe = max(2, 2 * self._workers)
         i = 0
         sub = self._submitter
         try:
             while not self._stop_feeding.is_set():
+                if adaptive and i >= probe:
+                    with stats[2]:
+                        while not stats[1] and not self._stop_feeding.is_set():
+                            stats[2].wait(0.5)
+                if adaptive and stats[1] > 0:
+                    per_item = stats[0] / stats[1]
+                    ideal = int(TARGET_CHUNK_SECONDS / per_item) if per_item > 0 else MAX_ADAPTIVE_CHUNK
+                    size = max(1, min(ideal, 2 * size, MAX_ADAPTIVE_CHUNK))
                 try:
                     chunk = list(itertools.islice(source, size))
                 except Exception as exc:   # the user's iterable raised: that chunk fails
@@ -453,10 +469,6 @@ class Pool:
                 self._submit_chunk(it, i, func, chunk, stats if adaptive else None)
                 i += 1
                 sub.wait_room(sub.window, self._stop_feeding)
-                if adaptive and stats[1]:
-                    per_item = stats[0] / stats[1]
-                    ideal = int(TARGET_CHUNK_SECONDS / per_item) if per_item > 0 else MAX_ADAPTIVE_CHUNK
-                    size = max(1, min(ideal, 2 * size, MAX_ADAPTIVE_CHUNK))
         finally:
             it._set_length(i)
             with self._feeders_lock:

@@ -328,6 +328,8 @@ def test_sidebar_this_notebook_while_a_cell_is_busy(lab):
             _run_cell(page, 0)     # %load_ext jpar; jpar.init(): the sidebar finds jpar in the kernel
             _wait_cell_done(page, 0, 45_000)
             page.wait_for_selector(".jp-jpar-notebook[data-attached='true']", timeout=30_000)
+            # the cluster list refreshes on its own clock: the card may come after the attach
+            page.wait_for_selector(".jp-jpar-cluster", timeout=30_000)
             address = page.evaluate("() => document.querySelector('.jp-jpar-cluster').dataset.address")
             card = _card(address)
 
@@ -441,6 +443,8 @@ def test_status_bar_stays_busy_while_a_cell_runs_with_the_sidebar_open(lab):
             _run_cell(page, 0)
             _wait_cell_done(page, 0, 45_000)
             page.wait_for_selector(".jp-jpar-notebook[data-attached='true']", timeout=30_000)
+            # the cluster list refreshes on its own clock: the card may come after the attach
+            page.wait_for_selector(".jp-jpar-cluster", timeout=30_000)
             address = page.evaluate("() => document.querySelector('.jp-jpar-cluster').dataset.address")
             card = _card(address)
             page.wait_for_function(f"() => ({STATUS_BAR})() === 'Idle'", timeout=10_000)
