@@ -132,15 +132,15 @@ $(MUTATION_STAMP): $(STAMP)
 mutants: $(MUTATION_STAMP)
 	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)
 	tar --exclude=__pycache__ --exclude=jpar/labextension -cf - jpar tests pyproject.toml | tar -xf - -C $(MUTATION_DIR)
-	cd $(MUTATION_DIR) && $(MUTMUT) run $(or $(MUTANTS),'jpar.scheduler*')
+	cd $(MUTATION_DIR) && $(MUTMUT) run $(or $(MUTANTS),'jpar.runtime.head.scheduler*')
 	cd $(MUTATION_DIR) && $(MUTMUT) results --all true > results.txt; \
 		for s in killed survived timeout "no tests" suspicious "not checked"; do \
-			printf 'jpar.scheduler %-12s %s\n' "$$s" "$$(grep 'jpar.scheduler' results.txt | grep -c ": $$s$$")"; done
+			printf 'jpar.runtime.head.scheduler %-12s %s\n' "$$s" "$$(grep 'jpar.runtime.head.scheduler' results.txt | grep -c ": $$s$$")"; done
 	@echo "per-mutant results: $(MUTATION_DIR)/results.txt; show one with: cd $(MUTATION_DIR) && $(MUTMUT) show NAME"
 	if [ -n "$(MUTANT_SAMPLE)" ]; then cd $(MUTATION_DIR) && \
-		$(CURDIR)/$(PY) tests/mutation_sample.py --json sampled.jsonl --sample $(MUTANT_SAMPLE) --module jpar.driver \
+		$(CURDIR)/$(PY) tests/mutation_sample.py --json sampled.jsonl --sample $(MUTANT_SAMPLE) --module jpar.runtime.driver.driver \
 			tests/test_mutation_killers.py tests/test_core.py && \
-		$(CURDIR)/$(PY) tests/mutation_sample.py --json sampled.jsonl --sample $(MUTANT_SAMPLE) --module jpar.engine --as-main \
+		$(CURDIR)/$(PY) tests/mutation_sample.py --json sampled.jsonl --sample $(MUTANT_SAMPLE) --module jpar.runtime.engine.engine --as-main \
 			tests/test_mutation_killers.py tests/test_core.py && \
 		$(CURDIR)/$(PY) tests/mutation_sample.py --json sampled.jsonl --sample $(MUTANT_SAMPLE) \
 			--module jpar.notebook.routing tests/test_magics.py tests/test_mutation_killers.py; fi

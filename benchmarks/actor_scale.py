@@ -35,7 +35,7 @@ def actor_processes() -> list[psutil.Process]:
     out = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if "jpar.engine" in " ".join(p.cmdline()) and p.ppid() != os.getpid():
+            if "jpar.runtime.engine.engine" in " ".join(p.cmdline()) and p.ppid() != os.getpid():
                 out.append(p)
         except psutil.Error:
             pass
@@ -51,7 +51,7 @@ def main() -> None:
     args = ap.parse_args()
 
     jpar.init(num_engines=args.engines)
-    head = next(p for p in psutil.Process().children() if "jpar.controller" in " ".join(p.cmdline()))
+    head = next(p for p in psutil.Process().children() if "jpar.runtime.head.controller" in " ".join(p.cmdline()))
     t0 = time.monotonic()
     actors = [Idle.remote() for _ in range(args.actors)]
     refs = [a.pid.remote() for a in actors]

@@ -49,7 +49,7 @@ def model_costs(reps: int) -> None:
     """Layout of 200 nodes; 100,000 tasks through DashboardModel (apply, then the three snapshots)."""
     from jpar.notebook import dag_layout
     from jpar.notebook.dashboard import DashboardModel
-    from jpar.protocol import Event
+    from jpar.runtime.wire.protocol import Event
 
     nodes = list(range(200))
     edges = [(i, i + 1) for i in range(0, 199, 2)] + [(i, i + 3) for i in range(0, 190, 5)]

@@ -35,6 +35,7 @@ import psutil
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jpar  # noqa: E402
+import jpar.backends.native  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -65,7 +66,7 @@ def queued_tasks(n: int, batch: int) -> dict:
     """(a): RSS per queued task in the head and the driver, with ``n`` tasks behind a blocker."""
     jpar.init(num_engines=1)
     try:
-        head_pid = jpar.driver.current_driver().conn["pid"]
+        head_pid = jpar.backends.native.current_driver().conn["pid"]
         jpar.get([noop.remote(i) for i in range(1000)], timeout=120)     # warm: function shipped, pools grown
         srv = socket.create_server(("127.0.0.1", 0))
         srv.settimeout(120)
@@ -114,9 +115,9 @@ def queued_tasks(n: int, batch: int) -> dict:
 def head_record_breakdown(n: int = 100_000) -> dict:
     """Bytes per queued task in the scheduler alone (this process, tracemalloc), and what the
     records it keeps per task cost: where the head's per-task memory goes."""
-    from jpar import protocol as P
-    from jpar.scheduler import Scheduler
-    from jpar.scheduler_state import Obj, Task
+    from jpar.runtime.wire import protocol as P
+    from jpar.runtime.head.scheduler import Scheduler
+    from jpar.runtime.head.scheduler_state import Obj, Task
 
     s = Scheduler()
     s.transitions = False

@@ -13,8 +13,8 @@ import argparse
 import statistics
 import time
 
-from jpar import protocol as P
-from jpar.scheduler import DispatchTask, Scheduler
+from jpar.runtime.wire import protocol as P
+from jpar.runtime.head.scheduler import DispatchTask, Scheduler
 
 
 def spec(task_id: int) -> P.TaskSpec:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import pathlib
 import sys
 
-from jpar import errors, protocol, scheduler, scheduler_actors
+from jpar import errors
+from jpar.runtime.wire import protocol
+from jpar.runtime.head import scheduler
+from jpar.runtime.head import scheduler_actors
 from jpar.config import SETTINGS
 
 OUT = pathlib.Path(__file__).parent / "reference"
@@ -53,7 +56,22 @@ def wire_protocol() -> str:
     return "\n".join(lines) + "\n"
 
 
-PAGES = {"configuration.md": configuration, "errors.md": error_tree, "protocol.md": wire_protocol}
+def backend_features() -> str:
+    """The per-backend feature table, from each backend's Capabilities flags."""
+    from jpar import backends
+
+    classes = {name: backends.backend_class(name) for name in backends.names()}
+    head = "| feature | " + " | ".join(classes) + " | without it |\n|---|" + "---|" * len(classes) + "---|\n"
+    rows = "".join(
+        f"| {feature} | " + " | ".join("yes" if getattr(c.capabilities, flag) else "no" for c in classes.values())
+        + f" | {instead} |\n" for flag, (feature, instead) in backends.FEATURES.items())
+    return (HEADER + "# Backends: what each can do\n\nGenerated from each backend's `Capabilities` "
+            "(`jpar/backends/`). Where a backend lacks a feature, using it raises `jpar.UnsupportedOnBackend` "
+            "naming the backend, the feature and the alternative (the last column).\n\n" + head + rows)
+
+
+PAGES = {"configuration.md": configuration, "errors.md": error_tree, "protocol.md": wire_protocol,
+         "backends.md": backend_features}
 
 
 def main(check: bool) -> int:

@@ -1,12 +1,9 @@
 """jpar: interactive parallel computing from Jupyter, with Ray's API on a fast local cluster."""
 
 from .actor import ActorClass, ActorHandle, method
-from .api import (ClusterContext, available_resources, cancel, cluster_resources, get, get_actor,
-                  get_runtime_context, init, is_initialized, kill, nodes, put, remote, shutdown, wait)
-from .errors import (ActorDiedError, ActorError, ClusterError, ConfigError, EngineCrashedError, GetTimeoutError,
-                     ForeignRefError, HeadDiedError, JparError, NotInitializedError, ObjectLostError,
-                     ObjectStoreFullError, ResourceError, SerializationError, TaskCancelledError, TaskError)
-from . import exceptions, hooks
+from .api import ClusterContext, available_resources, cancel, cluster_resources, get, get_actor, get_runtime_context, init, is_initialized, kill, nodes, put, remote, shutdown, wait
+from .errors import ActorDiedError, ActorError, ClusterError, ConfigError, EngineCrashedError, GetTimeoutError, ForeignRefError, HeadDiedError, JparError, NotInitializedError, ObjectLostError, ObjectStoreFullError, ResourceError, SerializationError, TaskCancelledError, TaskError, UnsupportedOnBackend
+from . import backends, exceptions, hooks
 from .refs import ObjectRef
 from .remote_function import RemoteFunction
 
@@ -79,6 +76,7 @@ __all__ = [
     "kill", "get_actor", "method", "ActorClass", "ActorHandle", "dashboard",
     "JparError", "ClusterError", "ConfigError", "NotInitializedError", "HeadDiedError", "SerializationError", "ResourceError",
     "TaskError", "TaskCancelledError", "EngineCrashedError", "ActorError", "ActorDiedError",
-    "GetTimeoutError", "ObjectLostError", "ForeignRefError", "ObjectStoreFullError", "hooks",
+    "GetTimeoutError", "ObjectLostError", "ForeignRefError", "ObjectStoreFullError", "UnsupportedOnBackend", "hooks",
+    "backends",
     "load_ipython_extension", "unload_ipython_extension", "__version__",
 ]

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 from typing import Any, Callable
 
+from . import backends
 from . import hooks as _hooks
+from .backends import Backend
 from .config import Config
-from .driver import Driver, current_driver, require_driver, set_current_driver
-from .errors import ClusterError
-from .launcher import find_clusters, start_head
 from .options import TaskOptions
 from .refs import ObjectRef
 from .remote_function import RemoteFunction
@@ -22,54 +20,52 @@ __all__ = ["nodes", "get_runtime_context", "init", "shutdown", "is_initialized",
 
 _init_lock = threading.RLock()
 _atexit_registered = False
-_engine_hook: Callable[[], Driver] | None = None   # set inside engine processes: nested API use
-_blocking_check: Callable[[], None] | None = None  # set in async actors: get() on their loop warns
 
 
 _auto_started: bool = False    # the current cluster was started on first use, not by init()
 _init_args: dict = {}          # the arguments of the init() that made the current cluster
 
 
-def _auto_client() -> Driver | None:
-    """Inside an engine, tasks reach the cluster through the engine's own client."""
-    return _engine_hook() if _engine_hook is not None else None
-
-
-def _driver(what: str) -> Driver:
-    """The current driver; with none (and outside an engine), start a local cluster on first use
+def _backend(what: str) -> Backend:
+    """The current backend; with none (and outside an engine), start a local cluster on first use
     as Ray does (``JPAR_AUTO_INIT=0`` turns that off). What put/get/wait/cancel/kill/get_actor and
     ``.remote()`` use; read-only calls (cluster_resources, nodes, hooks) never start one."""
     global _auto_started
-    if current_driver() is None and _engine_hook is None:
+    b = backends.current()
+    if b is None:
         with _init_lock:
-            if current_driver() is None and Config.from_env().auto_init:
+            if backends.current() is None and Config.from_env().auto_init:
                 init()
                 _auto_started = True
-    return require_driver(what)
+    elif not b.closed:
+        return b
+    return backends.require(what)
 
 
 class ClusterContext:
-    """What init() returns: where the cluster is and what it has. Usable as a context manager."""
+    """What init() returns: which backend, where the cluster is and what it has. Usable as a context manager."""
 
-    def __init__(self, driver: Driver):
-        self._driver = driver
+    def __init__(self, backend: Backend):
+        self._backend = backend
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
 
     @property
     def address(self) -> str:
-        return self._driver.conn["head"]
+        return self._backend.describe()["address"]
 
     @property
     def cluster_id(self) -> str:
-        return self._driver.cluster_id
+        return self._backend.cluster_id
 
     @property
     def address_info(self) -> dict:
-        c = self._driver.conn
-        return {"address": c["head"], "events": c.get("events"), "cluster_id": c["cluster_id"],
-                "connection_file": c.get("file", "")}
+        return self._backend.describe()["address_info"]
 
     def status(self) -> dict:
-        return self._driver.query("status", timeout=10)
+        return self._backend.describe()["status"]
 
     def __enter__(self) -> "ClusterContext":
         return self
@@ -77,33 +73,34 @@ class ClusterContext:
     def __exit__(self, *exc) -> None:
         shutdown()
 
-    def _summary(self) -> tuple[list, dict]:
-        st = self.status()
-        return st["engines"], st["resources"]
-
     def __repr__(self) -> str:
-        if self._driver.closed:
+        if self._backend.closed:
             return "ClusterContext(closed)"
-        engines, res = self._summary()
-        return f"ClusterContext(address={self.address!r}, engines={len(engines)}, resources={res})"
+        d = self._backend.describe()
+        return (f"ClusterContext(backend={self.backend!r}, address={d['address']!r}, engines={len(d['engines'])}, "
+                f"resources={d['resources']})")
 
     def _repr_html_(self) -> str:
-        if self._driver.closed:
+        if self._backend.closed:
             return "<b>jpar</b> cluster (closed)"
-        engines, res = self._summary()
+        d = self._backend.describe()
+        engines, res = d["engines"], d["resources"]
         rows = "".join(
             f"<tr><td>{e['id']}</td><td>{e['node']}</td><td>{e['pid']}</td><td>{e['cpu']:.0f}%</td>"
             f"<td>{e['rss'] / 2**20:.0f} MiB</td></tr>" for e in engines)
         resources = ", ".join(f"{k}: {v:g}" for k, v in sorted(res.items()))
-        return (f"<div><b>jpar</b> cluster <code>{self.cluster_id}</code> at <code>{self.address}</code>"
-                f"<br>{len(engines)} engines; resources {resources}"
+        return (f"<div><b>jpar</b> ({self.backend}) cluster <code>{self.cluster_id}</code> at "
+                f"<code>{d['address']}</code><br>{len(engines)} engines; resources {resources}"
                 f"<table><tr><th>engine</th><th>node</th><th>pid</th><th>CPU</th><th>RSS</th></tr>{rows}</table></div>")
 
 
-def init(address: str | None = None, *, num_engines: int | None = None, num_cpus: float | None = None,
-         num_gpus: float | None = None, resources: dict | None = None, ignore_reinit_error: bool = True,
-         **config_overrides: Any) -> ClusterContext:
+def init(address: str | None = None, *, backend: str | None = None, num_engines: int | None = None,
+         num_cpus: float | None = None, num_gpus: float | None = None, resources: dict | None = None,
+         ignore_reinit_error: bool = True, **config_overrides: Any) -> ClusterContext:
     """Start a local cluster (head + engines), or connect to a running one.
+
+    ``backend``: the engine that runs the work (default ``JPAR_BACKEND``, else ``"native"``,
+    jpar's own runtime); see :mod:`jpar.backends`.
 
     Engines: ``num_engines`` if given, else one per declared CPU (``num_cpus=4``: 4 engines, so 4
     tasks run at once, as Ray starts 4 workers), else one per core. A declared ``num_cpus`` is the
@@ -118,10 +115,10 @@ def init(address: str | None = None, *, num_engines: int | None = None, num_cpus
     machine), a head's ``tcp://host:port`` or the path of a connection file.
     """
     global _atexit_registered, _auto_started, _init_args
-    args = {k: v for k, v in dict(address=address, num_engines=num_engines, num_cpus=num_cpus, num_gpus=num_gpus,
-                                  resources=resources, **config_overrides).items() if v is not None}
+    args = {k: v for k, v in dict(address=address, backend=backend, num_engines=num_engines, num_cpus=num_cpus,
+                                  num_gpus=num_gpus, resources=resources, **config_overrides).items() if v is not None}
     with _init_lock:
-        d = current_driver()
+        d = backends.current()
         if d is not None and not d.closed:
             how = "started on first use" if _auto_started else f"started by init({_fmt_args(_init_args)})"
             msg = (f"jpar.init({_fmt_args(args)}) was called while a cluster ({how}) is running, so that cluster "
@@ -135,23 +132,11 @@ def init(address: str | None = None, *, num_engines: int | None = None, num_cpus
 
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
             return ClusterContext(d)
-        config = Config.from_env(num_engines=num_engines, num_cpus=num_cpus, num_gpus=num_gpus, **config_overrides)
-        if address is None:
-            from .launcher import engine_count
-
-            n = engine_count(config, num_engines)
-            conn, proc = start_head(config, n, owner=True, resources=resources)
-            try:
-                driver = Driver(conn, config, owns_cluster=True, process=proc)
-                driver.query("wait_engines", n, timeout=config.start_timeout_s)
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-        else:
-            conn = _resolve_address(address, config)
-            driver = Driver(conn, config)
-        set_current_driver(driver)
+        config = Config.from_env(num_engines=num_engines, num_cpus=num_cpus, num_gpus=num_gpus, backend=backend,
+                                 **config_overrides)
+        b = backends.backend_class(config.backend).connect(
+            address, config, {"num_engines": num_engines, "resources": resources})
+        backends.set_current(b)
         _auto_started, _init_args = False, args
         from . import hooks
 
@@ -159,53 +144,30 @@ def init(address: str | None = None, *, num_engines: int | None = None, num_cpus
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
-        return ClusterContext(driver)
+        return ClusterContext(b)
 
 
 def _fmt_args(args: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in args.items())
 
 
-def _resolve_address(address: str, config: Config) -> dict:
-    import json
-
-    if os.path.isfile(address):
-        with open(address) as f:
-            conn = json.load(f)
-        conn["local"] = conn.get("host") == __import__("socket").gethostname()
-        return conn
-    clusters = find_clusters(config)
-    if address == "auto":
-        if not clusters:
-            raise ClusterError("init(address='auto') found no running cluster on this machine. "
-                               "Start one with `jpar start --head`, or call jpar.init() without an address.")
-        return clusters[0]
-    for conn in clusters:
-        if address in (conn["head"], conn.get("head_ipc")):
-            return conn
-    key = config.cluster_key
-    if not key:
-        raise ClusterError(
-            f"No connection file for {address} on this machine, so its key is unknown. Pass the path of the "
-            "cluster's connection file (cluster-*.json) as the address, or set JPAR_CLUSTER_KEY.")
-    return {"head": address, "key": key, "local": False, "cluster_id": "?"}
 
 
 def shutdown() -> None:
     """Disconnect; a cluster this process started is stopped, with all its processes."""
     with _init_lock:
-        d = current_driver()
-        if d is None:
+        b = backends.current()
+        if b is None or backends.engine_client() is not None:   # inside an engine: not ours to stop
             return
-        set_current_driver(None)
+        backends.set_current(None)
         global _auto_started, _init_args
         _auto_started, _init_args = False, {}
-        d.close(stop_cluster=d.process is not None)
+        b.close()
 
 
 def is_initialized() -> bool:
-    d = current_driver()
-    return d is not None and not d.closed
+    b = backends.current()
+    return b is not None and not b.closed
 
 
 def remote(*args, **options):
@@ -233,9 +195,10 @@ def get(object_refs, *, timeout: float | None = None):
     if timeout is not None and not timeout >= 0:   # also rejects NaN
         raise ValueError(f"jpar.get(timeout={timeout!r}): timeout must be a number of seconds >= 0, or None to "
                          "wait until the values are ready.")
-    d = _driver("jpar.get()")
-    if _blocking_check is not None:
-        _blocking_check()
+    d = _backend("jpar.get()")
+    check = backends.blocking_check()
+    if check is not None:
+        check()
     if isinstance(object_refs, ObjectRef):
         return d.get([object_refs], timeout)[0]
     if isinstance(object_refs, (list, tuple)):
@@ -254,7 +217,7 @@ def put(value: Any) -> ObjectRef:
     """Store a value in the cluster once; pass the ref to many tasks instead of the value."""
     if isinstance(value, ObjectRef):
         raise TypeError("Calling jpar.put() on an ObjectRef is not allowed; pass the ref itself to tasks.")
-    return _driver("jpar.put()").put(value)
+    return _backend("jpar.put()").put(value)
 
 
 def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True):
@@ -269,7 +232,7 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = Non
     if timeout is not None and not timeout >= 0:   # also rejects NaN
         raise ValueError(f"jpar.wait(timeout={timeout!r}): timeout must be a number of seconds >= 0, or None to "
                          "wait until num_returns refs are ready.")
-    d = _driver("jpar.wait()")
+    d = _backend("jpar.wait()")
     if _hooks._progress_reporter is not None:
         return _with_progress(refs, "wait", num_returns, lambda: d.wait(refs, num_returns, timeout, fetch_local))
     return d.wait(refs, num_returns, timeout, fetch_local)
@@ -290,31 +253,22 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     (``force=True`` kills the engine process instead); its get() raises TaskCancelledError."""
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"jpar.cancel() takes an ObjectRef, got {type(object_ref).__name__}.")
-    _driver("jpar.cancel()").cancel(object_ref, force, recursive)
+    _backend("jpar.cancel()").cancel(object_ref, force, recursive)
 
 
 def nodes() -> list[dict]:
     """One entry per node (host), Ray's ``ray.nodes()`` shape: NodeID, Alive, Resources, engines."""
-    st = require_driver("jpar.nodes()").query("status", timeout=30)
-    by_node: dict[str, dict] = {}
-    for e in st["engines"]:
-        n = by_node.setdefault(e["node"], {"NodeID": e["node"], "NodeName": e["host"], "Alive": True,
-                                           "NodeManagerAddress": e["host"], "Engines": []})
-        n["Engines"].append(e["id"])
-    for name, res in st.get("node_resources", {}).items():
-        if name in by_node:
-            by_node[name]["Resources"] = res
-    return list(by_node.values())
+    return backends.require("jpar.nodes()").nodes()
 
 
 def cluster_resources() -> dict:
     """Total resources of the cluster, e.g. {'CPU': 2.0}."""
-    return require_driver("jpar.cluster_resources()").query("resources", timeout=30)
+    return backends.require("jpar.cluster_resources()").cluster_resources()
 
 
 def available_resources() -> dict:
     """Resources not held by queued or running tasks right now."""
-    return require_driver("jpar.available_resources()").query("available", timeout=30)
+    return backends.require("jpar.available_resources()").available_resources()
 
 
 def kill(actor, *, no_restart: bool = True) -> None:

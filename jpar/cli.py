@@ -21,17 +21,24 @@ import sys
 
 from .config import Config
 from .errors import ClusterError, JparError
-from .launcher import engine_count, find_clusters, node_resources, start_head
+from .runtime.driver.launcher import engine_count, find_clusters, node_resources, start_head
 
 __all__ = ["main"]
 
 
 def _connect(address: str | None, config: Config):
-    from .api import _resolve_address
-    from .driver import Driver
+    from .backends.native import resolve_address
+    from .runtime.driver.driver import Driver
 
-    conn = _resolve_address(address or "auto", config)
+    conn = resolve_address(address or "auto", config)
     return Driver(conn, config.replace(start_timeout_s=min(config.start_timeout_s, 10.0)), kind="cli")
+
+
+def _backend_of(driver):
+    """The hooks (add/remove engines) take a backend: this CLI connection as one."""
+    from .backends.native import NativeBackend
+
+    return NativeBackend(driver)
 
 
 def cmd_start(args, config: Config) -> int:
@@ -50,9 +57,9 @@ def cmd_start(args, config: Config) -> int:
     if not args.address:
         print("jpar start needs --head or --address tcp://HOST:PORT", file=sys.stderr)
         return 2
-    from .api import _resolve_address
+    from .backends.native import resolve_address
 
-    conn = _resolve_address(args.connection_file or args.address, config)
+    conn = resolve_address(args.connection_file or args.address, config)
     n = engine_count(config, args.num_engines)
     head = conn.get("head_ipc") if conn.get("local") and conn.get("head_ipc") else conn["head"]
     setup = {"key": conn["key"], "head": head, "node": args.node or socket.gethostname(),
@@ -61,7 +68,7 @@ def cmd_start(args, config: Config) -> int:
              "start_timeout_s": config.start_timeout_s}
     pids = []
     for _ in range(n):
-        proc = subprocess.Popen([sys.executable, "-m", "jpar.engine"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "jpar.runtime.engine.engine"], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         proc.stdin.write((json.dumps(setup) + "\n").encode())
         proc.stdin.close()
@@ -97,7 +104,7 @@ def cmd_add_engines(args, config: Config) -> int:
     d = _connect(args.address, config)
     try:
         try:
-            change = add_engines(args.num_engines, driver=d)
+            change = add_engines(args.num_engines, driver=_backend_of(d))
         except (ValueError, LookupError, JparError) as exc:
             print(f"jpar add-engines: {exc}", file=sys.stderr)
             return 1
@@ -116,7 +123,7 @@ def cmd_remove_engines(args, config: Config) -> int:
     d = _connect(args.address, config)
     try:
         try:
-            change = remove_engines(args.num_engines, args.engine, wait=False, driver=d)
+            change = remove_engines(args.num_engines, args.engine, wait=False, driver=_backend_of(d))
         except (ValueError, LookupError) as exc:
             print(f"jpar remove-engines: {exc}", file=sys.stderr)
             return 1

@@ -62,10 +62,10 @@ class RuntimeContext:
 
 def get_runtime_context() -> RuntimeContext:
     """The task, engine, node and actor this code runs in (None outside an engine)."""
-    from .driver import current_driver
+    from . import backends
 
     state = dict(_current)
     if state["cluster_id"] is None:
-        d = current_driver()
+        d = backends.current()
         state["cluster_id"] = d.cluster_id if d is not None and not d.closed else None
     return RuntimeContext(**state)

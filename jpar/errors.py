@@ -21,6 +21,7 @@
      |    +-- ForeignRefError (also ValueError)  the ref was made by another (e.g. shut down) cluster
      +-- ObjectStoreFullError         the store is full and nothing can be spilled
      +-- MissingExtraError (also ImportError)  an optional dependency is not installed
+     +-- UnsupportedOnBackend (also NotImplementedError)  the backend in use cannot do this
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "ForeignRefError",
     "ObjectStoreFullError",
     "MissingExtraError",
+    "UnsupportedOnBackend",
     "import_optional",
 ]
 
@@ -132,6 +134,20 @@ class MissingExtraError(JparError, ImportError):
 
     def __reduce__(self):
         return (type(self), (self.module, self.feature, self.install))
+
+
+class UnsupportedOnBackend(JparError, NotImplementedError):
+    """The backend in use cannot do this; the message names the backend, the feature and what to use instead."""
+
+    def __init__(self, backend: str, feature: str, instead: str):
+        super().__init__(f"The {backend} backend does not support {feature}: {instead}. "
+                         "docs/reference/backends.md lists what each backend can do.")
+        self.backend = backend
+        self.feature = feature
+        self.instead = instead
+
+    def __reduce__(self):
+        return (type(self), (self.backend, self.feature, self.instead))
 
 
 NOTEBOOK_EXTRA = "pip install 'jpar[notebook]'"

@@ -3,8 +3,7 @@
 Each name is the jpar class with the same meaning; catching the Ray name catches jpar's error.
 """
 
-from .errors import (ActorDiedError, ActorError, EngineCrashedError, GetTimeoutError, JparError, ObjectLostError,
-                     ObjectStoreFullError, TaskCancelledError, TaskError)
+from .errors import ActorDiedError, ActorError, EngineCrashedError, GetTimeoutError, JparError, ObjectLostError, ObjectStoreFullError, TaskCancelledError, TaskError
 
 __all__ = ["RayError", "RayTaskError", "RayActorError", "ActorDiedError", "ActorUnavailableError",
            "WorkerCrashedError", "GetTimeoutError", "TaskCancelledError", "ObjectLostError",

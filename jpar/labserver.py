@@ -61,8 +61,9 @@ import tornado.web  # noqa: E402
 from jupyter_server.base.handlers import APIHandler  # noqa: E402
 from jupyter_server.utils import url_path_join  # noqa: E402
 
-from .hooks import EventSubscription
-from .launcher import find_clusters
+from .backends.native import NativeBackend
+from .runtime.driver.frontend import EventSubscription
+from .runtime.driver.launcher import find_clusters
 
 __all__ = ["Hub", "Watcher", "cluster_summary", "status_snapshot", "kernel_pids", "task_ids"]
 
@@ -186,7 +187,7 @@ def _memory_total() -> int:
 
 
 def _connect(conn: dict, config: Config):
-    from .driver import Driver
+    from .runtime.driver.driver import Driver
 
     return Driver(conn, config.replace(start_timeout_s=min(config.start_timeout_s, 5.0)), kind="lab")
 
@@ -429,7 +430,7 @@ class Hub:
                              "machine; on the head's machine run `jpar add-engines` instead.")
         d = _connect(conn, self.config)
         try:
-            change = add_engines(engines, driver=d)
+            change = add_engines(engines, driver=NativeBackend(d))
         except ResourceError as exc:
             raise ValueError(str(exc)) from None
         finally:
@@ -446,7 +447,7 @@ class Hub:
             raise LookupError(f"No jpar cluster at {address!r}; GET /jpar/clusters lists the known ones.")
         d = _connect(conn, self.config)
         try:
-            change = remove_engines(count, engine_ids, wait=False, driver=d)
+            change = remove_engines(count, engine_ids, wait=False, driver=NativeBackend(d))
         finally:
             d.close()
         return {"address": conn["head"], "removed": list(change.engine_ids), "resources": change.resources,
@@ -462,7 +463,7 @@ class Hub:
         d = _connect(conn, self.config)
         try:
             return {"address": conn["head"], "driver": client_no,
-                    "cancelled": cancel_driver_tasks(client_no, force, driver=d)}
+                    "cancelled": cancel_driver_tasks(client_no, force, driver=NativeBackend(d))}
         finally:
             d.close()
 

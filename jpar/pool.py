@@ -69,9 +69,7 @@ class TimeoutError(multiprocessing.TimeoutError, JparError, builtins.TimeoutErro
     ``TimeoutError`` and a ``jpar.JparError``, so every existing ``except`` clause catches it.
     """
 
-from .submitter import (MAX_ADAPTIVE_CHUNK, MODE_APPLY, MODE_MAP, MODE_STARMAP, POOL_MIN_WINDOW,
-                        PREFETCH_PER_CPU, TARGET_CHUNK_SECONDS, Submitter, cancelled_error, default_chunksize, ship,
-                        ensure_cluster)
+from .submitter import MAX_ADAPTIVE_CHUNK, MODE_APPLY, MODE_MAP, MODE_STARMAP, POOL_MIN_WINDOW, PREFETCH_PER_CPU, TARGET_CHUNK_SECONDS, Submitter, cancelled_error, default_chunksize, ship, ensure_cluster
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,6 +233,13 @@ class IMapUnorderedIterator(IMapIterator):
 # Pool
 # ---------------------------------------------------------------------------------------------
 
+
+
+def next_chunk_size(size: int, per_item: float) -> int:
+    """The next adaptive chunk's size: what takes about TARGET_CHUNK_SECONDS at ``per_item`` engine
+    seconds per item, growing at most twofold per chunk, at least one item, at most MAX_ADAPTIVE_CHUNK."""
+    ideal = int(TARGET_CHUNK_SECONDS / per_item) if per_item > 0 else MAX_ADAPTIVE_CHUNK
+    return max(1, min(ideal, 2 * size, MAX_ADAPTIVE_CHUNK))
 
 class Pool:
     """``multiprocessing.Pool`` on the jpar cluster (started if none is running).
@@ -455,9 +460,7 @@ class Pool:
                         while not stats[1] and not self._stop_feeding.is_set():
                             stats[2].wait(0.5)
                 if adaptive and stats[1] > 0:
-                    per_item = stats[0] / stats[1]
-                    ideal = int(TARGET_CHUNK_SECONDS / per_item) if per_item > 0 else MAX_ADAPTIVE_CHUNK
-                    size = max(1, min(ideal, 2 * size, MAX_ADAPTIVE_CHUNK))
+                    size = next_chunk_size(size, stats[0] / stats[1])
                 try:
                     chunk = list(itertools.islice(source, size))
                 except Exception as exc:   # the user's iterable raised: that chunk fails

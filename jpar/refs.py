@@ -61,9 +61,9 @@ class ObjectRef:
         """State, size, producing task and engine; nothing of the value (so Out[] pins no data)."""
         import html
 
-        from .driver import current_driver
+        from . import backends
 
-        d = current_driver()
+        d = backends.current()
         if d is None or d.closed:
             return f"<code>ObjectRef({self.hex()})</code> <small>(no cluster connected)</small>"
         if self.cluster != d.cluster_id:
@@ -78,9 +78,9 @@ class ObjectRef:
 
     def future(self) -> concurrent.futures.Future:
         """A concurrent.futures.Future resolved when the value arrives."""
-        from .driver import require_driver
+        from . import backends
 
-        return require_driver("ObjectRef.future()").future(self)
+        return backends.require("ObjectRef.future()").future(self)
 
     def __await__(self):
         import asyncio  # only code that awaits refs pays for importing asyncio

@@ -20,7 +20,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from jpar import serialization
+from jpar import pickling
 from jpar.errors import JparError
 
 _log = logging.getLogger("jpar.pool")
@@ -126,7 +126,7 @@ def ship(func: Callable) -> Any:
     each map call would), so chunks carry bytes. An unpicklable function is returned unchanged:
     its chunk tasks then fail with the usual pickling error."""
     try:
-        blob = serialization.cloud_dumps(func)
+        blob = pickling.cloud_dumps(func)
     except Exception:
         return func
     return _Shipped(hashlib.blake2b(blob, digest_size=16).digest(), blob)

@@ -5,12 +5,12 @@ that runs in the head and engine processes (most of jpar/engine.py, part of the 
 never seen there, so mutmut reports such mutants as having no tests. Here each sampled mutant is
 switched on through ``MUTANT_UNDER_TEST``, which every process of a cluster inherits (the head and
 engines import jpar from the same mutated copy), and the given tests run whole: a failing run kills
-the mutant. jpar.engine runs as ``python -m jpar.engine``, so in engine processes its functions belong
+the mutant. jpar.runtime.engine.engine runs as ``python -m jpar.runtime.engine.engine``, so in engine processes its functions belong
 to ``__main__``: ``--as-main`` switches its mutants on there. Not collected by pytest (no ``test_`` prefix); ``make mutants MUTANT_SAMPLE=N`` runs it.
 
 Usage, from the directory where ``mutmut run`` made ``mutants/``::
 
-    python tests/mutation_sample.py --module jpar.engine --sample 20 --seed 1 -- tests/test_core.py
+    python tests/mutation_sample.py --module jpar.runtime.engine.engine --sample 20 --seed 1 -- tests/test_core.py
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def run_one(name: str, tests: list[str], root: Path, timeout: float, as_main: bo
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--module", required=True, help="e.g. jpar.engine")
+    p.add_argument("--module", required=True, help="e.g. jpar.runtime.engine.engine")
     p.add_argument("--sample", type=int, default=20, help="mutants to run (default 20; 0: all)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (a mutant past it is killed)")
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="append the results to this JSON-lines file")
     p.add_argument("--names", help="run these mutants (a file, one name a line) instead of a sample")
     p.add_argument("--as-main", action="store_true",
-                   help="the module runs as `python -m MODULE` (jpar.engine does, in engines and actor processes): "
+                   help="the module runs as `python -m MODULE` (jpar.runtime.engine.engine does, in engines and actor processes): "
                         "switch the mutant on where its module is __main__")
     p.add_argument("tests", nargs="+", help="test files or node ids (relative to the root)")
     args = p.parse_args(argv)

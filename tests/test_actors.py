@@ -15,9 +15,9 @@ import psutil
 import pytest
 
 import jpar
-from jpar import protocol as P
-from jpar import transport
-from jpar.driver import current_driver
+from jpar.runtime.wire import protocol as P
+from jpar.runtime.wire import transport
+from jpar.backends.native import current_driver
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,6 +7,7 @@ import time
 import pytest
 
 import jpar
+import jpar.backends.native
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -243,8 +244,8 @@ def test_functions_defined_in_main_ship_by_value_once(cluster):
     exec("import jpar\n@jpar.remote\ndef local_fn(x):\n    return x + 100\n", ns)
     ns["local_fn"].__module__ = "__main__"
     assert jpar.get([ns["local_fn"].remote(i) for i in range(3)]) == [100, 101, 102]
-    driver = jpar.driver.current_driver()
-    assert ns["local_fn"]._fn_id in driver._fn_sent
+    driver = jpar.backends.native.current_driver()
+    assert ns["local_fn"]._backend_cache["native"][0] in driver._fn_sent
 
 
 def test_task_output_is_prefixed_on_the_driver(cluster, capfd):
@@ -326,7 +327,8 @@ def test_actor_handle_repr_shows_state_and_methods(cluster):
 
 
 def test_cancel_all_tasks_of_one_driver_from_another(cluster):
-    from jpar.driver import Driver, current_driver, set_current_driver
+    from jpar.runtime.driver.driver import Driver
+    from jpar.backends.native import NativeBackend, current_driver, set_current_driver
 
     main = current_driver()
     bystander = Driver(main.conn, main.config)              # another notebook on the same cluster
@@ -341,7 +343,7 @@ def test_cancel_all_tasks_of_one_driver_from_another(cluster):
         finally:
             set_current_driver(main)
         bystander.query("sync", timeout=10)
-        assert jpar.hooks.cancel_driver_tasks(main.client_no, driver=admin) == 4
+        assert jpar.hooks.cancel_driver_tasks(main.client_no, driver=NativeBackend(admin)) == 4
         for ref in longs + [later]:
             with pytest.raises(jpar.TaskCancelledError, match=f"all tasks of driver {main.client_no} were cancelled"):
                 jpar.get(ref, timeout=10)

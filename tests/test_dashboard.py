@@ -17,7 +17,7 @@ import jpar
 from jpar import hooks
 from jpar.notebook import dag_layout, progress
 from jpar.notebook.dashboard import Dashboard, DashboardModel, normalize_store
-from jpar.protocol import Event
+from jpar.runtime.wire.protocol import Event
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -236,7 +236,7 @@ def engine_pids() -> set:
     out = set()
     for p in psutil.Process().children(recursive=True):
         try:
-            if any("jpar.engine" in part for part in p.cmdline()):
+            if any("jpar.runtime.engine.engine" in part for part in p.cmdline()):
                 out.add(p.pid)
         except psutil.Error:
             pass

@@ -124,11 +124,11 @@ class Quick:
 
 
 def test_many_actors_start_a_few_at_a_time_and_shutdown_leaves_none():
-    from jpar.controller_actors import starting_limit
+    from jpar.runtime.head.controller_actors import starting_limit
 
     jpar.init(num_engines=1)
     try:
-        head = next(p for p in psutil.Process().children() if "jpar.controller" in " ".join(p.cmdline()))
+        head = next(p for p in psutil.Process().children() if "jpar.runtime.head.controller" in " ".join(p.cmdline()))
         engines = {p.pid for p in head.children()}
         up = [Quick.remote() for _ in range(5)]
         assert len(set(jpar.get([a.ping.remote() for a in up], timeout=60))) == 5

@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jpar
-from jpar import protocol as P
-from jpar.driver import current_driver
+from jpar.runtime.wire import protocol as P
+from jpar.backends.native import current_driver
 from jpar.errors import ProtocolError
-from jpar.store_segments import decode_location, is_location
+from jpar.runtime.store.segments import decode_location, is_location
 
 from .conftest import jpar_children, wait_gone
 

@@ -154,9 +154,10 @@ def test_cli_cluster_is_discovered_streamed_and_stopped(server):
 
 def test_remove_engines_and_cancel_a_drivers_tasks(server):
     import jpar
-    from jpar.api import _resolve_address
+    from jpar.backends.native import resolve_address as _resolve_address
     from jpar.config import Config
-    from jpar.driver import Driver, set_current_driver
+    from jpar.runtime.driver.driver import Driver
+    from jpar.backends.native import set_current_driver
 
     out = subprocess.run([sys.executable, "-m", "jpar.cli", "start", "--head", "-n", "2"], env=server.env,
                          capture_output=True, text=True, timeout=60)

@@ -7,42 +7,55 @@ import jpar
 
 PKG = pathlib.Path(jpar.__file__).parent
 
-# module (or package prefix) -> imports it must not make
+# Layers, from the user down: the public API (what users call), the seam (jpar.backends), the
+# backends (native: jpar.runtime). Neutral modules (refs, options, errors, config, context,
+# pickling, exceptions) are shared by all.
+PUBLIC_API = {"jpar.api", "jpar.actor", "jpar.remote_function", "jpar.hooks", "jpar.util", "jpar.pool",
+              "jpar.submitter", "jpar.executor", "jpar.multiprocessing", "jpar.joblib", "jpar.futures",
+              "jpar.notebook"}
+NATIVE = {"jpar.runtime", "jpar.backends.native"}
+PURE_HEAD = {"zmq", "threading", "asyncio", "psutil", "jpar.runtime.wire.transport", "jpar.runtime.driver",
+             "jpar.runtime.head.controller"}
+
+# module (dotted, or a package prefix) -> imports it must not make
 FORBIDDEN = {
-    "scheduler": {"zmq", "threading", "asyncio", "psutil", "jpar.transport", "jpar.driver", "jpar.controller"},
-    "scheduler_state": {"zmq", "threading", "asyncio", "psutil", "jpar.transport", "jpar.driver", "jpar.controller"},
-    "scheduler_actors": {"zmq", "threading", "asyncio", "psutil", "jpar.transport", "jpar.driver", "jpar.controller"},
-    "scheduler_rebalance": {"zmq", "threading", "asyncio", "psutil", "jpar.transport", "jpar.driver", "jpar.controller"},
-    "protocol": {"zmq"},
-    "serialization": {"zmq"},
-    "engine": {"IPython", "ipywidgets", "ipykernel", "jpar.notebook"},
-    "object_store": {"IPython", "ipywidgets", "jpar.notebook"},
-    "store_segments": {"IPython", "ipywidgets", "jpar.notebook", "zmq"},
-    "metrics": {"IPython", "ipywidgets", "jpar.notebook"},
-    "pool": {"jpar.driver", "jpar.transport", "jpar.scheduler", "zmq"},
-    "submitter": {"jpar.driver", "jpar.transport", "jpar.scheduler", "zmq"},
-    "executor": {"jpar.driver", "jpar.transport", "jpar.scheduler", "zmq"},
-    "multiprocessing": {"jpar.driver", "jpar.transport", "jpar.scheduler", "zmq"},
-    "notebook": {"jpar.driver", "jpar.transport", "jpar.scheduler", "jpar.controller", "zmq"},
-    "backends": {"jpar.driver", "jpar.transport", "jpar.scheduler", "zmq"},
+    # above the seam: no backend's internals, no wire
+    **{m: NATIVE | {"zmq"} for m in PUBLIC_API},
+    "jpar.refs": NATIVE | {"zmq"},
+    "jpar.context": NATIVE | {"zmq"},
+    "jpar.pickling": NATIVE | {"zmq"} | PUBLIC_API,
+    "jpar.backends.__init__": NATIVE | {"zmq"} | PUBLIC_API,
+    # the native runtime never imports the public API back
+    "jpar.runtime": PUBLIC_API | {"IPython", "ipywidgets", "ipykernel"},
+    # the scheduler is a pure state machine
+    "jpar.runtime.head.scheduler": PURE_HEAD,
+    "jpar.runtime.head.scheduler_state": PURE_HEAD,
+    "jpar.runtime.head.scheduler_actors": PURE_HEAD,
+    "jpar.runtime.head.scheduler_rebalance": PURE_HEAD,
+    "jpar.runtime.wire.protocol": {"zmq"},
+    "jpar.runtime.wire.serialization": {"zmq"},
+    "jpar.runtime.store.segments": {"zmq"},
 }
 
 
 def imports_of(path: pathlib.Path) -> set[str]:
+    """Absolute names of every module ``path`` imports (relative imports resolved)."""
     tree = ast.parse(path.read_text())
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    package = list(rel.parts[:-1])
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = "jpar" + ("." + node.module if node.module else "")
-                if path.parent != PKG and node.level == 1:
-                    base = "jpar." + path.parent.name + ("." + node.module if node.module else "")
-                names.add(base)
-                names.update(f"jpar.{a.name}" for a in node.names if not node.module)
+                base = package[: len(package) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+                names.add(mod)
+                names.update(f"{mod}.{a.name}" for a in node.names)
             else:
                 names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
     return names
 
 
@@ -50,23 +63,51 @@ def violates(name: str, forbidden: set[str]) -> bool:
     return any(name == f or name.startswith(f + ".") for f in forbidden)
 
 
+def module_name(path: pathlib.Path) -> str:
+    return ".".join(path.relative_to(PKG.parent).with_suffix("").parts)
+
+
+def rules_for(name: str) -> set[str]:
+    out: set[str] = set()
+    for key, forbidden in FORBIDDEN.items():
+        if name == key or name.startswith(key + "."):
+            out |= forbidden
+    return out
+
+
 def test_layering():
     problems = []
     for path in PKG.rglob("*.py"):
-        rel = path.relative_to(PKG)
-        key = rel.parts[0].removesuffix(".py")
-        forbidden = FORBIDDEN.get(key)
-        if not forbidden:
-            continue
-        for name in imports_of(path):
-            if violates(name, forbidden):
-                problems.append(f"{rel} imports {name}")
+        name = module_name(path)
+        forbidden = rules_for(name)
+        for imported in imports_of(path):
+            if violates(imported, forbidden):
+                problems.append(f"{name} imports {imported}")
     assert problems == []
+
+
+def test_the_rules_catch_what_they_forbid():
+    """The resolver sees relative imports as the absolute names the rules use."""
+    names = imports_of(PKG / "runtime" / "head" / "controller.py")
+    assert "jpar.runtime.wire.protocol" in names and "jpar.config" in names
+    assert violates("jpar.runtime.driver.driver", rules_for("jpar.api"))
+    assert violates("jpar.api", rules_for("jpar.runtime.driver.driver"))
+    assert not violates("jpar.backends", rules_for("jpar.api"))
+
+
+def test_importing_jpar_imports_no_backend_engine():
+    import subprocess
+    import sys
+
+    code = ("import sys, jpar; print(sorted(m for m in ('ray', 'dask', 'distributed', 'jpar.backends.native', "
+            "'jpar.runtime.head.controller') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
 
 
 def test_only_transport_imports_zmq():
     users = [str(p.relative_to(PKG)) for p in PKG.rglob("*.py") if "zmq" in {n.split(".")[0] for n in imports_of(p)}]
-    assert users == ["transport.py"]
+    assert users == ["runtime/wire/transport.py"]
 
 
 def test_only_config_reads_settings_from_the_environment():

@@ -12,8 +12,9 @@ import psutil
 import pytest
 
 import jpar
-from jpar import protocol as P
-from jpar import transport
+import jpar.backends.native
+from jpar.runtime.wire import protocol as P
+from jpar.runtime.wire import transport
 
 from .conftest import jpar_children, wait_gone
 
@@ -103,8 +104,8 @@ def test_second_driver_connects_by_address_and_leaves_cluster_running():
 def test_garbage_and_unsigned_messages_are_dropped():
     ctx = jpar.init(num_engines=2)
     try:
-        conn = jpar.driver.current_driver().conn
-        driver = jpar.driver.current_driver()
+        conn = jpar.backends.native.current_driver().conn
+        driver = jpar.backends.native.current_driver()
         wrong = P.Signer(b"not the cluster key")
         targets = [("dealer", conn["head"]), ("dealer", conn["head_ipc"]), ("push", driver.endpoint)]
         socks = [transport.raw_socket(kind, ep) for kind, ep in targets]
@@ -235,9 +236,9 @@ def test_remove_engines_while_tasks_run():
 
 
 def test_cli_remove_engines_stops_an_engine_that_joined_by_address(tmp_path):
-    from jpar.api import _resolve_address
+    from jpar.backends.native import resolve_address as _resolve_address
     from jpar.config import Config
-    from jpar.driver import Driver
+    from jpar.runtime.driver.driver import Driver
 
     env = dict(os.environ, JPAR_RUNTIME_DIR=str(tmp_path))
     cli = [PY, "-m", "jpar.cli"]
@@ -274,8 +275,8 @@ def test_cli_remove_engines_stops_an_engine_that_joined_by_address(tmp_path):
 def test_connection_file_is_private():
     jpar.init(num_engines=1)
     try:
-        files = [c for c in jpar.launcher.find_clusters(jpar.config.Config.from_env())
-                 if c["cluster_id"] == jpar.driver.current_driver().cluster_id]
+        files = [c for c in jpar.runtime.driver.launcher.find_clusters(jpar.config.Config.from_env())
+                 if c["cluster_id"] == jpar.backends.native.current_driver().cluster_id]
         assert len(files) == 1
         assert os.stat(files[0]["file"]).st_mode & 0o077 == 0
         with open(files[0]["file"]) as f:
@@ -290,14 +291,14 @@ def test_a_value_gone_with_a_killed_head_raises_head_died_error(tmp_path):
     even before the driver's own liveness check has noticed the death."""
     import numpy as np
 
-    from jpar.store_segments import decode_location
+    from jpar.runtime.store.segments import decode_location
 
     env = dict(os.environ, JPAR_RUNTIME_DIR=str(tmp_path))
     head_pid, _ = _cli_head([sys.executable, "-m", "jpar.cli"], env)
     try:
         (conn_file,) = tmp_path.glob("cluster-*.json")
         jpar.init(address=str(conn_file))
-        d = jpar.driver.current_driver()
+        d = jpar.backends.native.current_driver()
         ref = jpar.put(np.arange(2_000_000))
         loc = decode_location(d.results[ref.id][1])
         os.kill(head_pid, signal.SIGKILL)
@@ -317,14 +318,14 @@ def test_a_killed_local_head_leaves_no_segment_once_its_driver_closes(tmp_path):
     """Nobody swept the puts of a driver whose detached head was SIGKILLed: they stayed in /dev/shm."""
     import numpy as np
 
-    from jpar.store_segments import decode_location
+    from jpar.runtime.store.segments import decode_location
 
     env = dict(os.environ, JPAR_RUNTIME_DIR=str(tmp_path))
     head_pid, _ = _cli_head([sys.executable, "-m", "jpar.cli"], env)
     try:
         (conn_file,) = tmp_path.glob("cluster-*.json")
         jpar.init(address=str(conn_file))
-        d = jpar.driver.current_driver()
+        d = jpar.backends.native.current_driver()
         ref = jpar.put(np.arange(2_000_000))
         path = os.path.join(d.store.dir, decode_location(d.results[ref.id][1]).name)
         assert os.path.exists(path)

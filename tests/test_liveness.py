@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 import jpar
-from jpar.driver import current_driver
+from jpar.backends.native import current_driver
 
 from .conftest import jpar_children, wait_gone
 

@@ -12,7 +12,7 @@ import pytest
 import jpar
 from jpar.notebook.reprs import PerEngine, StatusTable
 from jpar.notebook.routing import Cell, OutputRouter
-from jpar.protocol import OutputRecord
+from jpar.runtime.wire.protocol import OutputRecord
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -286,7 +286,7 @@ def test_status_table(ip):
 
 def test_context_and_ref_reprs(ip):
     ctx = ok(ip, "jpar.init()")
-    assert repr(ctx).startswith("ClusterContext(address='tcp://")
+    assert repr(ctx).startswith("ClusterContext(backend='native', address='tcp://")
     html = ctx._repr_html_()
     assert "<table" in html and "engine" in html
     ref = ok(ip, "jpar.put(b'x' * 2000)")

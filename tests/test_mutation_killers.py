@@ -18,10 +18,11 @@ import zmq
 from jupyter_client.session import Session
 
 import jpar
-from jpar import protocol as P
+import jpar.backends.native
+from jpar.runtime.wire import protocol as P
 from jpar.notebook.routing import Cell, OutputRouter
-from jpar.protocol import OutputRecord
-from jpar.scheduler import CancelOnEngine, Failure, Scheduler, SendFailure, TaskState, Transition
+from jpar.runtime.wire.protocol import OutputRecord
+from jpar.runtime.head.scheduler import CancelOnEngine, Failure, Scheduler, SendFailure, TaskState, Transition
 
 S = TaskState
 
@@ -82,7 +83,7 @@ def test_get_raises_head_died_error_when_the_head_is_killed():
     """Kills: the driver raising a plain ``ClusterError`` (or anything else) instead of ``HeadDiedError``."""
     jpar.init(num_engines=1)
     try:
-        head = psutil.Process(jpar.driver.current_driver().conn["pid"])
+        head = psutil.Process(jpar.backends.native.current_driver().conn["pid"])
         engines = head.children()
         ref = _sleep.remote(60)
         head.kill()
@@ -101,7 +102,7 @@ def test_get_raises_head_died_error_when_the_head_is_killed():
 def one_engine():
     jpar.init(num_engines=1)
     yield
-    head = psutil.Process(jpar.driver.current_driver().conn["pid"])
+    head = psutil.Process(jpar.backends.native.current_driver().conn["pid"])
     procs = [head, *head.children(recursive=True)]
     jpar.shutdown()
     _, alive = psutil.wait_procs(procs, timeout=15)

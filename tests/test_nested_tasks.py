@@ -92,7 +92,7 @@ def test_waiter_runs_before_what_it_waits_on(one_engine):
 
 
 def test_a_chain_of_waiters_on_one_engine(one_engine):
-    head = next(p for p in psutil.Process().children() if "jpar.controller" in " ".join(p.cmdline()))
+    head = next(p for p in psutil.Process().children() if "jpar.runtime.head.controller" in " ".join(p.cmdline()))
     base = {p.pid for p in head.children()}
     gate = slow_outer.remote(1.0)
     ref = plus_one.remote(gate)

@@ -279,7 +279,7 @@ def test_interrupt_cancels_a_remote_cell(kernel, tmp_path):
 def test_reprs(kernel):
     reply, out = kernel.run("ctx")
     data = [m for m in out if m["msg_type"] == "execute_result"][0]["content"]["data"]
-    assert data["text/plain"].startswith("ClusterContext(address='tcp://127.0.0.1:")
+    assert data["text/plain"].startswith("ClusterContext(backend='native', address='tcp://127.0.0.1:")
     assert "<table" in data["text/html"] and "engines" in data["text/html"]
     reply, out = kernel.run("r = jpar.put(b'x' * 1000)\nr")
     data = [m for m in out if m["msg_type"] == "execute_result"][0]["content"]["data"]

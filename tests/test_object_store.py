@@ -10,7 +10,7 @@ import secrets
 import numpy as np
 import pytest
 
-from jpar import object_store as S
+from jpar.runtime.store import object_store as S
 from jpar.errors import ObjectLostError, ObjectStoreFullError
 
 pytestmark = pytest.mark.timeout(60)
@@ -147,7 +147,7 @@ def test_namespaces_are_per_cluster_and_node(store, tmp_path):
 
 def test_pull_between_nodes_in_chunks(store, tmp_path):
     """A reader on node-b pulls an object written on node-a through the writer's object server."""
-    from jpar import object_transfer
+    from jpar.runtime.store import transfer as object_transfer
 
     arr = np.random.default_rng(0).random(3 * MiB // 8 * 5)   # 15 MiB: several chunks
     blob = store.dumps(arr, 400)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from jpar import protocol as P
+from jpar.runtime.wire import protocol as P
 from jpar.errors import ProtocolError
 
 KEY = P.Signer(b"k" * 32)

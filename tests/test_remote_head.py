@@ -28,10 +28,11 @@ import pytest
 
 import jpar
 from jpar.config import Config
-from jpar.driver import Driver, current_driver
+from jpar.runtime.driver.driver import Driver
+from jpar.backends.native import current_driver
 from jpar.errors import ClusterError
 from jpar.labserver import FINISHED, Hub
-from jpar.object_store import sweep_cluster
+from jpar.runtime.store.object_store import sweep_cluster
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -171,7 +172,7 @@ def test_the_head_listens_on_the_veth_address(remote):
 
 
 def test_callback_address_routes_to_the_head(remote):
-    from jpar import transport
+    from jpar.runtime.wire import transport
 
     assert transport.callback_host(remote["address"]) == remote["local_ip"]
     assert transport.callback_host(remote["address"], "192.0.2.7") == "192.0.2.7"      # an explicit setting wins
@@ -361,7 +362,7 @@ def wild_driver(wild):
 def _wild_by_value():
     def served_at():
         """Where the object servers of this process (an engine or an actor) are advertised."""
-        from jpar import object_store
+        from jpar.runtime.store import object_store
 
         return [s.server_endpoint() for s in object_store._registry.values()]
 
@@ -435,11 +436,11 @@ def test_an_actor_of_the_wildcard_head(remote, wild_driver):
 
 def test_an_ipv6_wildcard_takes_ipv4_clients_on_the_advertised_address(remote):
     """``--bind ::`` binds dual-stack and is advertised on the veth's IPv4 address."""
-    from jpar import protocol as P
-    from jpar import transport
+    from jpar.runtime.wire import protocol as P
+    from jpar.runtime.wire import transport
 
     key = "ef" * 32
-    script = ("import sys\nfrom jpar import protocol as P, transport\n"
+    script = ("import sys\nfrom jpar.runtime.wire import protocol as P, transport\n"
               "ch, bound = transport.bind_pull(['tcp://:::0'], P.Signer(bytes.fromhex(sys.argv[1])))\n"
               "print(bound[0], transport.advertised_endpoint(bound[0]), flush=True)\n"
               "print(type(ch.recv(timeout_ms=30000)).__name__, flush=True)\n")

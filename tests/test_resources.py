@@ -11,9 +11,9 @@ import pytest
 
 import jpar
 from jpar.config import Config
-from jpar.launcher import engine_count, node_resources
-from jpar.protocol import TaskSpec
-from jpar.scheduler import DrainEngine, RetireEngine, Scheduler, SendFailure
+from jpar.runtime.driver.launcher import engine_count, node_resources
+from jpar.runtime.wire.protocol import TaskSpec
+from jpar.runtime.head.scheduler import DrainEngine, RetireEngine, Scheduler, SendFailure
 
 from .conftest import jpar_children, wait_gone
 

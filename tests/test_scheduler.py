@@ -2,8 +2,8 @@
 
 import pytest
 
-from jpar import protocol as P
-from jpar.scheduler import (TRANSITIONS, CancelOnEngine, DispatchTask, DrainEngine, Failure, FreeObjects,
+from jpar.runtime.wire import protocol as P
+from jpar.runtime.head.scheduler import (TRANSITIONS, CancelOnEngine, DispatchTask, DrainEngine, Failure, FreeObjects,
                             ReplyObjects, RetireEngine, RevokeOnEngine, SpawnEngine,
                             Scheduler, SendFailure, TaskState, Transition)
 

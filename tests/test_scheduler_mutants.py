@@ -13,10 +13,10 @@ from collections import Counter
 
 import pytest
 
-from jpar import protocol as P
-from jpar.scheduler import (CancelOnEngine, DispatchTask, DrainEngine, Failure, FreeObjects, ReplyObjects,
+from jpar.runtime.wire import protocol as P
+from jpar.runtime.head.scheduler import (CancelOnEngine, DispatchTask, DrainEngine, Failure, FreeObjects, ReplyObjects,
                             RetireEngine, RevokeOnEngine, Scheduler, SendFailure, SpawnEngine, TaskState, Transition)
-from jpar.scheduler_state import PER_ENGINE, TERMINAL
+from jpar.runtime.head.scheduler_state import PER_ENGINE, TERMINAL
 
 S = TaskState
 

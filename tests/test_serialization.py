@@ -6,7 +6,7 @@ import threading
 import pytest
 
 import jpar
-from jpar import serialization as S
+from jpar.runtime.wire import serialization as S
 from jpar.errors import SerializationError
 
 

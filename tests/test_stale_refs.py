@@ -15,7 +15,7 @@ import time
 import pytest
 
 import jpar
-from jpar.driver import current_driver
+from jpar.backends.native import current_driver
 from jpar.refs import ObjectRef
 
 pytestmark = pytest.mark.timeout(120)

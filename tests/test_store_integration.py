@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import jpar
-from jpar import object_store as S
-from jpar.driver import require_driver
+from jpar.runtime.store import object_store as S
+from jpar.backends.native import current_driver as require_driver
 from jpar.errors import ObjectStoreFullError
 
 from .conftest import jpar_children, wait_gone

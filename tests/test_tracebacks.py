@@ -2,7 +2,7 @@
 
 Functions defined in ``__main__``, a notebook cell or a test module travel by value, and
 cloudpickle 3.1.3 renames such code ``<dynamic-code>``; jpar's pickler keeps the filename
-and carries the lines (see jpar.serialization). Checked in a test module, in a ``python -c``
+and carries the lines (see jpar.runtime.wire.serialization). Checked in a test module, in a ``python -c``
 script, in a script file, in a fresh interpreter that cannot read the source, and in a real
 kernel.
 """
@@ -17,7 +17,7 @@ import textwrap
 import pytest
 
 import jpar
-from jpar import serialization
+from jpar.runtime.wire import serialization
 
 pytestmark = pytest.mark.timeout(120)
 

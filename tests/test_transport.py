@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from jpar import transport
+from jpar.runtime.wire import transport
 
 
 def _is_local(host: str) -> bool:
@@ -75,7 +75,7 @@ def test_is_wildcard():
 import logging  # noqa: E402
 import time  # noqa: E402
 
-from jpar import protocol as P  # noqa: E402
+from jpar.runtime.wire import protocol as P  # noqa: E402
 
 SIGNER = P.Signer(b"t" * 32)
 

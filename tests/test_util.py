@@ -7,7 +7,7 @@ import psutil
 import pytest
 
 import jpar
-from jpar.driver import current_driver
+from jpar.backends.native import current_driver
 from jpar.util import ActorPool, Empty, Full, Queue
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,13 +13,15 @@ import time
 import pytest
 
 import jpar
-from jpar import launcher, serialization, transport
-from jpar import protocol as P
+from jpar.runtime.driver import launcher
+from jpar.runtime.wire import serialization
+from jpar.runtime.wire import transport
+from jpar.runtime.wire import protocol as P
 from jpar.config import Config
-from jpar.driver import current_driver
+from jpar.backends.native import current_driver
 from jpar.errors import ConfigError
 from jpar.hooks import subscribe_events
-from jpar.store_segments import private_dir
+from jpar.runtime.store.segments import private_dir
 
 from .conftest import jpar_children, wait_gone
 
@@ -216,6 +218,6 @@ def test_the_spill_directory_is_private_or_refused(tmp_path):
         os.chown(theirs, 65534, 65534)
         with pytest.raises(ConfigError, match="another user"):
             private_dir(str(theirs))
-    from jpar.store_segments import default_spill_dir
+    from jpar.runtime.store.segments import default_spill_dir
 
     assert stat.S_IMODE(os.lstat(default_spill_dir()).st_mode) == 0o700

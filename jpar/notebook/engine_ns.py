@@ -18,7 +18,7 @@ import linecache
 import os
 from typing import Any
 
-from jpar.serialization import cloud_dumps
+from jpar.pickling import cloud_dumps
 
 __all__ = ["run_cell", "namespace", "portable", "unportable"]
 

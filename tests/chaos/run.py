@@ -48,8 +48,9 @@ from dataclasses import dataclass, field
 import psutil
 
 import jpar
+import jpar.backends.native
 from jpar.errors import ActorDiedError, EngineCrashedError, GetTimeoutError, HeadDiedError
-from jpar.store_segments import cluster_tag
+from jpar.runtime.store.segments import cluster_tag
 
 __all__ = ["ChaosReport", "run_chaos", "main"]
 
@@ -274,7 +275,7 @@ class LocalCluster:
     def __init__(self, num_engines: int, report: ChaosReport, timeout: float):
         self.report = report
         self.ctx = jpar.init(num_engines=num_engines)
-        d = jpar.driver.current_driver()
+        d = jpar.backends.native.current_driver()
         self.head_pid = d.conn["pid"]
         self.key = d.conn["key"]
         self.seen: set[int] = {self.head_pid}
@@ -356,7 +357,7 @@ def head_round(report: ChaosReport, rng: random.Random, round_no: int, timeout: 
     key = ""
     try:
         jpar.init(address=address, dead_after_s=4.0)
-        key = jpar.driver.current_driver().conn["key"]
+        key = jpar.backends.native.current_driver().conn["key"]
         actors = {"Steady": Steady.remote(3)}
         jpar.get(actors["Steady"].f.remote(0, 0), timeout=timeout)
         seen.update(p.pid for p in _descendants(head_pid))

@@ -27,12 +27,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .protocol import TaskSpec
+from ..wire.protocol import TaskSpec
 from .scheduler_actors import ACTOR_TRANSITIONS, ActorScheduling, ActorState  # noqa: F401  (actors: see there)
 from .scheduler_rebalance import Rebalancing
-from .scheduler_state import (PER_ENGINE, TERMINAL, TRANSITIONS, CancelOnEngine, DispatchTask,  # noqa: F401
-                              DrainEngine, Engine, Failure, FreeObjects, Node, Obj, ReplyObjects, RetireEngine,
-                              RevokeOnEngine, S, SendFailure, SpawnEngine, Task, TaskState, Transition)
+from .scheduler_state import PER_ENGINE, TERMINAL, TRANSITIONS, CancelOnEngine, DispatchTask, DrainEngine, Engine, Failure, FreeObjects, Node, Obj, ReplyObjects, RetireEngine, RevokeOnEngine, S, SendFailure, SpawnEngine, Task, TaskState, Transition
 
 __all__ = ["Scheduler", "TaskState", "TRANSITIONS", "DispatchTask", "SendFailure", "CancelOnEngine", "RevokeOnEngine",
            "ReplyObjects", "Transition", "Failure", "ActorState", "ACTOR_TRANSITIONS", "DrainEngine", "RetireEngine", "SpawnEngine"]

@@ -1,6 +1,6 @@
 """The scheduler's vocabulary: task states and the table of legal moves between them, why the head
 fails a task, the actions the scheduler emits, and the records it keeps per task, object, engine and
-node. Plain data, no behaviour: :mod:`jpar.scheduler` is the state machine that uses them.
+node. Plain data, no behaviour: :mod:`jpar.runtime.head.scheduler` is the state machine that uses them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .protocol import TaskSpec
+from ..wire.protocol import TaskSpec
 
 __all__ = ["TaskState", "Failure", "DispatchTask", "SendFailure", "CancelOnEngine", "RevokeOnEngine", "DrainEngine", "RetireEngine", "SpawnEngine", "ReplyObjects", "Transition", "FreeObjects", "Task", "Obj", "Engine", "Node", "S", "TERMINAL", "TRANSITIONS", "PER_ENGINE"]
 

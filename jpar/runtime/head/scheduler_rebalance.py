@@ -5,7 +5,7 @@ tasks that task submitted (they cannot wait for it), so other work queued there 
 back (:class:`RevokeOnEngine`) and placed elsewhere, and where every engine of a host is
 blocked a temporary extra engine starts (:class:`SpawnEngine`), retired when no longer
 needed. An idle engine also takes back work queued behind a long-running task (stealing).
-Pure state, like the rest of the scheduler: a mixin of :class:`jpar.scheduler.Scheduler`.
+Pure state, like the rest of the scheduler: a mixin of :class:`jpar.runtime.head.scheduler.Scheduler`.
 """
 
 from __future__ import annotations

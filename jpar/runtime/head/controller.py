@@ -33,15 +33,15 @@ import sys
 import time
 import uuid
 
-from . import protocol as P
-from . import object_store, serialization, transport
-from .config import Config, runtime_dir
-from .launcher import prune_run_dirs, remove_sockets
+from ..wire import protocol as P
+from ..store import object_store
+from ..wire import serialization, transport
+from ...config import Config, runtime_dir
+from ..driver.launcher import prune_run_dirs, remove_sockets
 from .controller_actors import ACTOR_ACTIONS, ACTOR_CLIENT_MESSAGES, ActorHead
 from .controller_engines import EngineMembership
-from .errors import ActorDiedError, EngineCrashedError, ObjectLostError, ResourceError, TaskCancelledError
-from .scheduler import (CancelOnEngine, DispatchTask, DrainEngine, Failure, FreeObjects, ReplyObjects,
-                        RetireEngine, RevokeOnEngine, Scheduler, SendFailure, SpawnEngine, TaskState, Transition)
+from ...errors import ActorDiedError, EngineCrashedError, ObjectLostError, ResourceError, TaskCancelledError
+from .scheduler import CancelOnEngine, DispatchTask, DrainEngine, Failure, FreeObjects, ReplyObjects, RetireEngine, RevokeOnEngine, Scheduler, SendFailure, SpawnEngine, TaskState, Transition
 
 log = logging.getLogger("jpar.head")
 
@@ -157,7 +157,7 @@ class Head(ActorHead, EngineMembership):
                                 else f"actor-{actor['id']:x}-{actor['incarnation']}.log")
         with open(log_path, "ab") as logf:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "jpar.engine"], stdin=subprocess.PIPE, stdout=logf, stderr=logf,
+                [sys.executable, "-m", "jpar.runtime.engine.engine"], stdin=subprocess.PIPE, stdout=logf, stderr=logf,
                 env=self.setup.get("env") or None, cwd=self.setup.get("cwd") or None,
             )
         proc.stdin.write((json.dumps(setup) + "\n").encode())
@@ -649,7 +649,7 @@ class Head(ActorHead, EngineMembership):
         whatever their tasks left running (this process is their subreaper, so they are ours)."""
         import psutil
 
-        from .engine import kill_survivors, stop_descendants
+        from ..engine.engine import kill_survivors, stop_descendants
 
         procs = []
         for proc in self.children.values():
@@ -761,7 +761,7 @@ def main() -> None:
     logging.basicConfig(level=setup.get("config", {}).get("log_level", "WARNING"),
                         format=f"%(asctime)s head[{os.getpid()}] %(levelname)s %(message)s")
     logging.getLogger().addHandler(_errors_logged)
-    from .engine import become_subreaper
+    from ..engine.engine import become_subreaper
 
     become_subreaper()   # what engines' tasks leave behind outlives them as our descendants: swept at shutdown
     head = Head(setup)

@@ -33,9 +33,10 @@ import threading
 import time
 from collections import deque
 
-from . import protocol as P
-from . import context, serialization, transport
-from .errors import JparError, SerializationError
+from ..wire import protocol as P
+from ... import context
+from ..wire import serialization, transport
+from ...errors import JparError, SerializationError
 
 log = logging.getLogger("jpar.engine")
 
@@ -221,8 +222,8 @@ class Engine:
         sys.stdout = TaskStream(self, "stdout")
         sys.stderr = TaskStream(self, "stderr")
         signal.signal(signal.SIGINT, self._on_sigint)
-        from . import api
-        api._engine_hook = self._make_client
+        from ... import backends
+        backends.set_engine_client(self._make_client)
         ctl = threading.Thread(target=self._control_loop, name="jpar-engine-ctl", daemon=True)
         ctl.start()
         spin = float(self.setup.get("spin_s", 0.0))
@@ -259,11 +260,11 @@ class Engine:
 
     def _attach_store(self):
         """This node's object store; mappings stay cached, so tasks reusing a ref pay no page faults."""
-        from . import object_store
+        from ..store import object_store
 
         settings = self.setup.get("store")
         if settings is None:
-            from .config import Config
+            from ...config import Config
 
             settings = object_store.store_settings(Config.from_env())
         # an engine joining a head on another host serves its objects on an address that routes there
@@ -368,7 +369,7 @@ class Engine:
     def _arguments(self, rec: P.DispatchRecord):
         args, kwargs = pickle.loads(rec.args)
         if rec.deps:
-            from .refs import ArgRef
+            from ...refs import ArgRef
 
             self.store.trim_cache()
             values = {}
@@ -531,10 +532,12 @@ class Engine:
 
     # ------------------------------------------------------------ nested API use inside tasks
     def _make_client(self):
-        """The client tasks use for nested submissions; its waits run other tasks inline."""
+        """The backend tasks use for nested submissions (over this engine's own client, whose
+        waits run other tasks inline)."""
         if self.client is None:
-            from .config import Config
-            from .driver import Driver
+            from ...backends.native import NativeBackend
+            from ...config import Config
+            from ..driver.driver import Driver
 
             conn = {"key": self.setup["key"], "head": self.setup["head"], "head_ipc": self.setup["head"],
                     "rundir": self.setup.get("rundir", ""), "local": self.setup.get("head", "").startswith("ipc://")}
@@ -542,9 +545,10 @@ class Engine:
             self.client.wait_hook = self._nested_wait
             # which running task submitted each task (until its result arrives): see _nested_wait
             self.client.submit_context = lambda tid: self.client.current_task
+            NativeBackend(self.client)
         if self.running:
             self.client.current_task = self.running[-1].task_id
-        return self.client
+        return self.client.backend
 
     def _nested_wait(self, pred, timeout: float | None) -> None:
         """Wait inside a task for other results, running the tasks it submitted meanwhile.

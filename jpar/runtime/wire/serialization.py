@@ -16,59 +16,19 @@ cloudpickle version is installed.
 
 from __future__ import annotations
 
-import io
-import linecache
-import marshal
 import pickle
 import sys
 import traceback
-import types
-from collections import ChainMap
 from typing import Any
 
-import cloudpickle
 
-from .errors import SerializationError, TaskError
+from ...errors import SerializationError, TaskError
+from ...pickling import Pickler, cloud_dumps
 
 __all__ = ["dumps", "loads", "dumps_function", "dumps_args", "dumps_exception", "remote_traceback",
            "Pickler", "cloud_dumps"]
 
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
-
-
-def _reduce_code(code: types.CodeType) -> tuple:
-    """A code object as marshal bytes (filename kept) plus the source lines it spans."""
-    first = code.co_firstlineno
-    last = max((line for _, _, line in code.co_lines() if line is not None), default=first)
-    lines = linecache.getlines(code.co_filename)[first - 1:last]
-    return _rebuild_code, (marshal.dumps(code), code.co_filename, first, lines)
-
-
-def _rebuild_code(blob: bytes, filename: str, first: int, lines: list) -> types.CodeType:
-    """Unpickling side of :func:`_reduce_code`: register the lines unless this process reads
-    the same lines from the file itself, then rebuild the code object."""
-    if lines and linecache.getlines(filename)[first - 1:first - 1 + len(lines)] != lines:
-        entry = linecache.cache.get(filename)
-        known = list(entry[2]) if entry is not None and entry[1] is None else []  # registered, not read
-        end = first - 1 + len(lines)
-        known.extend(["\n"] * (end - len(known)))
-        known[first - 1:end] = lines
-        linecache.cache[filename] = (sum(map(len, known)), None, known, filename)
-    return marshal.loads(blob)
-
-
-class Pickler(cloudpickle.Pickler):
-    """cloudpickle's pickler with code objects that keep their filename and source lines."""
-
-    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
-
-
-def cloud_dumps(value: Any, buffer_callback: Any = None) -> bytes:
-    """``cloudpickle.dumps`` (protocol 5) through :class:`Pickler`: the one way jpar pickles
-    anything that may hold functions or classes defined by the user."""
-    with io.BytesIO() as f:
-        Pickler(f, protocol=5, buffer_callback=buffer_callback).dump(value)
-        return f.getvalue()
 
 
 def dumps(value: Any) -> bytes:
@@ -165,7 +125,7 @@ def remote_traceback(exc: BaseException, skip_frames: int = 0) -> str:
 def load_result(status: int, blob: bytes) -> Any:
     """Turn a result slot into its value, or raise what the task raised."""
     if blob[:4] == b"\x00JPL":  # a location in the shared-memory object store: mapped, not copied
-        from .object_store import load
+        from ..store.object_store import load
 
         return load(blob)
     value = pickle.loads(blob)

@@ -1,7 +1,7 @@
 """The head's engine membership duties: add engines on request, remove them gracefully, and
 answer whoever waits for engines to join or leave.
 
-Mixed into :class:`jpar.controller.Head`. Adding starts engines as the head's own children
+Mixed into :class:`jpar.runtime.head.controller.Head`. Adding starts engines as the head's own children
 (respawned if they crash, stopped with the cluster) and answers once they have joined, with
 the resources they brought; a node with a declared, fixed CPU count gets none and is told
 why. Removing drains engines through the scheduler (no new work, prefetched work given back,
@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from . import protocol as P
-from .errors import ResourceError
+from ..wire import protocol as P
+from ...errors import ResourceError
 from .scheduler_state import DrainEngine
 
 if TYPE_CHECKING:

@@ -29,41 +29,16 @@ import time
 import uuid
 from typing import Any, Callable
 
-from . import protocol as P
-from . import serialization, transport
-from .config import Config
-from .errors import ClusterError, GetTimeoutError, HeadDiedError, NotInitializedError, ObjectLostError
-from .refs import ObjectRef, check_cluster
+from ..wire import protocol as P
+from ..wire import serialization, transport
+from ...config import Config
+from ...errors import ClusterError, GetTimeoutError, HeadDiedError, ObjectLostError
+from ...refs import ObjectRef, check_cluster
 
-__all__ = ["Driver", "current_driver", "require_driver", "set_current_driver"]
+__all__ = ["Driver", "default_output_handler"]
 
 log = logging.getLogger("jpar.driver")
 LONE_S = 0.0002   # a submission this long after the last Submit is sent at once, not batched
-
-_current: "Driver | None" = None
-
-
-def current_driver() -> "Driver | None":
-    return _current
-
-
-def set_current_driver(driver: "Driver | None") -> None:
-    global _current
-    _current = driver
-
-
-def require_driver(what: str = "This call") -> "Driver":
-    d = _current
-    if d is None:
-        from . import api
-
-        d = api._auto_client()
-        if d is None:
-            raise NotInitializedError(what)
-    if d.closed:
-        d._check_alive()
-    return d
-
 
 _mid_line: set = set()   # (task_id, stream) whose last chunk did not end a line
 
@@ -118,7 +93,8 @@ class Driver:
         self._outbox: list = []                     # TaskSpecs not yet sent (batched)
         self._last_send = 0.0                       # perf_counter of the last Submit sent
         self.origin: dict = {}                      # task id -> name, then (name, engine): for reprs
-        self._actor_client = None                   # jpar.actor.ActorClient, made on first actor use
+        self._actor_client = None                   # runtime.driver.actors.ActorClient, made on first actor use
+        self.backend = None                         # the NativeBackend over this driver (set by it)
         self._waker = transport.Waker()
 
         rundir = conn.get("rundir", "")
@@ -146,7 +122,7 @@ class Driver:
         self.cluster_id = welcome.cluster_id
         self.info = welcome.info
         self._ids = itertools.count(1)
-        from . import object_store   # large values: the host's shared-memory store (an engine's own, in tasks)
+        from ..store import object_store   # large values: the host's shared-memory store (an engine's own, in tasks)
 
         self.store = object_store.attach(bytes.fromhex(conn["key"]), conn.get("node"),
                                          dict(object_store.store_settings(config), peer=conn["head"]))
@@ -507,7 +483,7 @@ class Driver:
         if entry[0]:
             return "failed"
         if entry[1][:4] == b"\x00JPL":
-            from .object_store import decode_location
+            from ..store.object_store import decode_location
 
             return f"ready, {decode_location(entry[1]).size} bytes in the object store"
         return f"ready, {len(entry[1])} bytes"
@@ -561,7 +537,7 @@ class Driver:
         return bool(self.conn.get("local", True) and pid and not psutil.pid_exists(pid))
 
     def _sweep(self) -> None:
-        from .object_store import sweep_cluster
+        from ..store.object_store import sweep_cluster
 
         sweep_cluster(bytes.fromhex(self.conn["key"]), self.store.dir, os.path.dirname(self.store.spill_root))
 

@@ -9,7 +9,7 @@
 
 Messages go through the cluster's signed transport like every other message: a request
 replayed from another socket is refused, and junk sent to the server is dropped in bounded
-slices (see :mod:`jpar.transport`). The value
+slices (see :mod:`jpar.runtime.wire.transport`). The value
 the reader gets lives in its private memory, not in its node's store, so it needs no
 freeing. A location names the writer's server, so the object is reachable from another
 node while its writer process lives (objects stay readable on their own node regardless).
@@ -21,9 +21,9 @@ import itertools
 import threading
 import time
 
-from . import protocol as P
-from . import transport
-from .errors import ObjectLostError
+from ..wire import protocol as P
+from ..wire import transport
+from ...errors import ObjectLostError
 
 __all__ = ["ObjectServer", "fetch"]
 

@@ -18,7 +18,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from typing import Any, NamedTuple
-from .errors import ObjectLostError
+from ...errors import ObjectLostError
 
 import logging
 
@@ -88,7 +88,7 @@ def private_dir(path: str) -> str:
     0755) is tightened to 0700."""
     import stat
 
-    from .errors import ConfigError
+    from ...errors import ConfigError
 
     try:
         os.mkdir(path, 0o700)

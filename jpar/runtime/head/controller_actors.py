@@ -1,6 +1,6 @@
 """The head's actor duties: start and stop actor processes, answer lookups, publish actor events.
 
-Mixed into :class:`jpar.controller.Head`. The scheduler decides (:mod:`jpar.scheduler_actors`);
+Mixed into :class:`jpar.runtime.head.controller.Head`. The scheduler decides (:mod:`jpar.runtime.head.scheduler_actors`);
 this carries its actions out::
 
     owner  --RegisterFunction, CreateActor-->  head --SpawnActor--> engine process in actor mode
@@ -26,11 +26,10 @@ import subprocess
 import time
 from collections import deque
 
-from . import protocol as P
-from . import serialization
-from .errors import ActorDiedError
-from .scheduler_actors import (ActorState, ActorTransition, CallEvent, CancelCall, NotifyActor, ReplyActor,
-                               SpawnActor, StopActor)
+from ..wire import protocol as P
+from ..wire import serialization
+from ...errors import ActorDiedError
+from .scheduler_actors import ActorState, ActorTransition, CallEvent, CancelCall, NotifyActor, ReplyActor, SpawnActor, StopActor
 
 log = logging.getLogger("jpar.head")
 

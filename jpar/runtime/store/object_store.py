@@ -33,12 +33,9 @@ import threading
 import time
 from typing import Any
 
-from . import serialization
-from .errors import ObjectLostError, ObjectStoreFullError
-from .store_segments import (cluster_tag, decode_location, default_capacity, default_shm_dir,
-                             default_spill_dir, _fill, is_location, Location, LOCATION_MAGIC, _node_tag,
-                             ObjectInfo, _PLAIN, POOL_IDLE_S, POOL_MIN, Prepared, _segment_size,
-                             store_settings, StoreStatistics, _sweep, sweep_cluster, _unlink, _unpickle, _View)
+from ..wire import serialization
+from ...errors import ObjectLostError, ObjectStoreFullError
+from .segments import cluster_tag, decode_location, default_capacity, default_shm_dir, default_spill_dir, _fill, is_location, Location, LOCATION_MAGIC, _node_tag, ObjectInfo, _PLAIN, POOL_IDLE_S, POOL_MIN, Prepared, _segment_size, store_settings, StoreStatistics, _sweep, sweep_cluster, _unlink, _unpickle, _View
 
 __all__ = ["ObjectStore", "HeadStores", "Location", "StoreStatistics", "ObjectInfo", "is_location",
            "decode_location", "load", "attach", "sweep_cluster", "cluster_tag", "store_settings"]
@@ -347,7 +344,7 @@ class ObjectStore:
     def load(self, loc: Location) -> Any:
         """The value at ``loc``: mapped read-only with no copy on this node, pulled from another."""
         if loc.node != self.node or loc.tag != self.tag:
-            from .object_transfer import fetch
+            from .transfer import fetch
 
             data = fetch(loc, self.key)
             return _unpickle(memoryview(data).toreadonly())
@@ -542,7 +539,7 @@ class ObjectStore:
         if self._server is None:
             with self._lock:
                 if self._server is None:
-                    from .object_transfer import ObjectServer
+                    from .transfer import ObjectServer
 
                     self._server = ObjectServer(self, self.bind_host, self.peer)
         return self._server.endpoint

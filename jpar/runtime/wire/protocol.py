@@ -54,7 +54,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
-from .errors import ProtocolError
+from ...errors import ProtocolError
 
 __all__ = ["PROTOCOL_VERSION", "Signer", "Session", "ReplayGuard", "encode", "decode", "MESSAGES"]
 

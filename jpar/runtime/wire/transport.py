@@ -1,8 +1,8 @@
 """ZeroMQ sockets carrying signed protocol messages: the only module that imports zmq.
 
-A :class:`Channel` wraps one socket, the cluster's :class:`~jpar.protocol.Signer`, the
-:class:`~jpar.protocol.Session` it signs with and the :class:`~jpar.protocol.ReplayGuard`
-of what it has received. ``send``/``recv`` move whole :mod:`~jpar.protocol` messages.
+A :class:`Channel` wraps one socket, the cluster's :class:`~jpar.runtime.wire.protocol.Signer`, the
+:class:`~jpar.runtime.wire.protocol.Session` it signs with and the :class:`~jpar.runtime.wire.protocol.ReplayGuard`
+of what it has received. ``send``/``recv`` move whole :mod:`~jpar.runtime.wire.protocol` messages.
 ROUTER channels address peers by identity and refuse (``send_to`` returns False) a send
 to a peer that is not connected, so no message is lost without its sender knowing.
 
@@ -29,7 +29,7 @@ import time
 import zmq
 
 from . import protocol
-from .errors import ProtocolError
+from ...errors import ProtocolError
 
 __all__ = ["Channel", "Publisher", "Poller", "Waker", "Monitor", "context", "bind_router", "bind_pull", "bind_pub",
            "connect_dealer", "connect_push", "connect_sub", "Again", "callback_host", "advertised_endpoint",

@@ -1,6 +1,6 @@
 """The actor half of the scheduler: actor states, their transition table, and actor calls' objects.
 
-Pure like :mod:`jpar.scheduler` (which mixes this in): events in, actions out, no sockets,
+Pure like :mod:`jpar.runtime.head.scheduler` (which mixes this in): events in, actions out, no sockets,
 threads or clocks. An actor is one process on the head's host; while it lives it holds
 its resources (``num_cpus=0`` by default, so it blocks no task)::
 
@@ -10,7 +10,7 @@ its resources (``num_cpus=0`` by default, so it blocks no task)::
                       last handle dropped, died with no restarts left, __init__ raised
 
 Method calls do not pass through here on their way: the caller sends them straight to the
-actor process. The caller also queues a :class:`~jpar.protocol.TaskSpec` with ``actor`` set
+actor process. The caller also queues a :class:`~jpar.runtime.wire.protocol.TaskSpec` with ``actor`` set
 (a *call notice*, no arguments) on its head connection, so the head knows the call's return
 objects (other tasks may take them as arguments) and can show the call in the event stream;
 the actor process reports each finished call (:meth:`actor_calls_done`). A report may
@@ -28,7 +28,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .protocol import ActorSpec, TaskSpec
+from ..wire.protocol import ActorSpec, TaskSpec
 
 __all__ = ["ActorState", "ACTOR_TRANSITIONS", "ActorScheduling", "SpawnActor", "StopActor", "ActorTransition",
            "NotifyActor", "ReplyActor", "CallEvent", "CancelCall"]
@@ -138,7 +138,7 @@ class Actor:
 
 
 class ActorScheduling:
-    """Mixed into :class:`~jpar.scheduler.Scheduler`: actor events. Uses its objects, nodes and actions."""
+    """Mixed into :class:`~jpar.runtime.head.scheduler.Scheduler`: actor events. Uses its objects, nodes and actions."""
 
     def _init_actors(self, obj_cls) -> None:
         self._new_obj = obj_cls

@@ -33,10 +33,10 @@ import time
 import warnings
 from collections import deque
 
-from . import protocol as P
-from . import serialization, transport
+from ..wire import protocol as P
+from ..wire import serialization, transport
 from .engine import TaskStream, exit_if_forked, reap_children, stop_descendants
-from .errors import ActorDiedError, TaskCancelledError
+from ...errors import ActorDiedError, TaskCancelledError
 
 log = logging.getLogger("jpar.actor")
 
@@ -108,10 +108,10 @@ class ActorHost:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in self.gpu_ids)
         sys.stdout = TaskStream(self, "stdout")
         sys.stderr = TaskStream(self, "stderr")
-        from . import api
+        from ... import backends
 
-        api._engine_hook = self._make_client
-        api._blocking_check = self._blocking_check
+        backends.set_engine_client(self._make_client)
+        backends.set_blocking_check(self._blocking_check)
         threading.Thread(target=self._control_loop, name="jpar-actor-ctl", daemon=True).start()
         token = _current_call.set((self.owner[0], self.actor_id, f"{self.name}.__init__"))
         try:
@@ -406,17 +406,20 @@ class ActorHost:
 
     # ------------------------------------------------------------ nested API use inside methods
     def _make_client(self):
+        """The backend methods use for nested submissions, over this process's own client."""
         if self.client is None:
-            from .config import Config
-            from .driver import Driver
+            from ...backends.native import NativeBackend
+            from ...config import Config
+            from ..driver.driver import Driver
 
             conn = {"key": self.setup["key"], "head": self.setup["head"], "head_ipc": self.setup["head"],
                     "rundir": self.setup.get("rundir", ""), "local": self.setup.get("head", "").startswith("ipc://")}
             self.client = Driver(conn, Config.from_env(), kind="engine-client")
+            NativeBackend(self.client)
         cur = _current_call.get()
         if cur is not None:
             self.client.current_task = cur[1]
-        return self.client
+        return self.client.backend
 
     def _blocking_check(self) -> None:
         if self.loop_thread is not None and threading.current_thread() is self.loop_thread:
@@ -434,7 +437,7 @@ class _DependencyFailed(Exception):
 def _arguments(blob: bytes, deps: tuple):
     args, kwargs = pickle.loads(blob)
     if deps:
-        from .refs import ArgRef
+        from ...refs import ArgRef
 
         for _, status, b in deps:
             if status:
@@ -450,7 +453,7 @@ def _arguments(blob: bytes, deps: tuple):
 def main(setup: dict) -> None:
     import socket
 
-    from . import object_store   # large arguments arrive as locations in the host's shared-memory store
+    from ..store import object_store   # large arguments arrive as locations in the host's shared-memory store
 
     object_store.attach(bytes.fromhex(setup["key"]), setup.get("node") or socket.gethostname(),
                         setup.get("store") or {})

@@ -18,9 +18,9 @@ import socket
 import subprocess
 import sys
 
-from .config import Config, runtime_dir, visible_gpus
-from .errors import ClusterError
-from .scheduler_state import PER_ENGINE
+from ...config import Config, runtime_dir, visible_gpus
+from ...errors import ClusterError
+from ..head.scheduler_state import PER_ENGINE
 
 __all__ = ["start_head", "find_clusters", "node_resources", "engine_count", "prune_run_dirs", "remove_sockets"]
 
@@ -32,7 +32,7 @@ def engine_count(config: Config, num_engines: int | None = None) -> int:
     if not n:
         n = math.ceil(config.num_cpus) if config.num_cpus > 0 else (os.cpu_count() or 1)
     if n < 1:
-        from .errors import ConfigError
+        from ...errors import ConfigError
 
         raise ConfigError(f"num_engines must be >= 1, got {n}.")
     return int(n)
@@ -41,7 +41,7 @@ def engine_count(config: Config, num_engines: int | None = None) -> int:
 def node_resources(config: Config, num_engines: int, custom: dict | None = None) -> dict:
     """What this host advertises: GPUs, custom resources, and CPUs: the declared ``num_cpus``
     (a fixed count), or else one per engine, growing and shrinking with the node's engines
-    (the :data:`~jpar.scheduler_state.PER_ENGINE` entry tells the scheduler so)."""
+    (the :data:`~jpar.runtime.head.scheduler_state.PER_ENGINE` entry tells the scheduler so)."""
     gpus = visible_gpus()
     n_gpus = len(gpus) if config.num_gpus < 0 else int(config.num_gpus)
     res: dict = {"CPU": float(config.num_cpus)} if config.num_cpus > 0 else {PER_ENGINE: {"CPU": 1.0}}
@@ -70,7 +70,7 @@ def start_head(config: Config, num_engines: int, *, owner: bool, resources: dict
     }
     with open(os.path.join(rundir, "head.log"), "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jpar.controller"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-m", "jpar.runtime.head.controller"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=log, start_new_session=True, env=env,
         )
     proc.stdin.write((json.dumps(setup) + "\n").encode())
