@@ -5,8 +5,8 @@
     growth of the head process and of this (driver) process, divided by the task count, is the
     memory per queued task. The driver's figure includes the ObjectRefs the script holds (one per
     task, as a user's list of refs would); it is also given without them. A breakdown of the head's
-    per-task records (sizes of the scheduler's own objects, measured in this process with
-    ``tracemalloc``) shows where the bytes go.
+    per-task records (the scheduler fed the same specs in this process, under ``tracemalloc``) shows
+    where the bytes go.
 (b) ``--actors`` actors are requested at once on a fresh cluster; the number whose first call has
     answered after ``--window`` seconds is reported, with the time ``shutdown()`` takes.
 
@@ -114,36 +114,47 @@ def queued_tasks(n: int, batch: int) -> dict:
 
 def head_record_breakdown(n: int = 100_000) -> dict:
     """Bytes per queued task in the scheduler alone (this process, tracemalloc), and what the
-    records it keeps per task cost: where the head's per-task memory goes."""
-    from jpar.runtime.wire import protocol as P
+    records it keeps per task cost: where the head's per-task memory goes.
+
+    The specs are decoded from one pickled batch inside the measurement, as the head receives them
+    (``protocol.decode`` unpickles plain tuples into TaskSpecs), and dropped after ``submit`` as the
+    head drops the message: what remains is what the head keeps per queued task."""
+    import pickle
+
     from jpar.runtime.head.scheduler import Scheduler
-    from jpar.runtime.head.scheduler_state import Obj, Task
+    from jpar.runtime.head.scheduler_state import Obj, Queued, Task
+    from jpar.runtime.wire import protocol as P
 
     s = Scheduler()
     s.transitions = False
     s.client_added(1)
-    specs = [P.TaskSpec((1 << 40) | (i + 1), 1, "noop", b"\x80\x05\x95" + bytes(20), (), 1, (("CPU", 1.0),), 3,
-                        False, 0, 0, -1) for i in range(n)]
+    fn_id = (1 << 55) | 12345                       # like remote_function's 56-bit code hash
+    body = pickle.dumps([((1 << 40) | (i + 1), fn_id, "noop", pickle.dumps(((i,), {}), protocol=5), (), 1,
+                          (("CPU", 1.0),), 3, False, 0, 0, -1) for i in range(n)], protocol=5)
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
+    specs = [P.TaskSpec._make(t) for t in pickle.loads(body)]
     s.submit(1, specs)                  # no engine: every task stays queued
+    del specs
+    gc.collect()
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     per_task = sum(st.size_diff for st in after.compare_to(before, "filename")) / n
-    t = next(iter(s.tasks.values()))
-    o = next(iter(s.objects.values()))
-    spec = t.spec
+    tid, q = next(iter(s.tasks.items()))
+    assert type(q) is Queued and s.objects[tid] is q            # one record for the task and its return object
+    full = s._promote(q)                                         # what placing it (or a request for it) builds
+    assert isinstance(full, Task) and isinstance(s.objects[tid], Obj)
     sizes = {
         "scheduler_total_per_task": round(per_task),
-        "Task record (slots)": sys.getsizeof(t),
-        "Task.children (empty list, one per task)": sys.getsizeof(t.children),
-        "Obj record per return (slots)": sys.getsizeof(o),
-        "Obj.waiters + Obj.requests (two empty lists per return)": sys.getsizeof(o.waiters) + sys.getsizeof(o.requests),
-        "TaskSpec tuple (12 fields)": sys.getsizeof(spec),
-        "TaskSpec.args bytes (pickled arguments)": sys.getsizeof(spec.args),
-        "tasks/objects dict entries + ready deque slot (approx.)": 2 * 3 * 8 * 2 + 8,
+        "Queued record (slots; the task and its return object)": sys.getsizeof(q),
+        "pickled arguments (bytes)": sys.getsizeof(q.args),
+        "task id int (also the return object's id)": sys.getsizeof(tid),
+        "tasks + objects dict entries + ready deque slot (approx.)": 2 * 3 * 8 * 2 + 8,
+        "shared per call site (Queued.proto, demand form)": 0,
+        "once placed: Task record (slots)": sys.getsizeof(full),
+        "once placed: Obj record (slots)": sys.getsizeof(s.objects[tid]),
+        "once placed: TaskSpec tuple (12 fields)": sys.getsizeof(full.spec),
     }
-    assert isinstance(t, Task) and isinstance(o, Obj)
     return sizes
 
 

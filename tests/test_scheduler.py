@@ -522,3 +522,51 @@ def test_failed_extra_engine_start_can_be_retried(sched):
     assert of(sched.tick(), SpawnEngine) == [SpawnEngine("n")]
     sched.spawn_failed("n")
     assert of(sched.tick(), SpawnEngine) == [SpawnEngine("n")]
+
+
+# ---------------------------------------------------------------- compact queued tasks (Queued)
+def test_a_ready_task_waits_in_the_compact_form_until_placed(sched):
+    from jpar.scheduler_state import Obj, Queued, Task
+
+    sched.submit(1, [spec(1), spec(2, returns=2)])
+    q = sched.tasks[1]
+    assert type(q) is Queued and sched.objects[1] is q                   # one record: the task and its object
+    assert (q.state, q.owner, q.engine, q.attempt, q.return_ids, q.demand) == (S.QUEUED, 1, -1, 0, (1,), {"CPU": 1.0})
+    assert (q.ready, q.held_by_owner, q.task_refs, q.requests) == (False, True, 0, ())
+    assert q.spec == spec(1)
+    assert type(sched.tasks[2]) is Task                                   # several returns: a full record
+    assert sched.statistics().tasks["queued"] == 2 and sched.statistics().objects == 3
+    acts = sched.engine_added(0, "n", {"CPU": 1})
+    assert of(acts, DispatchTask)[0] == DispatchTask(0, 1, ())
+    assert type(sched.tasks[1]) is Task and sched.tasks[1].spec == spec(1) and type(sched.objects[1]) is Obj
+    assert sched.tasks[1].state is S.RUNNING
+    with pytest.raises(AttributeError):
+        q.state = S.DONE                                                  # read-only: a change needs the full record
+
+
+def test_a_compact_queued_task_is_found_by_cancel_get_release_and_dependents(sched):
+    sched.submit(1, [spec(1), spec(2), spec(3), spec(4), spec(5)])
+    acts = sched.cancel(1, force=False, recursive=True)
+    assert [(f.task_id, f.object_ids, f.kind) for f in of(acts, SendFailure)] == [(1, (1,), Failure.CANCELLED)]
+    assert 1 not in sched.tasks and sched.objects[1].status == 1                 # kept: its owner holds it
+    assert sched.get_objects(2, 9, [2]) == [] and sched.objects[2].requests == [(2, 9)]
+    assert sched.release(1, [3]) == [] and not sched.objects[3].held_by_owner
+    sched.submit(1, [spec(6, deps=[4])])
+    assert sched.tasks[6].state is S.WAITING and sched.objects[4].waiters == [6] and sched.objects[4].task_refs == 1
+    sched.engine_added(0, "n", {"CPU": 1})
+    acts = done(sched, 0, 2)
+    assert ReplyObjects(2, 9, (2,)) in acts
+    acts = done(sched, 0, 3)
+    assert FreeObjects((3,)) in acts and 3 not in sched.objects                  # released while queued
+    done(sched, 0, 4)
+    assert sched.tasks[5].state is S.RUNNING and sched.tasks[6].state is S.QUEUED
+    sched.client_removed(1)
+    assert sched.tasks == {} and sched.objects == {}
+    assert sched.statistics().tasks["cancelled"] == 3                            # 1, then 5 and 6 as it left
+
+
+def test_cancelling_a_client_reaches_its_compact_tasks_in_submit_order(sched):
+    sched.submit(1, [spec(3), spec(1), spec(2)])
+    acts = sched.cancel_client(1)
+    assert [f.task_id for f in of(acts, SendFailure)] == [3, 1, 2]
+    assert sched.tasks == {} and all(o.status == 1 for o in sched.objects.values())

@@ -15,7 +15,10 @@ Resources live per node (a host). Engines run one task at a time and may hold a 
 prefetch queue; an engine reserves the element-wise maximum of its queued tasks' demands
 (they run one after another), so prefetching costs no extra CPUs. Ready tasks wait in
 one FIFO per resource shape; a shape whose oldest task does not fit holds its demand
-back from younger tasks of other shapes, so big requests are not starved.
+back from younger tasks of other shapes, so big requests are not starved. A task submitted ready
+waits there as a compact :class:`~jpar.scheduler_state.Queued` record (the task and its return object
+in one, read-only) until something needs its full records (:meth:`Scheduler._promote`): event handlers
+reach tasks and objects that may change through ``_task()`` and ``_obj()``, which promote.
 
 Engines leave on request by draining (:meth:`Scheduler.drain_engines`): a draining engine takes
 no new task, its prefetched tasks are revoked and run elsewhere, its running task finishes, and
@@ -30,7 +33,9 @@ from dataclasses import dataclass
 from ..wire.protocol import TaskSpec
 from .scheduler_actors import ACTOR_TRANSITIONS, ActorScheduling, ActorState  # noqa: F401  (actors: see there)
 from .scheduler_rebalance import Rebalancing
-from .scheduler_state import PER_ENGINE, TERMINAL, TRANSITIONS, CancelOnEngine, DispatchTask, DrainEngine, Engine, Failure, FreeObjects, Node, Obj, ReplyObjects, RetireEngine, RevokeOnEngine, S, SendFailure, SpawnEngine, Task, TaskState, Transition
+from .scheduler_state import (PER_ENGINE, TERMINAL, TRANSITIONS, CancelOnEngine, DispatchTask,  # noqa: F401
+                              DrainEngine, Engine, Failure, FreeObjects, Node, Obj, Queued, ReplyObjects,
+                              RetireEngine, RevokeOnEngine, S, SendFailure, SpawnEngine, Task, TaskState, Transition)
 
 __all__ = ["Scheduler", "TaskState", "TRANSITIONS", "DispatchTask", "SendFailure", "CancelOnEngine", "RevokeOnEngine",
            "ReplyObjects", "Transition", "Failure", "ActorState", "ACTOR_TRANSITIONS", "DrainEngine", "RetireEngine", "SpawnEngine"]
@@ -43,8 +48,8 @@ class Scheduler(ActorScheduling, Rebalancing):
     def __init__(self, prefetch: int = 64, prefetch_s: float = 0.002):
         self.prefetch = prefetch
         self.prefetch_s = prefetch_s
-        self.tasks: dict[int, Task] = {}
-        self.objects: dict[int, Obj] = {}
+        self.tasks: dict[int, Task | Queued] = {}       # live tasks (Queued: waiting ready, compact)
+        self.objects: dict[int, Obj | Queued] = {}      # known objects (Queued: its task's, pending)
         self.engines: dict[int, Engine] = {}
         self.nodes: dict[str, Node] = {}
         self.clients: set[int] = set()
@@ -54,6 +59,7 @@ class Scheduler(ActorScheduling, Rebalancing):
         self.now = 0.0                                   # the controller's clock, set before each event
         self._feasible_cache: dict = {}                  # demand shape -> can some node ever run it
         self._forms: dict = {}                           # (resources, placement) -> Task.form, shared
+        self._protos: dict = {}                          # what Queued tasks of one call site share (Queued.proto)
         self.transitions = True                          # emit Transition actions (the controller's events)
         self.removed: set[int] = set()                   # ids of engines retired on request
         self.spawn_nodes: set[str] = set()               # nodes whose engines the controller can start
@@ -79,6 +85,27 @@ class Scheduler(ActorScheduling, Rebalancing):
         out, self.actions = self.actions, []
         return out
 
+    # ---- compact queued tasks (Queued): a full record only once something needs more than to read it
+    def _promote(self, q: Queued) -> Task:
+        """Replace a :class:`Queued` task (and its return object) with a :class:`Task` and an :class:`Obj`."""
+        tid = q.task_id
+        task = self.tasks[tid] = Task(q.spec, q.proto[8], q.proto[9], S.QUEUED)   # same dict slots: order kept
+        self.objects[tid] = Obj(owner=q.proto[8])
+        return task
+
+    def _task(self, tid: int) -> Task | None:
+        """The live task ``tid`` as a full record (promoted if it was :class:`Queued`), or None."""
+        task = self.tasks.get(tid)
+        return self._promote(task) if type(task) is Queued else task
+
+    def _obj(self, oid: int) -> Obj | None:
+        """The object ``oid`` as a full record (its task promoted if it was :class:`Queued`), or None."""
+        obj = self.objects.get(oid)
+        if type(obj) is Queued:
+            self._promote(obj)
+            obj = self.objects[oid]
+        return obj
+
     # ---- clients
     def client_added(self, client: int) -> list:
         self.clients.add(client)
@@ -94,11 +121,12 @@ class Scheduler(ActorScheduling, Rebalancing):
         self.clients.discard(client)
         self._actors_owner_left(client)
         for tid in [t for t, task in self.tasks.items() if task.owner == client and task.state not in TERMINAL]:
-            if graceful and self.tasks[tid].state is S.RUNNING:
+            task = self._task(tid)
+            if graceful and task.state is S.RUNNING:
                 continue
-            self._cancel_one(self.tasks[tid], force=False, notify=False, stimulus="owner left")
+            self._cancel_one(task, force=False, notify=False, stimulus="owner left")
         for oid in [o for o, obj in self.objects.items() if obj.owner == client]:
-            self.objects[oid].held_by_owner = False
+            self._obj(oid).held_by_owner = False
             self._maybe_free(oid)
         self._schedule()
         return self._take()
@@ -242,7 +270,7 @@ class Scheduler(ActorScheduling, Rebalancing):
         """Fail the ready tasks pinned to an engine that left or is leaving."""
         for shape in [s for s in self.ready if s[0] == engine_id]:
             for tid in self.ready.pop(shape):
-                task = self.tasks.get(tid)
+                task = self._task(tid)
                 if task is not None and task.state is S.QUEUED:
                     kind, detail = self._pin_lost(task) or (Failure.ENGINE_CRASHED, f"engine {engine_id} left")
                     self._fail(task, kind, detail, "its pinned engine left")
@@ -250,7 +278,7 @@ class Scheduler(ActorScheduling, Rebalancing):
     # ---- objects
     def put(self, client: int, object_ids, status: int = 0, blobs=None) -> list:
         for i, oid in enumerate(object_ids):
-            obj = self.objects.get(oid) or self.objects.setdefault(oid, Obj(owner=client))
+            obj = self._obj(oid) or self.objects.setdefault(oid, Obj(owner=client))
             self._saw(client, oid, obj)
             self._resolve(oid, obj, status, blobs[i] if blobs else b"")
         self._schedule()
@@ -258,7 +286,7 @@ class Scheduler(ActorScheduling, Rebalancing):
 
     def release(self, client: int, object_ids) -> list:
         for oid in object_ids:
-            obj = self.objects.get(oid)
+            obj = self._obj(oid)
             if obj is not None and obj.owner == client:
                 obj.held_by_owner = False
                 self._maybe_free(oid)
@@ -268,7 +296,7 @@ class Scheduler(ActorScheduling, Rebalancing):
         """A client asks for values it does not own; replied as each becomes ready."""
         ready, lost = [], []
         for oid in object_ids:
-            obj = self.objects.get(oid)
+            obj = self._obj(oid)
             if obj is None:
                 if self._not_arrived(oid):
                     self.parked.setdefault(oid, []).append((client, req_id))   # overtook its Submit/put
@@ -334,21 +362,20 @@ class Scheduler(ActorScheduling, Rebalancing):
             if len(self._forms) >= 1024:
                 self._forms.clear()
             form = self._forms[key] = (demand, dshape, (spec.placement, *dshape))
-        task = Task(spec, client, form)
         dshape = form[1]
         tid = spec.task_id
+        if (spec.num_returns <= 1 and spec.placement < 0 and (not self.nodes or self._feasible(dshape))
+                and not (self.parked and tid in self.parked) and self._args_ready(spec.deps)):
+            self._submit_queued(client, spec, form)
+            return
+        task = Task(spec, client, form)
         self.tasks[tid] = task
         for oid in task.return_ids:
             obj = self.objects[oid] = Obj(owner=client)
             self._saw(client, oid, obj)
-        parent = self.tasks.get(spec.parent) if spec.parent else None
-        if parent is not None and parent.state not in TERMINAL:
-            if parent.children:
-                parent.children.append(tid)
-            else:
-                parent.children = [tid]
+        self._link_child(spec.parent, tid)
         for oid in spec.deps:   # first: whatever fails it below, _finish drops exactly these references
-            obj = self.objects.get(oid)
+            obj = self._obj(oid)
             if obj is not None:
                 obj.task_refs += 1
         if self.nodes and not self._feasible(dshape):
@@ -385,6 +412,50 @@ class Scheduler(ActorScheduling, Rebalancing):
         else:
             self._move(task, S.QUEUED, "submitted")
             self._enqueue(task)
+
+    def _args_ready(self, deps) -> bool:
+        """Every argument exists, is ready and did not fail (a Queued task's return is never ready)."""
+        objects = self.objects
+        for oid in deps:
+            obj = objects.get(oid)
+            if obj is None or not obj.ready or obj.status:
+                return False
+        return True
+
+    def _submit_queued(self, client: int, spec: TaskSpec, form: tuple) -> None:
+        """Submit a task that goes straight to a ready queue in the compact :class:`Queued` form."""
+        tid = spec.task_id
+        key = (spec.fn_id, spec.name, spec.num_returns, spec.resources, spec.max_retries, spec.retry_exceptions,
+               spec.parent, spec.placement, client)
+        proto = self._protos.get(key)
+        if proto is None:   # shared by the tasks of one call site; like _forms, a bounded cache
+            if len(self._protos) >= 4096:
+                self._protos.clear()
+            proto = self._protos[key] = (*key, form)
+        q = Queued(tid, spec.args, spec.deps, proto)
+        self.tasks[tid] = q
+        self.objects[tid] = q
+        self._saw(client, tid, q)           # not parked (checked): nothing to attach
+        self._link_child(spec.parent, tid)
+        objects = self.objects
+        for oid in spec.deps:               # all ready (checked): held until the task ends
+            objects[oid].task_refs += 1
+        self.counts[S.QUEUED] += 1
+        if self.transitions:
+            self.actions.append(Transition(tid, None, S.QUEUED, "submitted"))
+        shape = form[2]
+        rq = self.ready.get(shape)
+        if rq is None:
+            rq = self.ready[shape] = deque()
+        rq.append(tid)
+
+    def _link_child(self, parent_id: int, tid: int) -> None:
+        parent = self._task(parent_id) if parent_id else None
+        if parent is not None and parent.state not in TERMINAL:
+            if parent.children:
+                parent.children.append(tid)
+            else:
+                parent.children = [tid]
 
     def task_done(self, engine_id: int, task_id: int, attempt: int, retry: bool, objects) -> list:
         """The engine reports a result (or a retryable exception); ``objects`` = ((oid, status, blob), ...)."""
@@ -429,13 +500,13 @@ class Scheduler(ActorScheduling, Rebalancing):
             self.cancel_call(task_id)
             self._schedule()
             return self._take()
-        task = self.tasks.get(task_id)
+        task = self._task(task_id)
         if task is not None and task.state not in TERMINAL:
             self._cancel_one(task, force, notify=True, stimulus="jpar.cancel()")
         if task is not None and recursive:
             stack = list(task.children)
             while stack:
-                child = self.tasks.get(stack.pop())
+                child = self._task(stack.pop())
                 if child is not None:
                     stack.extend(child.children)
                     if child.state not in TERMINAL:
@@ -452,11 +523,12 @@ class Scheduler(ActorScheduling, Rebalancing):
             raise LookupError(f"No client (driver) number {client} is connected to this cluster (connected: "
                               f"{sorted(self.clients)}). Pick one from the status's \"clients\" "
                               "(`jpar status --json`).")
-        mine = [t for t in self.tasks.values() if t.owner == client and t.state not in TERMINAL]
-        todo = deque(t.spec.task_id for t in sorted(mine, key=lambda t: t.state is S.RUNNING))  # unstarted first
+        mine = [(t.state is S.RUNNING, tid) for tid, t in self.tasks.items() if t.owner == client
+                and t.state not in TERMINAL]
+        todo = deque(tid for _, tid in sorted(mine, key=lambda m: m[0]))  # unstarted first
         stimulus = f"all tasks of driver {client} were cancelled"
         while todo:
-            task = self.tasks.get(todo.popleft())
+            task = self._task(todo.popleft())
             if task is not None and task.state not in TERMINAL:
                 todo.extend(task.children)
                 self._cancel_one(task, force, notify=True, stimulus=stimulus)
@@ -567,7 +639,7 @@ class Scheduler(ActorScheduling, Rebalancing):
         for shape, q in list(self.ready.items()):
             if q and self.nodes and not self._feasible_anywhere(dict(shape[1:])):
                 for tid in list(q):
-                    task = self.tasks.get(tid)
+                    task = self._task(tid)
                     if task is not None and task.state is S.QUEUED:
                         self._fail(task, Failure.INFEASIBLE, self._infeasible_message(task), "its last node left")
                 q.clear()
@@ -591,7 +663,7 @@ class Scheduler(ActorScheduling, Rebalancing):
                     best, best_tid = shape, q[0]
             if best is None:
                 break
-            task = self.tasks[best_tid]
+            task = self._task(best_tid)
             eng = self._pick_engine(task, held)
             if eng is None:
                 stuck.add(best)

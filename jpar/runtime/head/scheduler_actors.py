@@ -454,7 +454,7 @@ class ActorScheduling:
                 obj = objects[tid + i] = self._new_obj(client)
                 self._saw(client, tid + i, obj)
         for oid in spec.deps:
-            obj = objects.get(oid)
+            obj = self._obj(oid)
             if obj is not None:
                 obj.task_refs += 1
         self.actions.append(CallEvent(tid, "queued", None, {

@@ -122,7 +122,7 @@ class Rebalancing:
             live = [tid for tid in parent.children if tid in self.tasks]
             parent.children = live       # finished ones: nothing left to cancel or place
             for tid in live:
-                task = self.tasks[tid]
+                task = self._task(tid)
                 if task.state is not S.QUEUED or task.spec.placement not in (-1, eng.engine_id):
                     continue
                 if self._pick_engine(task, {}, only=eng) is None:

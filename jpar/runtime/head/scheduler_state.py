@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from ..wire.protocol import TaskSpec
 
-__all__ = ["TaskState", "Failure", "DispatchTask", "SendFailure", "CancelOnEngine", "RevokeOnEngine", "DrainEngine", "RetireEngine", "SpawnEngine", "ReplyObjects", "Transition", "FreeObjects", "Task", "Obj", "Engine", "Node", "S", "TERMINAL", "TRANSITIONS", "PER_ENGINE"]
+__all__ = ["TaskState", "Failure", "DispatchTask", "SendFailure", "CancelOnEngine", "RevokeOnEngine", "DrainEngine", "RetireEngine", "SpawnEngine", "ReplyObjects", "Transition", "FreeObjects", "Task", "Obj", "Queued", "Engine", "Node", "S", "TERMINAL", "TRANSITIONS", "PER_ENGINE"]
 
 
 class TaskState(str, enum.Enum):
@@ -132,9 +132,9 @@ class FreeObjects(NamedTuple):
 # ---------------------------------------------------------------- state records
 @dataclass(slots=True)
 class Task:
-    """One live task. A million may wait in the head at once, so the record is small: its demand is
-    one tuple shared by every task of the same shape, and the containers it rarely needs are an empty
-    tuple until first used."""
+    """One live task (a task waiting ready in its queue is a :class:`Queued` until it needs this). Many
+    may be live at once, so the record is small: its demand is one tuple shared by every task of the
+    same shape, and the containers it rarely needs are an empty tuple until first used."""
 
     spec: TaskSpec
     owner: int
@@ -180,6 +180,78 @@ class Obj:
     task_refs: int = 0
     waiters: list | tuple = ()                       # task ids waiting for it (a list once it has any)
     requests: list | tuple = ()                      # (client, req_id) waiting for it (a list once it has any)
+
+
+class Queued:
+    """A task waiting in a ready queue in its compact form: it stands for the task in ``Scheduler.tasks``
+    and for its single return object in ``Scheduler.objects`` (one object, both entries), until anything
+    needs more than to read it (placement, cancel, a request for its result, a task depending on it, a
+    release...), when :meth:`Scheduler._promote` puts a :class:`Task` and an :class:`Obj` in its place.
+
+    A fresh task with every argument ready, one return value and no pin is submitted in this form: a
+    million of them may wait at once, and all they need until then is their arguments and a link to
+    what they share with the tasks of the same call site (``proto``, one tuple per function, options,
+    owner and parent). Read-only: it answers every attribute the scheduler reads from a queued Task or
+    its pending Obj, with the values those would hold (class attributes, free); setting one raises."""
+
+    __slots__ = ("task_id", "args", "deps", "proto")
+
+    # proto: (fn_id, name, num_returns, resources, max_retries, retry_exceptions, parent, placement, owner, form)
+    def __init__(self, task_id: int, args: bytes, deps: tuple, proto: tuple):
+        self.task_id, self.args, self.deps, self.proto = task_id, args, deps, proto
+
+    # as a Task
+    state = TaskState.QUEUED
+    missing = 0
+    engine = -1
+    attempt = 0
+    gpu_ids = ()
+    started = False
+    blocked = False
+    revoking = False
+    children = ()
+    # as its return object (an Obj not ready yet, held by its owner, asked for by no one)
+    ready = False
+    status = 0
+    blob = b""
+    failure = ()
+    held_by_owner = True
+    task_refs = 0
+    waiters = ()
+    requests = ()
+
+    @property
+    def spec(self) -> TaskSpec:
+        fn_id, name, nret, resources, max_retries, retry_exceptions, parent, placement, _, _ = self.proto
+        return TaskSpec(self.task_id, fn_id, name, self.args, self.deps, nret, resources, max_retries,
+                        retry_exceptions, parent, 0, placement)
+
+    @property
+    def owner(self) -> int:
+        return self.proto[8]
+
+    @property
+    def form(self) -> tuple:
+        return self.proto[9]
+
+    @property
+    def demand(self) -> dict:
+        return self.proto[9][0]
+
+    @property
+    def dshape(self) -> tuple:
+        return self.proto[9][1]
+
+    @property
+    def shape(self) -> tuple:
+        return self.proto[9][2]
+
+    @property
+    def return_ids(self) -> tuple:
+        return (self.task_id,)
+
+    def __repr__(self) -> str:
+        return f"Queued(task_id={self.task_id:#x}, {self.proto[1]})"
 
 
 @dataclass(slots=True)
