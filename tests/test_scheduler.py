@@ -526,7 +526,7 @@ def test_failed_extra_engine_start_can_be_retried(sched):
 
 # ---------------------------------------------------------------- compact queued tasks (Queued)
 def test_a_ready_task_waits_in_the_compact_form_until_placed(sched):
-    from jpar.scheduler_state import Obj, Queued, Task
+    from jpar.runtime.head.scheduler_state import Obj, Queued, Task
 
     sched.submit(1, [spec(1), spec(2, returns=2)])
     q = sched.tasks[1]

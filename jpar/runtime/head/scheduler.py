@@ -16,7 +16,7 @@ prefetch queue; an engine reserves the element-wise maximum of its queued tasks'
 (they run one after another), so prefetching costs no extra CPUs. Ready tasks wait in
 one FIFO per resource shape; a shape whose oldest task does not fit holds its demand
 back from younger tasks of other shapes, so big requests are not starved. A task submitted ready
-waits there as a compact :class:`~jpar.scheduler_state.Queued` record (the task and its return object
+waits there as a compact :class:`~jpar.runtime.head.scheduler_state.Queued` record (the task and its return object
 in one, read-only) until something needs its full records (:meth:`Scheduler._promote`): event handlers
 reach tasks and objects that may change through ``_task()`` and ``_obj()``, which promote.
 
