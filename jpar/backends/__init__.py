@@ -23,7 +23,7 @@ from typing import Any, Callable, ClassVar
 
 from ..errors import MissingExtraError, NotInitializedError, UnsupportedOnBackend
 
-__all__ = ["Backend", "Capabilities", "FEATURES", "backend_class", "current", "require", "set_current",
+__all__ = ["Backend", "Capabilities", "FrontEnd", "FEATURES", "backend_class", "current", "require", "set_current",
            "set_engine_client", "engine_client", "set_blocking_check", "blocking_check", "names"]
 
 
@@ -57,7 +57,8 @@ class Backend:
 
     Attributes every backend sets: ``name`` (``"native"``), ``capabilities``, ``cluster_id`` (a
     string unique to the cluster, carried by its refs), ``released`` (a deque: ObjectRefs append
-    their id when collected; the backend releases them), ``closed``.
+    their id when collected; the backend releases them), ``closed``, ``frontend`` (a
+    :class:`FrontEnd`).
     """
 
     name: ClassVar[str]
@@ -157,6 +158,69 @@ class Backend:
         if not getattr(self.capabilities, flag):
             feature, instead = FEATURES[flag]
             raise UnsupportedOnBackend(self.name, feature, instead)
+
+
+class FrontEnd:
+    """What front ends (the notebook layer, the dashboard, the sidebar, the CLI) ask of a cluster,
+    through :mod:`jpar.hooks`; a backend exposes one as ``backend.frontend``. Task ids are the ints
+    of the refs the backend made (``ref.id``); records are :mod:`jpar.events`' ``OutputRecord`` and
+    ``Event``."""
+
+    def set_submit_hook(self, hook: Callable[[int], Any] | None) -> None:
+        """``hook(task_id)`` at every submission from this process; its result is the context
+        handed to the output handler with that task's output."""
+        raise NotImplementedError
+
+    def set_output_handler(self, handler: Callable[[Any, Any], None] | None) -> None:
+        """``handler(OutputRecord, context)`` for every chunk of task output; None: print it."""
+        raise NotImplementedError
+
+    def apply(self, submit_hook, output_handler) -> None:
+        """Install both hooks unless they are installed already (cheap: runs before every cell)."""
+        raise NotImplementedError
+
+    def cancel_tasks(self, task_ids, force: bool) -> None:
+        raise NotImplementedError
+
+    def cancel_driver_tasks(self, client_no: int | None, force: bool, timeout: float) -> int:
+        raise NotImplementedError
+
+    def add_engines(self, count: int, timeout: float | None) -> dict:
+        """``{"engine_ids", "pids", "resources", "fixed"}`` (only with the add_engines capability)."""
+        raise NotImplementedError
+
+    def remove_engines(self, count: int, ids: list, wait: bool, timeout: float | None) -> tuple[dict, bool]:
+        raise NotImplementedError
+
+    def task_ids_done(self, task_ids) -> list:
+        """Which of these task ids have a result (or error) in this process already."""
+        raise NotImplementedError
+
+    def status(self, timeout: float) -> dict:
+        """``{"engines": [{"id", "pid", "node", "host", "cpu", "rss", "queued", ...}], "resources",
+        "actors": [...], "clients": [...], "tasks": {state: count}, ...}`` as the native head reports it."""
+        raise NotImplementedError
+
+    def subscribe_events(self) -> Any:
+        """An object with ``poll(timeout) -> list[Event]``, iteration and ``close()``, live from now on."""
+        raise NotImplementedError
+
+    def task_error(self, task_id: int) -> str | None:
+        raise NotImplementedError
+
+    def store_statistics(self, timeout: float) -> dict:
+        raise NotImplementedError
+
+    def release_now(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def driver_info(self) -> dict:
+        """``{"cluster_id", "address", "client_no"}``."""
+        raise NotImplementedError
+
+    def pending_tasks(self) -> dict:
+        """``{task_id: (context, name)}`` of this process's unfinished tasks that the submit hook saw."""
+        raise NotImplementedError
 
 
 #: name -> (module, class, the extra that installs its engine); loaded on first use

@@ -14,12 +14,13 @@ from typing import Any, Callable
 from ..wire import transport
 from ..wire.protocol import AddEngines, CancelClientTasks, Event, Events, RemoveEngines
 from .driver import Driver, default_output_handler
+from ...backends import FrontEnd as _FrontEndInterface
 from ...errors import GetTimeoutError
 
 __all__ = ["FrontEnd", "EventSubscription"]
 
 
-class FrontEnd:
+class FrontEnd(_FrontEndInterface):
     """The front-end operations of one driver (see jpar.hooks for what each means)."""
 
     def __init__(self, driver: Driver):
@@ -120,7 +121,7 @@ class FrontEnd:
 
 
 class EventSubscription:
-    """The head's event stream (:class:`~jpar.runtime.wire.protocol.Event` records: task transitions, engine
+    """The head's event stream (:class:`~jpar.events.Event` records: task transitions, engine
     metrics, engine/actor/cluster changes) as seen from this process, from now on.
 
     Owned by one thread: call :meth:`poll` (or iterate) from the thread that reads; :meth:`close`

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 from ...errors import ProtocolError
+from ...events import Event, OutputRecord
 
 __all__ = ["PROTOCOL_VERSION", "Signer", "Session", "ReplayGuard", "encode", "decode", "MESSAGES"]
 
@@ -116,25 +117,6 @@ class DoneRecord(NamedTuple):
     status: int           # OK, ERROR, or RETRY (an exception retry_exceptions allows)
     objects: tuple        # ((object_id, status, blob), ...)
     duration: float       # seconds the task ran (sizes the engine's prefetch queue)
-
-
-class OutputRecord(NamedTuple):
-    task_id: int
-    engine_id: int
-    pid: int
-    name: str
-    stream: str           # "stdout" or "stderr"
-    text: str
-
-
-class Event(NamedTuple):
-    """One entry of the head's event stream (dashboards, sidebar, `jpar status`)."""
-
-    time: float
-    kind: str             # "task", "engine", "metrics", "cluster"
-    key: int              # task id or engine id
-    state: str
-    info: Any             # dict with details (name, engine, deps, parent, error, cpu, rss...)
 
 
 RETRY = 2
