@@ -25,8 +25,8 @@ class OutputRecord(NamedTuple):
 class Event(NamedTuple):
     """One entry of the cluster's event stream (dashboards, sidebar, `jpar status`).
 
-    ``kind`` "task": ``key`` is the task id, ``state`` its new state (queued, running, finished,
-    failed, cancelled...), ``info`` carries name, engine, deps, parent, actor, error. ``kind``
+    ``kind`` "task": ``key`` is the task id, ``state`` its new state (waiting, queued, assigned,
+    running, done, failed, cancelled), ``info`` carries name, engine, deps, parent, actor, error. ``kind``
     "metrics": ``key`` is an engine id, ``info`` has cpu (percent), rss, shared (bytes), task, node,
     pid. ``kind`` "engine" / "actor" / "cluster": membership changes, ``info`` as for metrics."""
 

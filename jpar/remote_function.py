@@ -40,7 +40,10 @@ class RemoteFunction(Generic[Params, R]):
 
     def remote(self, *args: Params.args, **kwargs: Params.kwargs) -> Any:
         """Submit a task; returns an ObjectRef (a list of them when num_returns > 1)."""
-        return first_use_backend(f"{self._name}.remote()").submit(self, args, kwargs, self._options)
+        backend = first_use_backend(f"{self._name}.remote()")
+        if self._options.placement >= 0 and not backend.capabilities.placement:
+            backend.require("placement")
+        return backend.submit(self, args, kwargs, self._options)
 
     def __repr__(self) -> str:
         return f"<jpar.RemoteFunction {self._name}>"

@@ -13,6 +13,8 @@ import pytest
 
 import jpar
 
+pytest_plugins = ["jpar.testing.plugin"]   # the conformance kit's --jpar-backend and jpar_cluster
+
 
 def jpar_children() -> list[psutil.Process]:
     """Processes under this pytest process that belong to jpar (heads, engines)."""
