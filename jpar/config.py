@@ -23,7 +23,7 @@ def _setting(default, env: str, doc: str):
 class Config:
     """Cluster and client settings; frozen so one value is shared safely across threads."""
 
-    backend: str = _setting("native", "JPAR_BACKEND", "Which engine init() runs the work on when it names none: native (jpar's own runtime).")
+    backend: str = _setting("native", "JPAR_BACKEND", "Which engine init() runs the work on when it names none: native (jpar's own runtime), dask (a Dask distributed cluster) or ray (a Ray cluster).")
     num_engines: int = _setting(0, "JPAR_NUM_ENGINES", "Engines started by init() on this host; 0 means one per core.")
     num_cpus: float = _setting(0.0, "JPAR_NUM_CPUS", "CPUs a host advertises, a fixed count; with no num_engines it is also how many engines start (rounded up). 0 means one CPU per engine, so the host's CPUs grow and shrink with its engines.")
     auto_init: bool = _setting(True, "JPAR_AUTO_INIT", "Start a local cluster (as jpar.init() would) on the first put/get/wait/cancel/kill/get_actor or .remote() call when none is running, as Ray does; 0 makes those calls raise NotInitializedError instead.")

@@ -226,6 +226,8 @@ class FrontEnd:
 #: name -> (module, class, the extra that installs its engine); loaded on first use
 _REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "native": ("jpar.backends.native", "NativeBackend", None),
+    "dask": ("jpar.backends.dask", "DaskBackend", "pip install 'jpar[dask]'"),
+    "ray": ("jpar.backends.ray", "RayBackend", "pip install 'jpar[ray]'"),
 }
 
 
