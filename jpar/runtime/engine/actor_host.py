@@ -265,6 +265,9 @@ class ActorHost:
 
     # ------------------------------------------------------------ running calls
     def _run(self, caller: int, rec: P.CallRecord) -> None:
+        if rec.task_id in self.cancelled:   # cancelled after it was queued here, before a thread took it
+            self._finish(caller, rec, P.ERROR, (), time.time())
+            return
         token = _current_call.set((caller, rec.task_id, f"{self.name}.{rec.method}"))
         start = time.time()
         returned = False

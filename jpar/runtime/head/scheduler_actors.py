@@ -368,9 +368,11 @@ class ActorScheduling:
         detail = (spec.name, "jpar.cancel()")
         ids = tuple(range(task_id, task_id + max(1, spec.num_returns)))
         owner = self.objects[task_id].owner if task_id in self.objects else -1
+        # the actor's process is told before the owner: a call it has not started is then dropped
+        # before the owner's get() raises and the owner's program goes on (and frees the actor up)
+        self.actions.append(CancelCall(spec.actor, task_id))
         self.actions.append(SendFailure(owner, task_id, ids, Failure.CANCELLED, detail))
         self.actions.append(CallEvent(task_id, "cancelled", None, {"why": "jpar.cancel()"}))
-        self.actions.append(CancelCall(spec.actor, task_id))
         for oid in ids:
             obj = self.objects.get(oid)
             if obj is not None and not obj.ready:
