@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lab bench clean browser docs labext fuzz lock test-latest
+.PHONY: demo test setup lab bench bench-backends clean browser docs labext fuzz lock test-latest
 
 # Every install below is pinned by the checked-in lock (pip constraints), so a fresh machine gets
 # what CI passed with; pyproject.toml keeps ranges for users. `make lock` refreshes it,
@@ -99,6 +99,10 @@ $(BENCH_STAMP): $(STAMP)
 # Quick mode: make bench BENCH_ARGS=--quick; a subset: BENCH_ARGS='--systems jpar,ray --workloads latency'
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# jpar's API on Dask and on Ray beside the engines alone, in one run: the overhead table of the summary.
+bench-backends: $(BENCH_STAMP)
+	$(PY) benchmarks/run.py --systems jpar_dask,dask,jpar_ray,ray $(BENCH_ARGS)
 
 # The protocol fuzzer, long run (make test runs a 5 s flood and a few hundred decoder examples):
 # prints messages sent, tasks served and the head's peak RSS. make fuzz FUZZ_SECONDS=300 for longer.

@@ -190,3 +190,73 @@ class JparAdapter(Adapter):
         except (OSError, subprocess.SubprocessError):
             out["git"] = None
         return out
+
+
+class JparDaskAdapter(JparAdapter):
+    """jpar's API on Dask: the same rows as the raw ``dask`` adapter, through jpar's dask backend,
+    on a LocalCluster made exactly as that adapter makes its own (so the ratio is jpar's overhead)."""
+
+    name = "jpar_dask"
+    libs = ("jpar", "distributed")
+    description = ("jpar.init(backend='dask', address=Client(LocalCluster(n_workers=2, threads_per_worker=1, "
+                   "processes=True, host='127.0.0.1'))); otherwise as the jpar row: tasks, get, the Pool "
+                   "drop-in for map, put, actors.")
+
+    def start(self):
+        import jpar
+        from distributed import Client, LocalCluster
+
+        self.jpar = jpar
+        self.cluster = LocalCluster(n_workers=self.n, threads_per_worker=1, processes=True,
+                                    host="127.0.0.1", dashboard_address=None)
+        self.client = Client(self.cluster)
+        jpar.init(backend="dask", address=self.client)
+
+    def shutdown(self):
+        try:
+            super().shutdown()
+        finally:
+            self.client.close()
+            self.cluster.close()
+
+    def versions(self):
+        import dask
+        import distributed
+
+        return {**super().versions(), "dask": dask.__version__, "distributed": distributed.__version__}
+
+
+class JparRayAdapter(JparAdapter):
+    """jpar's API on Ray: the same rows as the raw ``ray`` adapter, through jpar's ray backend, on a
+    local Ray started exactly as that adapter starts its own."""
+
+    name = "jpar_ray"
+    libs = ("jpar", "ray")
+    description = ("ray.init(address='local', num_cpus=2, include_dashboard=False) then "
+                   "jpar.init(backend='ray'); otherwise as the jpar row.")
+
+    def start(self):
+        import tempfile
+
+        import jpar
+        import ray
+
+        self.jpar = jpar
+        temp_dir = os.environ.get("PEERBENCH_RAY_TMP", os.path.join(tempfile.gettempdir(), "peerbench-ray"))
+        os.makedirs(temp_dir, exist_ok=True)
+        ray.init(address="local", num_cpus=self.n, include_dashboard=False, _temp_dir=temp_dir,
+                 logging_level="ERROR", log_to_driver=False)
+        jpar.init(backend="ray")
+
+    def shutdown(self):
+        import ray
+
+        try:
+            super().shutdown()
+        finally:
+            ray.shutdown()
+
+    def versions(self):
+        import ray
+
+        return {**super().versions(), "ray": ray.__version__}

@@ -40,9 +40,37 @@ def med(r):
 def peers_of(R):
     seen = []
     for r in R["rows"]:
-        if r["system"] not in seen and r["system"] != "jpar":
+        if r["system"] not in seen and r["system"] != "jpar" and r["system"] not in ON_ENGINE:
             seen.append(r["system"])
     return seen
+
+
+#: jpar's API on another engine -> that engine's own row (the overhead table compares the two)
+ON_ENGINE = {"jpar_dask": "dask", "jpar_ray": "ray"}
+
+
+def overhead_table(R):
+    """jpar's cost on top of each engine it runs on: for every row of jpar(backend=X), how many
+    times X's own figure it is (time ratio; for rates the inverse), goal <= 1.1x."""
+    L = []
+    for mine, engine in ON_ENGINE.items():
+        rows = [r for r in R["rows"] if r["system"] == mine]
+        if not rows:
+            continue
+        if not L:
+            L = ["| system | workload | metric | variant | unit | engine alone | through jpar | overhead (goal <= 1.1x) |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            p = row_of(R, engine, r["workload"], r["metric"], r["variant"])
+            if p is None or p["metric"] != r["metric"] or not med(p) or not med(r):
+                L.append(f"| {mine} | {r['workload']} | {r['metric']} | {r['variant']} | {r['unit']} | - | "
+                         f"{fmt(med(r))} | - |")
+                continue
+            over = med(r) / med(p) if r["better"] == "lower" else med(p) / med(r)
+            L.append(f"| {mine} | {r['workload']} | {r['metric']} | {r['variant']} | {r['unit']} | "
+                     f"{fmt(med(p))} | {fmt(med(r))} | {'**' if over > 1.1 else ''}{fmt(over)}x"
+                     f"{'**' if over > 1.1 else ''} |")
+    return "\n".join(L)
 
 
 def jpar_versions(R):
@@ -272,6 +300,9 @@ def render_summary(R):
          ">1x = jpar better)\n",
          "The in-process `serial` baseline is left out here (see results.md; the pi speedup "
          "over serial is a target above).\n", ratio_table(R)]
+    over = overhead_table(R)
+    if over:
+        L += ["\n## jpar on other engines: its overhead over the engine's own figure (same run)\n", over]
     left = [f"{x['workload']}: {', '.join(x['leftovers'])}" for x in R.get("runs", [])
             if x["system"] == "jpar" and x.get("leftovers")]
     if left:

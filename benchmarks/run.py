@@ -57,10 +57,11 @@ def load_shared(shared):
     import bench
     import adapters
     import extra_workloads
-    from jpar_adapter import JparAdapter
-    adapters.ADAPTERS[JparAdapter.name] = JparAdapter
-    if JparAdapter.name not in bench.ALL_SYSTEMS:
-        bench.ALL_SYSTEMS.insert(0, JparAdapter.name)
+    from jpar_adapter import JparAdapter, JparDaskAdapter, JparRayAdapter
+    for i, adapter in enumerate((JparAdapter, JparDaskAdapter, JparRayAdapter)):
+        adapters.ADAPTERS[adapter.name] = adapter
+        if adapter.name not in bench.ALL_SYSTEMS:
+            bench.ALL_SYSTEMS.insert(i, adapter.name)
     extra_workloads.register(bench)
     return bench
 
