@@ -26,6 +26,9 @@ def __getattr__(name: str):
     if name == "executor":
         from .executor import executor
 
+        # importing the submodule jpar.executor just bound the module to this name: the function
+        # must win, or a second jpar.executor() call finds the module
+        globals()["executor"] = executor
         return executor
     if name == "util":
         import importlib

@@ -1,4 +1,5 @@
-"""Pickling what the user defined (functions, classes, closures), by value, with its source lines.
+"""Pickling what the user defined (functions, classes, closures, the exceptions they raise), by value,
+with its source lines: what every backend ships to its workers and back.
 
 cloudpickle ships functions and classes from a notebook (``__main__``) or a script by value. Since
 3.1.3 it renames every such code object ``<dynamic-code>``, and a process on another machine
@@ -13,13 +14,17 @@ from __future__ import annotations
 import io
 import linecache
 import marshal
+import pickle
+import traceback
 import types
 from collections import ChainMap
 from typing import Any
 
 import cloudpickle
 
-__all__ = ["Pickler", "cloud_dumps"]
+from .errors import TaskError
+
+__all__ = ["Pickler", "cloud_dumps", "RemoteException", "dumps_exception", "remote_traceback"]
 
 
 def _reduce_code(code: types.CodeType) -> tuple:
@@ -55,3 +60,41 @@ def cloud_dumps(value: Any, buffer_callback: Any = None) -> bytes:
     with io.BytesIO() as f:
         Pickler(f, protocol=5, buffer_callback=buffer_callback).dump(value)
         return f.getvalue()
+
+
+class RemoteException(Exception):
+    """Stands in for an exception that could not be pickled on the engine."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+
+    def __reduce__(self):
+        return (RemoteException, (self.type_name, self.message))
+
+
+def dumps_exception(exc: BaseException, function_name: str, skip_frames: int = 0) -> bytes:
+    """A task's exception as a pickled TaskError carrying the remote traceback."""
+    tb = remote_traceback(exc, skip_frames)
+    cause: BaseException = exc
+    try:
+        blob = cloud_dumps(cause)
+        pickle.loads(blob)  # an exception whose __init__ rejects its own args fails here
+    except Exception:
+        cause = RemoteException(type(exc).__qualname__, str(exc))
+    err = TaskError(function_name, tb, cause)
+    try:
+        return cloud_dumps(err)
+    except Exception:
+        return cloud_dumps(TaskError(function_name, tb, RemoteException(type(exc).__qualname__, str(exc))))
+
+
+def remote_traceback(exc: BaseException, skip_frames: int = 0) -> str:
+    """The traceback as text, without the first ``skip_frames`` (jpar's own engine frames)."""
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    lines = traceback.format_exception(type(exc), exc, tb)
+    return "".join(lines)

@@ -2,6 +2,8 @@
 
 import concurrent.futures as cf
 import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
@@ -223,3 +225,16 @@ def test_done_callbacks_run_off_the_receiver_thread(ex):
 def test_many_small_submits(ex):
     fs = [ex.submit(mul, i, 2) for i in range(2000)]
     assert [f.result(timeout=30) for f in fs] == [2 * i for i in range(2000)]
+
+
+def test_jpar_executor_is_the_function_on_every_access():
+    """``jpar.executor`` loads lazily; its first use imported the submodule ``jpar.executor``,
+    which rebound the name to the module, so a second ``jpar.executor()`` raised TypeError."""
+    code = ("import jpar, types\n"
+            "first = jpar.executor\n"
+            "second = jpar.executor\n"
+            "assert callable(first) and callable(second) and first is second, (first, second)\n"
+            "assert not isinstance(jpar.executor, types.ModuleType)\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr

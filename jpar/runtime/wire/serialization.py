@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import pickle
 import sys
-import traceback
 from typing import Any
 
 
 from ...errors import SerializationError, TaskError
-from ...pickling import Pickler, cloud_dumps
+from ...pickling import Pickler, RemoteException, cloud_dumps, dumps_exception, remote_traceback  # noqa: F401
 
 __all__ = ["dumps", "loads", "dumps_function", "dumps_args", "dumps_exception", "remote_traceback",
            "Pickler", "cloud_dumps"]
@@ -79,47 +78,9 @@ def dumps_function(fn: Any, name: str) -> bytes:
         ) from exc
 
 
-class RemoteException(Exception):
-    """Stands in for an exception that could not be pickled on the engine."""
-
-    def __init__(self, type_name: str, message: str):
-        super().__init__(f"{type_name}: {message}")
-        self.type_name = type_name
-        self.message = message
-
-    def __reduce__(self):
-        return (RemoteException, (self.type_name, self.message))
-
-
-def dumps_exception(exc: BaseException, function_name: str, skip_frames: int = 0) -> bytes:
-    """A task's exception as a pickled TaskError carrying the remote traceback."""
-    tb = remote_traceback(exc, skip_frames)
-    cause: BaseException = exc
-    try:
-        blob = cloud_dumps(cause)
-        pickle.loads(blob)  # an exception whose __init__ rejects its own args fails here
-    except Exception:
-        cause = RemoteException(type(exc).__qualname__, str(exc))
-    err = TaskError(function_name, tb, cause)
-    try:
-        return cloud_dumps(err)
-    except Exception:
-        return cloud_dumps(TaskError(function_name, tb, RemoteException(type(exc).__qualname__, str(exc))))
-
-
 def dumps_error(err: BaseException) -> bytes:
     """A jpar-made error (cancelled, crashed...) for a result slot."""
     return cloud_dumps(err)
-
-
-def remote_traceback(exc: BaseException, skip_frames: int = 0) -> str:
-    """The traceback as text, without the first ``skip_frames`` (jpar's own engine frames)."""
-    tb = exc.__traceback__
-    for _ in range(skip_frames):
-        if tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-    lines = traceback.format_exception(type(exc), exc, tb)
-    return "".join(lines)
 
 
 def load_result(status: int, blob: bytes) -> Any:
