@@ -141,7 +141,7 @@ class UnsupportedOnBackend(JparError, NotImplementedError):
 
     def __init__(self, backend: str, feature: str, instead: str):
         super().__init__(f"The {backend} backend does not support {feature}: {instead}. "
-                         "docs/reference/backends.md lists what each backend can do.")
+                         "docs/scaling-out.md says what each backend can do.")
         self.backend = backend
         self.feature = feature
         self.instead = instead
