@@ -25,6 +25,9 @@ FORBIDDEN = {
     "jpar.context": NATIVE | {"zmq"},
     "jpar.pickling": NATIVE | {"zmq"} | PUBLIC_API,
     "jpar.backends.__init__": NATIVE | {"zmq"} | PUBLIC_API,
+    # the other engines' backends: neutral modules and the seam only
+    "jpar.backends.dask": NATIVE | {"zmq", "ray"} | PUBLIC_API,
+    "jpar.backends.ray": NATIVE | {"zmq", "dask", "distributed"} | PUBLIC_API,
     # the native runtime never imports the public API back
     "jpar.runtime": PUBLIC_API | {"IPython", "ipywidgets", "ipykernel"},
     # the scheduler is a pure state machine
