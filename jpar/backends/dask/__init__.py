@@ -111,8 +111,14 @@ class DaskBackend(Backend):
             if not n:
                 n = int(-(-config.num_cpus // 1)) if config.num_cpus else (os.cpu_count() or 1)
             resources = {"CPU": 1, **{k: v for k, v in (init_args.get("resources") or {}).items()}}
+            # the workers are children of this process, in its process group: W.dask_setup makes them
+            # ignore SIGINT, which Jupyter's interrupt (and Ctrl-C in a terminal) sends to the whole group
+            import dask
+
+            preload = [*(dask.config.get("distributed.worker.preload") or []), W.__name__]
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   host="127.0.0.1", resources=resources, silence_logs=logging.ERROR)
+                                   host="127.0.0.1", resources=resources, silence_logs=logging.ERROR,
+                                   preload=preload)
             try:
                 client = Client(cluster, set_as_default=False)
             except BaseException:

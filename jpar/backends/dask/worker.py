@@ -34,6 +34,17 @@ _install_lock = threading.Lock()
 _installed = False
 
 
+def dask_setup(worker: Any) -> None:
+    """Run by Dask at the start of each worker of a LocalCluster the dask backend starts (a preload):
+    the worker ignores SIGINT. It runs in the driver's process group, so Jupyter's interrupt button
+    (SIGINT to the kernel's group) or Ctrl-C in a terminal would otherwise kill it mid-task; jpar's
+    interrupt handling cancels the cell's tasks instead, and the nanny stops workers with SIGTERM."""
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def engine_id_of(name: Any, address: str = "") -> int:
     """A worker's jpar engine id, the same in every process: its name when that is an integer
     (LocalCluster names workers 0, 1, ...), else a stable number made from the name."""
@@ -60,10 +71,20 @@ def current_task() -> _Ctx | None:
     return getattr(_local, "ctx", None)
 
 
+_worker_ref: list = []      # this process's Worker, kept by _install() for threads Dask does not run tasks on
+
+
 def _worker():
+    """The Worker of this process: Dask knows it only in its task threads, so an actor's own thread
+    (ActorHost._run) gets the one _install() kept (its output and events were lost otherwise)."""
     from distributed import get_worker
 
-    return get_worker()
+    try:
+        return get_worker()
+    except ValueError:
+        if _worker_ref:
+            return _worker_ref[0]
+        raise
 
 
 _engine: list = []
@@ -136,6 +157,10 @@ def _install() -> None:
     with _install_lock:
         if _installed:
             return
+        try:
+            _worker_ref.append(_worker())
+        except ValueError:
+            pass
         sys.stdout = _Capture(sys.stdout, "stdout")
         sys.stderr = _Capture(sys.stderr, "stderr")
         from .. import set_engine_client

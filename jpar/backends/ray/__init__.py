@@ -29,7 +29,6 @@ How the API maps onto Ray:
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Any
 
@@ -37,7 +36,7 @@ import ray
 
 from .. import Backend, Capabilities
 from ...errors import (ActorDiedError, ClusterError, EngineCrashedError, ForeignRefError, GetTimeoutError,
-                       ObjectLostError, ResourceError, TaskCancelledError, TaskError)
+                       ObjectLostError, TaskCancelledError, TaskError)
 from ...refs import ObjectRef
 from ...pickling import cloud_dumps
 from . import worker as W
