@@ -43,7 +43,7 @@ def test_binder_files_follow_repo2docker_conventions():
     assert os.access(post, os.X_OK), "binder/postBuild must be executable"
     text = post.read_text()
     assert text.startswith("#!/bin/bash\n")
-    assert "set -euxo pipefail" in text and "python -m pip install ." in text
+    assert "set -euxo pipefail" in text and re.search(r"^python -m pip install \"\.\[dask,ray\]\"", text, re.M)
     assert "share/jupyter/lab/settings" in text and "binder/overrides.json" in text
     overrides = json.loads((BINDER / "overrides.json").read_text())
     assert overrides["@jupyterlab/apputils-extension:notification"] == {"fetchNews": "false", "checkForUpdates": False}
