@@ -487,7 +487,9 @@ class _HostBase:
             try:
                 self._obj = cls(*args, **kwargs)
             except Exception as exc:
+                run.done(exc)      # the constructor's node ends failed on the dashboard
                 raise task_error(exc, meta[1]) from None
+            run.done(None)
         finally:
             run.close()
 
