@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lab bench bench-backends clean browser docs labext fuzz lock test-latest
+.PHONY: demo test setup lab bench clean browser docs labext fuzz lock test-latest mutants mutants-sample mutation-copy mutation-sample-run
 
 # Every install below is pinned by the checked-in lock (pip constraints), so a fresh machine gets
 # what CI passed with; pyproject.toml keeps ranges for users. `make lock` refreshes it,
@@ -100,10 +100,6 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
-# jpar's API on Dask and on Ray beside the engines alone, in one run: the overhead table of the summary.
-bench-backends: $(BENCH_STAMP)
-	$(PY) benchmarks/run.py --systems jpar_dask,dask,jpar_ray,ray $(BENCH_ARGS)
-
 # The protocol fuzzer, long run (make test runs a 5 s flood and a few hundred decoder examples):
 # prints messages sent, tasks served and the head's peak RSS. make fuzz FUZZ_SECONDS=300 for longer.
 FUZZ_SECONDS ?= 60
@@ -121,31 +117,53 @@ chaos: $(STAMP)
 
 # Mutation testing (mutmut, config in pyproject.toml [tool.mutmut]) over the scheduler, driver, engine and
 # notebook routing, in a copy under build/mutation so the tree is never mutated; not part of `make test`.
-# Every scheduler mutant runs (or those MUTANTS='glob' names); MUTANT_SAMPLE=N also runs N random mutants of
-# each of the driver, engine and routing against their integration tests (tests/mutation_sample.py).
+# Every scheduler mutant runs (or those MUTANTS='glob' names); MUTANT_SAMPLE=N also runs N mutants of each of
+# the driver, engine and routing, drawn with MUTANT_SEED (default 1), against a focused set of integration
+# tests each (tests/mutation_sample.py: -x, a time limit per mutant, equivalents listed with their reason in
+# tests/mutation_equivalents.txt), then prints the sampled score per module. `make mutants-sample` runs only
+# that sample (no mutmut test pass): about 10-20 s a mutant.
 MUTANTS ?=
 MUTANT_SAMPLE ?=
+MUTANT_SEED ?= 1
 MUTATION_STAMP := $(VENV)/.installed-mutation
 MUTMUT := $(CURDIR)/$(VENV)/bin/mutmut
 MUTATION_DIR := build/mutation
+SAMPLE_PY := $(CURDIR)/$(PY) tests/mutation_sample.py
+SAMPLE_ARGS = --json sampled.jsonl --sample $(MUTANT_SAMPLE) --seed $(MUTANT_SEED) \
+	--equivalent tests/mutation_equivalents.txt
+ROUTING_TESTS := tests/test_output_routing.py tests/test_magics.py tests/test_mutation_killers.py
+DRIVER_TESTS := tests/test_driver_semantics.py tests/test_mutation_killers.py tests/test_core.py \
+	tests/test_lifecycle.py::test_a_killed_local_head_leaves_no_segment_once_its_driver_closes
+ENGINE_TESTS := tests/test_engine_processes.py tests/test_driver_semantics.py tests/test_mutation_killers.py \
+	tests/test_core.py tests/test_engine_children.py::test_forked_copy_of_the_engine_exits_when_the_task_returns \
+	tests/test_engine_children.py::test_processes_left_by_tasks_do_not_survive_shutdown \
+	tests/test_lifecycle.py::test_gpu_tasks_see_only_their_devices \
+	tests/test_nested_tasks.py::test_fan_out_parents_sharing_two_engines_never_hang
 
 $(MUTATION_STAMP): $(STAMP)
 	SKIP_JUPYTER_BUILDER=1 $(PY) -m pip install --quiet $(PIPC) --no-build-isolation -e '.[mutation]'
 	touch $(MUTATION_STAMP)
 
-mutants: $(MUTATION_STAMP)
+mutation-copy:
 	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)
 	tar --exclude=__pycache__ --exclude=jpar/labextension -cf - jpar tests pyproject.toml | tar -xf - -C $(MUTATION_DIR)
+
+mutants: $(MUTATION_STAMP) mutation-copy
 	cd $(MUTATION_DIR) && $(MUTMUT) run $(or $(MUTANTS),'jpar.runtime.head.scheduler*')
 	cd $(MUTATION_DIR) && $(MUTMUT) results --all true > results.txt; \
 		for s in killed survived timeout "no tests" suspicious "not checked"; do \
 			printf 'jpar.runtime.head.scheduler %-12s %s\n' "$$s" "$$(grep 'jpar.runtime.head.scheduler' results.txt | grep -c ": $$s$$")"; done
 	@echo "per-mutant results: $(MUTATION_DIR)/results.txt; show one with: cd $(MUTATION_DIR) && $(MUTMUT) show NAME"
-	if [ -n "$(MUTANT_SAMPLE)" ]; then cd $(MUTATION_DIR) && \
-		$(CURDIR)/$(PY) tests/mutation_sample.py --json sampled.jsonl --sample $(MUTANT_SAMPLE) --module jpar.runtime.driver.driver \
-			tests/test_mutation_killers.py tests/test_core.py && \
-		$(CURDIR)/$(PY) tests/mutation_sample.py --json sampled.jsonl --sample $(MUTANT_SAMPLE) --module jpar.runtime.engine.engine --as-main \
-			tests/test_mutation_killers.py tests/test_core.py && \
-		$(CURDIR)/$(PY) tests/mutation_sample.py --json sampled.jsonl --sample $(MUTANT_SAMPLE) \
-			--module jpar.notebook.routing tests/test_magics.py tests/test_mutation_killers.py; fi
+	if [ -n "$(MUTANT_SAMPLE)" ]; then $(MAKE) --no-print-directory mutation-sample-run; fi
+
+mutants-sample: $(MUTATION_STAMP) mutation-copy
+	cd $(MUTATION_DIR) && $(SAMPLE_PY) --generate > generate.log
+	$(MAKE) --no-print-directory mutation-sample-run MUTANT_SAMPLE=$(or $(MUTANT_SAMPLE),40)
+
+mutation-sample-run:
+	cd $(MUTATION_DIR) && $(SAMPLE_PY) $(SAMPLE_ARGS) --module jpar.runtime.driver.driver $(DRIVER_TESTS)
+	cd $(MUTATION_DIR) && $(SAMPLE_PY) $(SAMPLE_ARGS) --module jpar.runtime.engine.engine $(ENGINE_TESTS)
+	cd $(MUTATION_DIR) && $(SAMPLE_PY) $(SAMPLE_ARGS) --module jpar.notebook.routing $(ROUTING_TESTS)
+	@echo "sampled mutation score (seed $(MUTANT_SEED); diffs of survivors in $(MUTATION_DIR)/sampled.jsonl):"
+	@cd $(MUTATION_DIR) && $(SAMPLE_PY) --summary sampled.jsonl
 

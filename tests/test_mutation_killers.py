@@ -89,8 +89,10 @@ def test_get_raises_head_died_error_when_the_head_is_killed():
         head.kill()
         with pytest.raises(jpar.HeadDiedError, match="jpar.init"):
             jpar.get(ref, timeout=30)
-        with pytest.raises(jpar.HeadDiedError):
-            jpar.get(_sleep.remote(0), timeout=30)     # new work after the death: same error, no hang
+        # new work after the death: same error, no hang, and it says what happened and what to do
+        with pytest.raises(jpar.HeadDiedError, match=r"^The cluster's head stopped answering \(it was shut down "
+                                                     r"or crashed\)\. Call jpar\.init\(\) again"):
+            jpar.get(_sleep.remote(0), timeout=30)
         _, alive = psutil.wait_procs(engines, timeout=20)
         assert alive == []
     finally:
