@@ -24,11 +24,9 @@ def __getattr__(name: str):
     ``jpar.util`` (ActorPool, Queue: Ray's ``ray.util``) loads on first use, as ``ray.util`` is there
     after ``import ray``."""
     if name == "executor":
-        from .executor import executor
+        from .process_executor import executor
 
-        # importing the submodule jpar.executor just bound the module to this name: the function
-        # must win, or a second jpar.executor() call finds the module
-        globals()["executor"] = executor
+        globals()["executor"] = executor   # found directly from now on
         return executor
     if name == "util":
         import importlib

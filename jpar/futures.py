@@ -9,7 +9,7 @@ from concurrent.futures import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION,
                                 wait)
 from concurrent.futures.process import BrokenProcessPool
 
-from jpar.executor import Executor, executor
+from jpar.process_executor import Executor, executor
 
 #: the one-line port: ``from concurrent.futures import ProcessPoolExecutor`` -> ``from jpar.futures ...``
 ProcessPoolExecutor = Executor

@@ -17,7 +17,7 @@ joblib = import_optional("joblib", "jpar's joblib backend (jpar.joblib)", "pip i
 from joblib.parallel import AutoBatchingMixin, ParallelBackendBase  # noqa: E402  (joblib is there)
 
 from jpar import submitter as _pool  # noqa: E402
-from jpar.executor import Executor
+from jpar.process_executor import Executor
 
 __all__ = ["JparBackend", "register"]
 

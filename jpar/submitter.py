@@ -115,7 +115,7 @@ class _Shipped:
 
 
 # ---------------------------------------------------------------------------------------------
-# Driver side: helpers shared with jpar.executor.
+# Driver side: helpers shared with jpar.process_executor.
 # ---------------------------------------------------------------------------------------------
 
 _remote_run_task = None

@@ -117,7 +117,7 @@ def test_task_output_keeps_to_its_stream_with_one_ray_style_prefix_a_line(cluste
 
 
 def test_a_query_to_a_frozen_head_times_out_as_asked_and_waits_without_one(cluster):
-    head = psutil.Process(jpar.runtime.driver.driver.current_driver().conn["pid"])
+    head = psutil.Process(jpar.backends.native.current_driver().conn["pid"])
     assert jpar.hooks.status(timeout=None)["pid"] == head.pid           # no timeout: waits for the answer
     head.suspend()                                                      # well under dead_after_s (10 s)
     try:
@@ -157,7 +157,7 @@ def test_a_value_lost_while_the_cluster_lives_is_object_lost_not_head_died(clust
 
     from jpar.runtime.store.segments import decode_location
 
-    d = jpar.runtime.driver.driver.current_driver()
+    d = jpar.backends.native.current_driver()
     ref = jpar.put(np.arange(2_000_000))
     os.unlink(os.path.join(d.store.dir, decode_location(d.results[ref.id][1]).name))   # gone from the store
     with pytest.raises(jpar.ObjectLostError) as info:

@@ -11,7 +11,7 @@ from concurrent.futures.process import BrokenProcessPool
 import pytest
 
 import jpar
-from jpar.executor import executor as make_executor
+from jpar.process_executor import executor as make_executor
 from jpar.futures import Executor, ProcessPoolExecutor
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("cluster")]  # conftest: one cluster per module
@@ -228,9 +228,11 @@ def test_many_small_submits(ex):
 
 
 def test_jpar_executor_is_the_function_on_every_access():
-    """``jpar.executor`` loads lazily; its first use imported the submodule ``jpar.executor``,
-    which rebound the name to the module, so a second ``jpar.executor()`` raised TypeError."""
+    """``jpar.executor`` loads lazily. Its module was ``jpar.executor`` too: importing it (first use,
+    or ``import jpar.futures``) rebound the name to the module, so ``jpar.executor()`` raised
+    TypeError. The module is ``jpar.process_executor`` now."""
     code = ("import jpar, types\n"
+            "import jpar.futures, jpar.joblib\n"
             "first = jpar.executor\n"
             "second = jpar.executor\n"
             "assert callable(first) and callable(second) and first is second, (first, second)\n"
