@@ -22,9 +22,11 @@ from typing import Any
 
 import cloudpickle
 
-from .errors import TaskError
+from .errors import SerializationError, TaskError
 
-__all__ = ["Pickler", "cloud_dumps", "RemoteException", "dumps_exception", "remote_traceback"]
+__all__ = ["Pickler", "cloud_dumps", "dumps_args", "RemoteException", "dumps_exception", "remote_traceback"]
+
+_PLAIN_ARGS = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
 def _reduce_code(code: types.CodeType) -> tuple:
@@ -98,3 +100,29 @@ def remote_traceback(exc: BaseException, skip_frames: int = 0) -> str:
             tb = tb.tb_next
     lines = traceback.format_exception(type(exc), exc, tb)
     return "".join(lines)
+
+
+def dumps_args(name: str, args: tuple, kwargs: dict) -> bytes:
+    """Pickle a call's arguments; an unpicklable one is named in the error."""
+    if not kwargs and all(type(a) in _PLAIN_ARGS for a in args):
+        return pickle.dumps((args, kwargs), protocol=5)
+    try:
+        return cloud_dumps((args, kwargs))
+    except Exception:
+        pass
+    for i, a in enumerate(args):
+        _check_argument(name, f"positional argument {i} ({type(a).__name__})", a)
+    for k, a in kwargs.items():
+        _check_argument(name, f"keyword argument {k!r} ({type(a).__name__})", a)
+    raise SerializationError(f"The arguments of {name} could not be pickled.")
+
+
+def _check_argument(name: str, what: str, value: Any) -> None:
+    try:
+        cloud_dumps(value)
+    except Exception as exc:
+        raise SerializationError(
+            f"Cannot send {what} of {name} to the cluster: {type(exc).__name__}: {exc}. "
+            "Arguments are pickled; pass something picklable (e.g. a file path instead of an open file, "
+            "or create the object inside the task)."
+        ) from exc

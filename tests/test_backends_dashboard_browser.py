@@ -18,7 +18,7 @@ from playwright import sync_api as playwright_sync
 
 from .jupyter_servers import jupyter_app, lab_env, launch_chromium, require_chromium
 from .test_backends_notebook import BACKENDS, INIT, _backend_available
-from .test_dashboard_browser import ALL_DONE, ARTIFACTS, RECORD_DAG, _notebook, _run_cell, _states, _wait_done
+from .test_dashboard_browser import ALL_DONE, ARTIFACTS, RECORD_DAG, WORKLOAD_DEFS, _notebook, _run_cell, _states, _wait_done
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -46,23 +46,7 @@ def _cells(backend: str) -> list:
         "board = jpar.dashboard()\n"
         "board",
         # 1: a DAG of CPU-bound tasks, an actor's calls, arrays in the object store; nothing blocks
-        "@jpar.remote\n"
-        "def burn(seconds, *deps):\n"
-        "    end = time.perf_counter() + seconds\n"
-        "    n = 0\n"
-        "    while time.perf_counter() < end:\n"
-        "        n += 1\n"
-        "    return n\n"
-        "\n"
-        "@jpar.remote\n"
-        "class Counter:\n"
-        "    def __init__(self):\n"
-        "        self.n = 0\n"
-        "    def incr(self, k=1):\n"
-        "        time.sleep(0.3)\n"
-        "        self.n += k\n"
-        "        return self.n\n"
-        "\n"
+        WORKLOAD_DEFS +
         "arrays = [jpar.put(np.full(1_500_000, float(i))) for i in range(2)]   # 12 MB each\n"
         "a = burn.remote(2.0)\n"
         "b = burn.remote(2.0)\n"

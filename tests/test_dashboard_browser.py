@@ -35,13 +35,9 @@ pytestmark = pytest.mark.timeout(150)
 def _chromium():
     require_chromium()
 
-CELLS = [
-    # 0: a cluster and the dashboard
-    "import time, jpar\n"
-    "jpar.init(num_engines=2)\n"
-    "board = jpar.dashboard()\n"
-    "board",
-    # 1: a DAG of CPU-bound tasks and an actor, submitted without blocking the kernel
+
+#: the task and the actor the dashboard's cells run (shared with the Dask and Ray dashboard test)
+WORKLOAD_DEFS = (
     "@jpar.remote\n"
     "def burn(seconds, *deps):\n"
     "    end = time.perf_counter() + seconds\n"
@@ -59,6 +55,16 @@ CELLS = [
     "        self.n += k\n"
     "        return self.n\n"
     "\n"
+)
+
+CELLS = [
+    # 0: a cluster and the dashboard
+    "import time, jpar\n"
+    "jpar.init(num_engines=2)\n"
+    "board = jpar.dashboard()\n"
+    "board",
+    # 1: a DAG of CPU-bound tasks and an actor, submitted without blocking the kernel
+    WORKLOAD_DEFS +
     "a = burn.remote(1.5)\n"
     "b = burn.remote(1.5)\n"
     "c = burn.remote(0.8, a, b)\n"

@@ -166,18 +166,25 @@ class FrontEnd:
     of the refs the backend made (``ref.id``); records are :mod:`jpar.events`' ``OutputRecord`` and
     ``Event``."""
 
+    #: what set_submit_hook / set_output_handler installed (the backend reads them)
+    submit_hook: Callable[[int], Any] | None = None
+    output_handler: Callable[[Any, Any], None] | None = None
+
     def set_submit_hook(self, hook: Callable[[int], Any] | None) -> None:
         """``hook(task_id)`` at every submission from this process; its result is the context
         handed to the output handler with that task's output."""
-        raise NotImplementedError
+        self.submit_hook = hook
 
     def set_output_handler(self, handler: Callable[[Any, Any], None] | None) -> None:
         """``handler(OutputRecord, context)`` for every chunk of task output; None: print it."""
-        raise NotImplementedError
+        self.output_handler = handler
 
     def apply(self, submit_hook, output_handler) -> None:
         """Install both hooks unless they are installed already (cheap: runs before every cell)."""
-        raise NotImplementedError
+        if self.submit_hook is not submit_hook:
+            self.set_submit_hook(submit_hook)
+        if output_handler is not None and self.output_handler is not output_handler:
+            self.set_output_handler(output_handler)
 
     def cancel_tasks(self, task_ids, force: bool) -> None:
         raise NotImplementedError

@@ -50,7 +50,7 @@ from distributed import Client, Future
 from .. import Backend, Capabilities
 from ...errors import (ActorDiedError, ClusterError, EngineCrashedError, GetTimeoutError, JparError, ResourceError,
                        SerializationError, TaskCancelledError)
-from ...pickling import cloud_dumps
+from ...pickling import cloud_dumps, dumps_args
 from ...refs import ArgRef, ObjectRef, check_cluster
 from . import worker as W
 
@@ -237,15 +237,7 @@ class DaskBackend(Backend):
 
         a = tuple(sub(v) for v in args)
         k = {key: sub(v) for key, v in kwargs.items()}
-        try:
-            return cloud_dumps((a, k)), deps, ids
-        except Exception:
-            pass
-        for i, v in enumerate(args):
-            _check_picklable(name, f"positional argument {i} ({type(v).__name__})", v)
-        for key, v in kwargs.items():
-            _check_picklable(name, f"keyword argument {key!r} ({type(v).__name__})", v)
-        raise SerializationError(f"The arguments of {name} could not be pickled.")
+        return dumps_args(name, a, k), deps, ids
 
     # -- tasks and objects ----------------------------------------------------------------------
     def submit(self, fn: Any, args: tuple, kwargs: dict, options: Any) -> Any:
@@ -608,16 +600,6 @@ class _Seceded:
             if self.lent:
                 self.worker.loop.add_callback(self._shift, -1)
         return False
-
-
-def _check_picklable(name: str, what: str, value: Any) -> None:
-    try:
-        cloud_dumps(value)
-    except Exception as exc:
-        raise SerializationError(
-            f"Cannot send {what} of {name} to a Dask worker: {type(exc).__name__}: {exc}. Arguments are pickled; "
-            "pass something picklable (e.g. a file path instead of an open file), or create it inside the task."
-        ) from exc
 
 
 def _definition(cache: dict, obj: Any, name: str) -> tuple[int, bytes]:

@@ -37,19 +37,7 @@ class DaskFrontEnd(FrontEnd):
         self._out_thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    # -- hooks ----------------------------------------------------------------------------------
-    def set_submit_hook(self, hook) -> None:
-        self.submit_hook = hook
-
-    def set_output_handler(self, handler) -> None:
-        self.output_handler = handler
-
-    def apply(self, submit_hook, output_handler) -> None:
-        if self.submit_hook is not submit_hook:
-            self.submit_hook = submit_hook
-        if output_handler is not None and self.output_handler is not output_handler:
-            self.output_handler = output_handler
-
+    # -- hooks (set_submit_hook, set_output_handler, apply: the seam's FrontEnd) -------------------
     def _submitted(self, tid: int, n: int, name: str, deps: list, parent: int, events: bool, actor: int = 0) -> None:
         hook = self.submit_hook
         if hook is not None and not self.b._engine:

@@ -31,8 +31,8 @@ _RECENT = 20_000          # contexts of finished tasks kept for output that arri
 class RayFrontEnd(FrontEnd):
     def __init__(self, backend: Any):
         self.b = backend
-        self.hook: Callable | None = None
-        self.handler: Callable | None = None
+        self.submit_hook: Callable | None = None
+        self.output_handler: Callable | None = None
         self.lock = threading.RLock()
         self.contexts: dict = {}                    # task id -> (context, name, ray ref): unfinished, hook saw
         self.recent: collections.OrderedDict = collections.OrderedDict()   # finished: task id -> context
@@ -69,24 +69,13 @@ class RayFrontEnd(FrontEnd):
         self.engines = None
 
     # -- hooks ----------------------------------------------------------------------------------
-    def set_submit_hook(self, hook) -> None:
-        self.hook = hook
-
-    def set_output_handler(self, handler) -> None:
-        self.handler = handler
-
-    def apply(self, submit_hook, output_handler) -> None:
-        if self.hook is not submit_hook:
-            self.hook = submit_hook
-        if output_handler is not None and self.handler is not output_handler:
-            self.handler = output_handler
 
     def watching(self) -> bool:
         return bool(self.subs)
 
     # -- what the backend tells us --------------------------------------------------------------
     def submitted(self, task_id: int, name: str, rr: Any, deps: list, engine: int | None, actor: int | None = None):
-        hook = self.hook
+        hook = self.submit_hook
         if hook is not None and self.b.is_driver:
             try:
                 ctx = hook(task_id)
@@ -183,7 +172,7 @@ class RayFrontEnd(FrontEnd):
             if ctx is None and root and root != tid:
                 ctx = self._context(root)
             chunk = OutputRecord(tid, engine, pid, name, stream, text)
-            handler = self.handler
+            handler = self.output_handler
             if handler is not None:
                 handler(chunk, ctx)
             else:

@@ -22,7 +22,7 @@ from typing import Any
 
 
 from ...errors import SerializationError, TaskError
-from ...pickling import Pickler, RemoteException, cloud_dumps, dumps_exception, remote_traceback  # noqa: F401
+from ...pickling import Pickler, RemoteException, cloud_dumps, dumps_args, dumps_exception, remote_traceback  # noqa: F401
 
 __all__ = ["dumps", "loads", "dumps_function", "dumps_args", "dumps_exception", "remote_traceback",
            "Pickler", "cloud_dumps"]
@@ -38,32 +38,6 @@ def dumps(value: Any) -> bytes:
 
 
 loads = pickle.loads
-
-
-def dumps_args(name: str, args: tuple, kwargs: dict) -> bytes:
-    """Pickle a call's arguments; an unpicklable one is named in the error."""
-    if not kwargs and all(type(a) in _PLAIN for a in args):
-        return pickle.dumps((args, kwargs), protocol=5)
-    try:
-        return cloud_dumps((args, kwargs))
-    except Exception:
-        pass
-    for i, a in enumerate(args):
-        _check_one(name, f"positional argument {i} ({type(a).__name__})", a)
-    for k, a in kwargs.items():
-        _check_one(name, f"keyword argument {k!r} ({type(a).__name__})", a)
-    raise SerializationError(f"The arguments of {name} could not be pickled.")
-
-
-def _check_one(name: str, what: str, value: Any) -> None:
-    try:
-        cloud_dumps(value)
-    except Exception as exc:
-        raise SerializationError(
-            f"Cannot send {what} of {name} to an engine: {type(exc).__name__}: {exc}. "
-            "Arguments are pickled; pass something picklable (e.g. a file path instead of an open file, "
-            "or create the object inside the task)."
-        ) from exc
 
 
 def dumps_function(fn: Any, name: str) -> bytes:
