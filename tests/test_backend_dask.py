@@ -11,6 +11,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 
@@ -53,7 +54,7 @@ def wait_for_file(path, text):
 def dask_cluster():
     """A LocalCluster this module starts itself (so jpar connects to it, as to a user's cluster)."""
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                                        host="127.0.0.1", resources={"CPU": 1, "widget": 1},
                                        silence_logs=logging.ERROR)
     client = distributed.Client(cluster, set_as_default=False)
@@ -317,3 +318,32 @@ def _states_of(sub, task_id: int, until: str, timeout: float = 60) -> list:
     while time.monotonic() < deadline and until not in states:
         states += [e.state for e in sub.poll(0.5) if e.kind == "task" and e.key == task_id]
     return states
+
+
+def test_a_local_cluster_starts_beside_another_dask_dashboard_on_loopback_only():
+    """Port 8787 (Dask's default dashboard port) taken by another cluster: init(backend="dask") starts
+    without a warning, and its scheduler listens on 127.0.0.1 only (a fresh interpreter, warnings
+    as errors; the scheduler's HTTP server used to ask for 8787 and warn, and the test suite's own
+    warnings-as-errors then failed the start)."""
+    code = textwrap.dedent("""
+        import socket, warnings
+        warnings.simplefilter("error")
+        taken = socket.socket()
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            taken.bind(("127.0.0.1", 8787))
+            taken.listen()
+        except OSError:
+            pass                      # in use already: the case under test
+        import jpar
+        if __name__ == "__main__":
+            jpar.init(backend="dask", num_engines=1)
+            b = jpar.backends.current()
+            scheduler = b._cluster.scheduler
+            hosts = {scheduler.address.split("://")[1].rsplit(":", 1)[0], scheduler.http_server.address}
+            print(sorted(hosts), scheduler.http_server.port != 8787)
+            jpar.shutdown()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-2] == "['127.0.0.1'] True", out.stdout + out.stderr[-1000:]

@@ -116,7 +116,9 @@ class DaskBackend(Backend):
             import dask
 
             preload = [*(dask.config.get("distributed.worker.preload") or []), W.__name__]
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+            # the scheduler's HTTP server (health, metrics; Dask's dashboard when bokeh is there) on a free
+            # loopback port: Dask's default, 8787, is often another cluster's, and that start then warns
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                                    host="127.0.0.1", resources=resources, silence_logs=logging.ERROR,
                                    preload=preload)
             try:
