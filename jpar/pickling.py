@@ -11,6 +11,7 @@ shows the failing line, on any backend and any cloudpickle version.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import linecache
 import marshal
@@ -24,7 +25,7 @@ import cloudpickle
 
 from .errors import SerializationError, TaskError
 
-__all__ = ["Pickler", "cloud_dumps", "dumps_args", "RemoteException", "dumps_exception", "remote_traceback"]
+__all__ = ["Pickler", "cloud_dumps", "dumps_args", "dumps_function", "shipped_definition", "RemoteException", "dumps_exception", "remote_traceback"]
 
 _PLAIN_ARGS = frozenset({int, float, str, bytes, bool, type(None), complex})
 
@@ -126,3 +127,27 @@ def _check_argument(name: str, what: str, value: Any) -> None:
             "Arguments are pickled; pass something picklable (e.g. a file path instead of an open file, "
             "or create the object inside the task)."
         ) from exc
+
+
+def dumps_function(fn: Any, name: str, where: str = "the engines") -> bytes:
+    """Pickle a function or class by value where needed (notebook definitions included); an
+    unpicklable one raises SerializationError saying what it probably captured."""
+    try:
+        return cloud_dumps(fn)
+    except Exception as exc:
+        raise SerializationError(
+            f"Cannot ship {name} to {where}: {type(exc).__name__}: {exc}. "
+            "It probably captures an unpicklable global (a lock, socket or open file): "
+            "create that object inside the function instead."
+        ) from exc
+
+
+def shipped_definition(cache: dict, key: Any, obj: Any, name: str, where: str) -> tuple[int, bytes]:
+    """``(id, pickled bytes)`` of a function or class, made once and kept in ``cache`` (a
+    RemoteFunction's or ActorClass's ``_backend_cache``) under ``key``; the id is a hash of the bytes,
+    so workers unpickle each definition once."""
+    d = cache.get(key)
+    if d is None:
+        blob = dumps_function(obj, name, where)
+        d = cache[key] = (int.from_bytes(hashlib.blake2b(blob, digest_size=7).digest(), "big"), blob)
+    return d

@@ -9,7 +9,6 @@ class wraps the engine's own client, so nested tasks use this path too.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from typing import Any
 
@@ -23,6 +22,7 @@ from ..runtime.driver.driver import Driver
 from ..runtime.driver.frontend import FrontEnd
 from ..runtime.driver.launcher import engine_count, find_clusters, start_head
 from ..runtime.wire import protocol as P
+from ..pickling import shipped_definition
 from ..runtime.wire import serialization
 
 __all__ = ["NativeBackend"]
@@ -215,28 +215,18 @@ class NativeBackend(Backend):
 
 def _function_definition(fn: Any) -> tuple[int, bytes, tuple, Any]:
     """A RemoteFunction's shipped form, made once per function: (id, pickled code, resources, retry)."""
-    cache = fn._backend_cache
-    d = cache.get("native")
-    if d is None:
-        blob = serialization.dumps_function(fn._fn, fn._name)
-        fn_id = int.from_bytes(hashlib.blake2b(blob, digest_size=7).digest(), "big")
-        d = cache["native"] = (fn_id, blob)
+    fn_id, blob = shipped_definition(fn._backend_cache, "native", fn._fn, fn._name, "the engines")
     prepared = fn._prepared.get("native")
     if prepared is None:
         opts = fn._options
         retry = (opts.retry_exceptions if isinstance(opts.retry_exceptions, bool)
                  else pickle.dumps(tuple(opts.retry_exceptions)))
         prepared = fn._prepared["native"] = (opts.resource_tuple(), retry)
-    return d[0], d[1], prepared[0], prepared[1]
+    return fn_id, blob, prepared[0], prepared[1]
 
 
 def _class_definition(actor_class: Any) -> tuple[int, bytes]:
-    cache = actor_class._backend_cache
-    d = cache.get("native")
-    if d is None:
-        blob = serialization.dumps_function(actor_class._cls, actor_class._name)
-        d = cache["native"] = (int.from_bytes(hashlib.blake2b(blob, digest_size=7).digest(), "big"), blob)
-    return d
+    return shipped_definition(actor_class._backend_cache, "native", actor_class._cls, actor_class._name, "the engines")
 
 
 def resolve_address(address: str, config: Config) -> dict:

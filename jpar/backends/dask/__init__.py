@@ -35,7 +35,6 @@ How the API maps onto Dask:
 from __future__ import annotations
 
 import collections
-import hashlib
 import itertools
 import logging
 import os
@@ -49,8 +48,8 @@ from distributed import Client, Future
 
 from .. import Backend, Capabilities
 from ...errors import (ActorDiedError, ClusterError, EngineCrashedError, GetTimeoutError, JparError, ResourceError,
-                       SerializationError, TaskCancelledError)
-from ...pickling import cloud_dumps, dumps_args
+                       TaskCancelledError)
+from ...pickling import dumps_args, shipped_definition
 from ...refs import ArgRef, ObjectRef, check_cluster
 from . import worker as W
 
@@ -606,16 +605,7 @@ class _Seceded:
 
 def _definition(cache: dict, obj: Any, name: str) -> tuple[int, bytes]:
     """A function's or class's pickled form, made once (kept in its ``_backend_cache``)."""
-    d = cache.get("dask")
-    if d is None:
-        try:
-            blob = cloud_dumps(obj)
-        except Exception as exc:
-            raise SerializationError(
-                f"Cannot ship {name} to the Dask workers: {type(exc).__name__}: {exc}. It probably captures an "
-                "unpicklable global (a lock, socket or open file): create that object inside it instead.") from exc
-        d = cache["dask"] = (int.from_bytes(hashlib.blake2b(blob, digest_size=7).digest(), "big"), blob)
-    return d
+    return shipped_definition(cache, "dask", obj, name, "the Dask workers")
 
 
 # ---------------------------------------------------------------- inside workers

@@ -188,14 +188,6 @@ class DaskFrontEnd(FrontEnd):
         self.cancel_tasks(ids, force)
         return len(ids)
 
-    def add_engines(self, count: int, timeout: float | None) -> dict:
-        self.b.require("add_engines")
-        raise AssertionError("unreachable")
-
-    def remove_engines(self, count: int, ids: list, wait: bool, timeout: float | None) -> tuple[dict, bool]:
-        self.b.require("add_engines")
-        raise AssertionError("unreachable")
-
     def task_ids_done(self, task_ids) -> list:
         futures = self.b._futures
         return [t for t in task_ids if t in futures and futures[t].done()]

@@ -38,7 +38,7 @@ from .. import Backend, Capabilities
 from ...errors import (ActorDiedError, ClusterError, EngineCrashedError, ForeignRefError, GetTimeoutError,
                        ObjectLostError, TaskCancelledError, TaskError)
 from ...refs import ObjectRef
-from ...pickling import cloud_dumps
+from ...pickling import shipped_definition
 from . import worker as W
 from .frontend import RayFrontEnd
 
@@ -183,19 +183,7 @@ class RayBackend(Backend):
         """(fn_id, payload) of a function or class: pickled once (per holder), its bytes inline or,
         when large, one ray.put per process."""
         cache = holder._backend_cache
-        d = cache.get("ray")
-        if d is None:
-            from ...errors import SerializationError
-
-            try:
-                blob = cloud_dumps(target)
-            except Exception as exc:
-                raise SerializationError(
-                    f"Cannot ship {name} to the Ray workers: {type(exc).__name__}: {exc}. It probably captures an "
-                    "unpicklable global (a lock, socket or open file): create that object inside it instead."
-                ) from exc
-            d = cache["ray"] = (W.function_id(blob), blob)
-        fn_id, blob = d
+        fn_id, blob = shipped_definition(cache, "ray", target, name, "the Ray workers")
         if len(blob) < _INLINE_FN:
             return (fn_id, blob)
         key = ("ray-ref", self.cluster_id, os.getpid())

@@ -345,14 +345,6 @@ class RayFrontEnd(FrontEnd):
             self.b.cancel_id(tid, force, True)
         return len(ids)
 
-    def add_engines(self, count: int, timeout: float | None) -> dict:
-        self.b.require("add_engines")
-        raise AssertionError("unreachable")
-
-    def remove_engines(self, count: int, ids: list, wait: bool, timeout: float | None) -> tuple[dict, bool]:
-        self.b.require("add_engines")
-        raise AssertionError("unreachable")
-
     def task_ids_done(self, task_ids) -> list:
         ids = list(task_ids)
         pairs = [(t, self.b.table.lookup(t)) for t in ids]

@@ -627,6 +627,3 @@ def actor_jid(binary: bytes) -> int:
     """jpar's id of a Ray actor (from Ray's actor id, so every handle agrees on it)."""
     return int.from_bytes(hashlib.blake2b(binary, digest_size=8).digest(), "big") >> 2
 
-
-def function_id(blob: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "big") >> 1

@@ -20,9 +20,8 @@ import pickle
 import sys
 from typing import Any
 
-
-from ...errors import SerializationError, TaskError
-from ...pickling import Pickler, RemoteException, cloud_dumps, dumps_args, dumps_exception, remote_traceback  # noqa: F401
+from ...errors import TaskError
+from ...pickling import Pickler, RemoteException, cloud_dumps, dumps_args, dumps_exception, dumps_function, remote_traceback  # noqa: F401
 
 __all__ = ["dumps", "loads", "dumps_function", "dumps_args", "dumps_exception", "remote_traceback",
            "Pickler", "cloud_dumps"]
@@ -38,18 +37,6 @@ def dumps(value: Any) -> bytes:
 
 
 loads = pickle.loads
-
-
-def dumps_function(fn: Any, name: str) -> bytes:
-    """Pickle a function or class by value where needed (notebook definitions included)."""
-    try:
-        return cloud_dumps(fn)
-    except Exception as exc:
-        raise SerializationError(
-            f"Cannot ship {name} to the engines: {type(exc).__name__}: {exc}. "
-            "It probably captures an unpicklable global (a lock, socket or open file): "
-            "create that object inside the function instead."
-        ) from exc
 
 
 def dumps_error(err: BaseException) -> bytes:
