@@ -179,8 +179,10 @@ class ActorMethod:
         return ActorMethod(self._handle, self._name, self._num_returns if num_returns is None else num_returns)
 
     def remote(self, *args, **kwargs):
-        return first_use_backend("actor method .remote()").call_actor(self._handle, self._name, self._num_returns,
-                                                                     args, kwargs)
+        backend = backends.current()
+        if backend is None or backend.closed:
+            backend = first_use_backend("actor method .remote()")
+        return backend.call_actor(self._handle, self._name, self._num_returns, args, kwargs)
 
 
 # ---------------------------------------------------------------- public functions

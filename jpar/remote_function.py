@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Generic, ParamSpec, TypeVar
 
+from . import backends as _backends
 from .options import TaskOptions
 
 __all__ = ["RemoteFunction", "display_name", "first_use_backend"]
@@ -40,7 +41,9 @@ class RemoteFunction(Generic[Params, R]):
 
     def remote(self, *args: Params.args, **kwargs: Params.kwargs) -> Any:
         """Submit a task; returns an ObjectRef (a list of them when num_returns > 1)."""
-        backend = first_use_backend(f"{self._name}.remote()")
+        backend = _backends.current()
+        if backend is None or backend.closed:     # the name is formatted only off the hot path
+            backend = first_use_backend(f"{self._name}.remote()")
         if self._options.placement >= 0 and not backend.capabilities.placement:
             backend.require("placement")
         return backend.submit(self, args, kwargs, self._options)
