@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lab bench clean browser docs labext fuzz lock test-latest mutants mutants-sample mutation-copy mutation-sample-run
+.PHONY: demo test setup lab bench clean browser sshd docs labext fuzz lock test-latest mutants mutants-sample mutation-copy mutation-sample-run
 
 # Every install below is pinned by the checked-in lock (pip constraints), so a fresh machine gets
 # what CI passed with; pyproject.toml keeps ranges for users. `make lock` refreshes it,
@@ -49,9 +49,14 @@ demo: $(STAMP)
 browser:
 	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
-PYTEST_ARGS := -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
+# OpenSSH (server and client) for the SSH launcher's test, which runs a throwaway sshd in a network namespace
+sshd:
+	@test -x /usr/sbin/sshd -a -x /usr/bin/ssh || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		openssh-server openssh-client)
 
-test: $(STAMP) browser
+PYTEST_ARGS := -q --durations=30 --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
+
+test: $(STAMP) browser sshd
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Regenerate the lock from pyproject.toml's ranges and requirements/*.in (newest releases that fit,
@@ -67,7 +72,7 @@ lock:
 # upstream release would break shows up here on purpose, not in a landing. Ends by listing the
 # packages whose newest release differs from the lock.
 LATEST := .venv-latest
-test-latest: $(LABEXT) browser
+test-latest: $(LABEXT) browser sshd
 	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -r requirements/build.in

@@ -1,11 +1,12 @@
 """jpar: interactive parallel computing from Jupyter, with Ray's API on a fast local cluster."""
 
 from .actor import ActorClass, ActorHandle, method
-from .api import ClusterContext, available_resources, cancel, cluster_resources, get, get_actor, get_runtime_context, init, is_initialized, kill, nodes, put, remote, shutdown, wait
-from .errors import ActorDiedError, ActorError, ClusterError, ConfigError, EngineCrashedError, GetTimeoutError, ForeignRefError, HeadDiedError, JparError, NotInitializedError, ObjectLostError, ObjectStoreFullError, ResourceError, SerializationError, TaskCancelledError, TaskError, UnsupportedOnBackend
+from .api import ClusterContext, available_resources, cancel, cluster_resources, free, get, get_actor, get_runtime_context, init, is_initialized, kill, nodes, put, remote, shutdown, wait
+from .errors import ActorDiedError, ActorError, ClusterError, ConfigError, EngineCrashedError, GetTimeoutError, ForeignRefError, HeadDiedError, JparError, NotInitializedError, ObjectFreedError, ObjectLostError, ObjectStoreFullError, ResourceError, SecurityError, SerializationError, TaskCancelledError, TaskError, UnsupportedOnBackend
 from . import backends, exceptions, hooks
 from .refs import ObjectRef
 from .remote_function import RemoteFunction
+from .trace import timeline
 
 __version__ = "0.1.0"
 
@@ -71,13 +72,13 @@ def _register_sidebar_comm() -> None:
 _register_sidebar_comm()
 
 __all__ = [
-    "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
+    "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel", "free",
     "cluster_resources", "available_resources", "nodes", "get_runtime_context", "exceptions",
     "ClusterContext", "ObjectRef", "RemoteFunction", "executor",
-    "kill", "get_actor", "method", "ActorClass", "ActorHandle", "dashboard",
-    "JparError", "ClusterError", "ConfigError", "NotInitializedError", "HeadDiedError", "SerializationError", "ResourceError",
+    "kill", "get_actor", "method", "ActorClass", "ActorHandle", "dashboard", "timeline",
+    "JparError", "ClusterError", "ConfigError", "NotInitializedError", "HeadDiedError", "SecurityError", "SerializationError", "ResourceError",
     "TaskError", "TaskCancelledError", "EngineCrashedError", "ActorError", "ActorDiedError",
-    "GetTimeoutError", "ObjectLostError", "ForeignRefError", "ObjectStoreFullError", "UnsupportedOnBackend", "hooks",
+    "GetTimeoutError", "ObjectLostError", "ObjectFreedError", "ForeignRefError", "ObjectStoreFullError", "UnsupportedOnBackend", "hooks",
     "backends",
     "load_ipython_extension", "unload_ipython_extension", "__version__",
 ]

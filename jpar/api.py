@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 from typing import Any, Callable
 
-from . import backends
+from . import backends, call_sites
 from . import hooks as _hooks
 from .backends import Backend
 from .config import Config
@@ -16,7 +17,7 @@ from .remote_function import RemoteFunction
 from .context import get_runtime_context
 
 __all__ = ["nodes", "get_runtime_context", "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
-           "cluster_resources", "available_resources", "ClusterContext", "kill", "get_actor"]
+           "free", "cluster_resources", "available_resources", "ClusterContext", "kill", "get_actor"]
 
 _init_lock = threading.RLock()
 _atexit_registered = False
@@ -94,7 +95,8 @@ class ClusterContext:
                 f"<table><tr><th>engine</th><th>node</th><th>pid</th><th>CPU</th><th>RSS</th></tr>{rows}</table></div>")
 
 
-def init(address: str | None = None, *, backend: str | None = None, num_engines: int | None = None,
+def init(address: str | None = None, *, ssh: list[str] | str | None = None, backend: str | None = None,
+         num_engines: int | None = None,
          num_cpus: float | None = None, num_gpus: float | None = None, resources: dict | None = None,
          ignore_reinit_error: bool = True, **config_overrides: Any) -> ClusterContext:
     """Start a local cluster (head + engines), or connect to a running one.
@@ -113,9 +115,13 @@ def init(address: str | None = None, *, backend: str | None = None, num_engines:
     with a warning otherwise (jpar's default, so notebook cells can be re-run); call
     :func:`shutdown` first to start another. ``address`` may be ``"auto"`` (the newest cluster on this
     machine), a head's ``tcp://host:port`` or the path of a connection file.
+
+    ``ssh=["host1", "host2"]`` starts the head here and ``num_engines`` engines (default: one per
+    core) on each of those hosts over ssh, as ``jpar up --ssh`` does (see docs/scaling-out.md);
+    ``ssh_python=``, ``ssh_options=`` and ``bind_host=`` tune it. :func:`shutdown` stops them all.
     """
     global _atexit_registered, _auto_started, _init_args
-    args = {k: v for k, v in dict(address=address, backend=backend, num_engines=num_engines, num_cpus=num_cpus,
+    args = {k: v for k, v in dict(address=address, ssh=ssh, backend=backend, num_engines=num_engines, num_cpus=num_cpus,
                                   num_gpus=num_gpus, resources=resources, **config_overrides).items() if v is not None}
     with _init_lock:
         d = backends.current()
@@ -134,8 +140,13 @@ def init(address: str | None = None, *, backend: str | None = None, num_engines:
             return ClusterContext(d)
         config = Config.from_env(num_engines=num_engines, num_cpus=num_cpus, num_gpus=num_gpus, backend=backend,
                                  **config_overrides)
+        if ssh and config.backend != "native":
+            from .errors import ConfigError
+
+            raise ConfigError(f"jpar.init(ssh=...) starts jpar's own engines over ssh, not a {config.backend} cluster. "
+                              "Start that cluster with its own tools and pass its address, or use backend='native'.")
         b = backends.backend_class(config.backend).connect(
-            address, config, {"num_engines": num_engines, "resources": resources})
+            address, config, {"num_engines": num_engines, "resources": resources, "ssh": ssh})
         backends.set_current(b)
         _auto_started, _init_args = False, args
         from . import hooks
@@ -162,6 +173,8 @@ def shutdown() -> None:
         backends.set_current(None)
         global _auto_started, _init_args
         _auto_started, _init_args = False, {}
+        put_sites.clear()            # object ids start over with the next cluster
+        call_sites.clear()
         b.close()
 
 
@@ -201,23 +214,46 @@ def get(object_refs, *, timeout: float | None = None):
         check()
     if isinstance(object_refs, ObjectRef):
         return d.get([object_refs], timeout)[0]
-    if isinstance(object_refs, (list, tuple)):
-        refs = list(object_refs)
-        for r in refs:
-            if not isinstance(r, ObjectRef):
-                raise TypeError(f"jpar.get() takes an ObjectRef or a list of ObjectRefs, found {type(r).__name__} "
-                                "in the list.")
-        if _hooks._progress_reporter is not None:
-            return _with_progress(refs, "get", len(refs), lambda: d.get(refs, timeout))
-        return d.get(refs, timeout)
-    raise TypeError(f"jpar.get() takes an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}.")
+    refs = _ref_list(object_refs, "jpar.get()")
+    if _hooks._progress_reporter is not None:
+        return _with_progress(refs, "get", len(refs), lambda: d.get(refs, timeout))
+    return d.get(refs, timeout)
+
+
+def _ref_list(object_refs: Any, what: str) -> list:
+    """``object_refs`` (one ref, or a list or tuple of them) as a list; a TypeError naming ``what``
+    and the offending type otherwise."""
+    if isinstance(object_refs, ObjectRef):
+        return [object_refs]
+    if not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"{what} takes an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}.")
+    refs = list(object_refs)
+    for r in refs:
+        if not isinstance(r, ObjectRef):
+            raise TypeError(f"{what} takes an ObjectRef or a list of ObjectRefs, found {type(r).__name__} in the list.")
+    return refs
+
+
+#: object id -> (file, line, function) of the jpar.put call that made it, the newest PUT_SITES_MAX
+#: puts of this process: what the dashboard names a stored object by. Three fields of the
+#: caller's frame, never the frame or a traceback (they would keep the caller's locals alive).
+put_sites: dict = {}
+PUT_SITES_MAX = 16384
 
 
 def put(value: Any) -> ObjectRef:
     """Store a value in the cluster once; pass the ref to many tasks instead of the value."""
     if isinstance(value, ObjectRef):
         raise TypeError("Calling jpar.put() on an ObjectRef is not allowed; pass the ref itself to tasks.")
-    return _backend("jpar.put()").put(value)
+    ref = _backend("jpar.put()").put(value)
+    f = sys._getframe(1)
+    sites = put_sites
+    sites[ref.id] = (f.f_code.co_filename, f.f_lineno, f.f_code.co_name)
+    if len(sites) > PUT_SITES_MAX:      # keep the newer half: amortized O(1) (deleting the oldest one
+        keep = list(sites.items())[PUT_SITES_MAX // 2:]   # by one makes next(iter()) scan the holes)
+        sites.clear()
+        sites.update(keep)
+    return ref
 
 
 def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True):
@@ -254,6 +290,30 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"jpar.cancel() takes an ObjectRef, got {type(object_ref).__name__}.")
     _backend("jpar.cancel()").cancel(object_ref, force, recursive)
+
+
+def free(object_refs) -> None:
+    """Release the values of one ref or a list of refs now, though refs to them still exist (what
+    Ray's internal ``free`` did): their memory goes back at once, and every later ``get`` of them,
+    or task given one as an argument, raises :class:`~jpar.errors.ObjectFreedError` (never a hang).
+
+    For freeing what a notebook no longer needs without hunting down every variable that holds a
+    ref (the dashboard's store table calls it). Semantics, the same on every backend:
+
+    - a ref whose task has not finished: the task is *not* cancelled (``jpar.cancel`` does that);
+      it runs on, its value is dropped as soon as it is made, and ``get`` raises at once;
+    - a task already running with the value as an argument keeps it until it ends (the memory
+      goes back then); tasks submitted later with the ref fail with ObjectFreedError;
+    - freeing a ref twice, or a ref its cluster no longer knows (released), does nothing; a ref of
+      another (shut down) cluster raises ForeignRefError, as every use of such a ref does.
+    """
+    refs = _ref_list(object_refs, "jpar.free()")
+    if refs:
+        b = backends.require("jpar.free()")
+        from .refs import check_cluster
+
+        check_cluster(refs, b.cluster_id)
+        b.free(refs)
 
 
 def nodes() -> list[dict]:

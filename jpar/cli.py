@@ -2,26 +2,35 @@
 
 ::
 
-    jpar start --head [--num-engines N] [--port P]     a head (and N local engines), detached
-    jpar start --address tcp://HOST:PORT [-n N]        N engines joining that head
+    jpar start --head [--num-engines N] [--port P] [--bind ADDR] [--insecure]
+                                                       a head (and N local engines), detached; off
+                                                       loopback its sockets use CurveZMQ (keys made
+                                                       if missing) unless --insecure
+    jpar start --address tcp://HOST:PORT [-n N]        N engines joining that head (with this host's
+                                                       client keys when it is on another host)
+    jpar keys [--dir DIR] [--force]                    make the cluster's CurveZMQ keys (0600, in 0700)
     jpar status [--address A]                          engines, resources, tasks
     jpar add-engines [--address A] [-n N]              N more engines on the head's host, each bringing a CPU
     jpar remove-engines [--address A] [-n N | --engine ID ...] [--no-wait]
                                                        drain engines and stop them (not replaced)
     jpar stop [--address A | --all]                    stop a cluster and all its processes
+    jpar up --ssh HOST[,HOST...] [--python PATH] [--engines-per-host N] [--bind ADDR]
+                                                       a head here and engines on each host over ssh
+                                                       (keys copied there: never the server secret)
+    jpar down [--cluster ID | --all]                   stop what `jpar up` started, on every host
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import socket
-import subprocess
 import sys
 
-from .config import Config
+from .config import Config, key_dir
 from .errors import ClusterError, JparError
-from .runtime.driver.launcher import engine_count, find_clusters, node_resources, start_head
+from .runtime.driver.launcher import engine_count, find_clusters, start_engines, start_head
 
 __all__ = ["main"]
 
@@ -53,6 +62,12 @@ def cmd_start(args, config: Config) -> int:
         print(f"connection file: {path}")
         print(f"connect a notebook with: jpar.init(address={conn['head']!r})")
         print(f"add engines with: jpar start --address {conn['head']}")
+        if conn.get("curve_serverkey"):
+            from .runtime.wire import keys
+
+            for f in conn.get("key_files_created", []):
+                print(f"created key file {f}")
+            print(keys.join_instructions(key_dir(config), conn["head"]))
         return 0
     if not args.address:
         print("jpar start needs --head or --address tcp://HOST:PORT", file=sys.stderr)
@@ -61,19 +76,9 @@ def cmd_start(args, config: Config) -> int:
 
     conn = resolve_address(args.connection_file or args.address, config)
     n = engine_count(config, args.num_engines)
-    head = conn.get("head_ipc") if conn.get("local") and conn.get("head_ipc") else conn["head"]
-    setup = {"key": conn["key"], "head": head, "node": args.node or socket.gethostname(),
-             "resources": node_resources(config, n), "parent_pid": 0, "rundir": conn.get("rundir", ""),
-             "log_level": config.log_level, "metrics_interval_s": config.metrics_interval_s,
-             "start_timeout_s": config.start_timeout_s}
-    pids = []
-    for _ in range(n):
-        proc = subprocess.Popen([sys.executable, "-m", "jpar.runtime.engine.engine"], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        proc.stdin.write((json.dumps(setup) + "\n").encode())
-        proc.stdin.close()
-        pids.append(proc.pid)
-    print(f"started {n} engine(s) (pids {', '.join(map(str, pids))}) joining {conn['head']} as node {setup['node']}")
+    node = args.node or socket.gethostname()
+    pids = start_engines(conn, config, n, node, wait=True)   # a ClusterError says why one did not join
+    print(f"started {n} engine(s) (pids {', '.join(map(str, pids))}) that joined {conn['head']} as node {node}")
     return 0
 
 
@@ -157,6 +162,62 @@ def cmd_stop(args, config: Config) -> int:
     return 0
 
 
+def cmd_up(args, config: Config) -> int:
+    from .runtime.driver import ssh_launcher
+    from .runtime.driver.driver import Driver
+
+    config = config.replace(bind_host=args.bind or config.bind_host, ssh_python=args.python or config.ssh_python)
+    cluster = ssh_launcher.up(args.ssh.split(","), config, engines_per_host=args.engines_per_host)
+    conn = cluster.conn
+    try:
+        d = Driver(conn, config.replace(start_timeout_s=min(config.start_timeout_s, 10.0)), kind="cli")
+    except BaseException:
+        ssh_launcher.down(cluster.record, config)
+        raise
+    ssh_launcher.wait_joined(cluster, d, config)
+    d.close()
+    print(f"jpar head started (pid {conn['pid']}) at {conn['head']}")
+    for f in conn.get("key_files_created", []):
+        print(f"created key file {f}")
+    for h in cluster.record["hosts"]:
+        print(f"{h['host']}: {len(h['pids'])} engine(s) (pids {', '.join(map(str, h['pids']))}), keys in {h['dir']}")
+    print(f"connect a notebook with: jpar.init(address={conn['head']!r})")
+    print(f"stop the engines on every host and the head with: jpar down (this cluster: --cluster {conn['cluster_id']})")
+    return 0
+
+
+def cmd_down(args, config: Config) -> int:
+    from .runtime.driver import ssh_launcher
+
+    records = ssh_launcher.find_records(config)
+    if args.cluster:
+        records = [r for r in records if r["cluster_id"] == args.cluster]
+    elif not args.all:
+        records = records[:1]
+    if not records:
+        print("no cluster started by `jpar up` found" + (f" with id {args.cluster}" if args.cluster else ""))
+        return 0
+    for r in records:
+        for line in ssh_launcher.down(r, config):
+            print(line)
+        print(f"stopped cluster {r['cluster_id']} at {r['head']} (head pid {r['head_pid']})")
+    return 0
+
+
+def cmd_keys(args, config: Config) -> int:
+    from .runtime.wire import keys
+
+    directory = key_dir(config)
+    written = keys.create_keys(directory, force=args.force)
+    keys.load_identity(directory, role=keys.SERVER)   # what a head will load: refused now if not private
+    for f in written:
+        print(f"wrote {f}")
+    if not written:
+        print(f"the keys in {directory} are already there (--force makes new ones)")
+    print(keys.join_instructions(directory, "tcp://HEAD:PORT"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jpar", description="Run and inspect jpar clusters.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,8 +228,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", "--num-engines", type=int, help="engines to start (default: one per core)")
     p.add_argument("--port", type=int, help="head TCP port (default: a free one)")
     p.add_argument("--bind", help="interface to bind (default 127.0.0.1); 0.0.0.0 or :: binds all, "
-                   "and the head then advertises this host's main address")
+                   "and the head then advertises this host's main address. Off loopback every connection "
+                   "uses CurveZMQ keys (see `jpar keys`) unless --insecure")
     p.add_argument("--node", help="node name the engines report (default: the host name)")
+    p.add_argument("--key-dir", help="directory of the CurveZMQ keys used off loopback (default "
+                   "JPAR_KEY_DIR, else ~/.jpar/keys); a head off loopback makes them there if missing")
+    p.add_argument("--insecure", action="store_true", help="off loopback, run in plaintext without CurveZMQ "
+                   "(messages stay HMAC-signed): only on a network you trust; logs a warning")
+    p = sub.add_parser("up", help="start a head here and engines on other hosts over ssh",
+                       description="Start a head on this host (listening where the hosts can reach it; CurveZMQ on, "
+                       "keys made if missing) and engines on every host over ssh (OpenSSH, BatchMode, your ssh "
+                       "config and keys; extra ssh options in JPAR_SSH_OPTIONS, e.g. '-i KEY'). Each host gets the "
+                       "client keypair and the server's public key (0600, in a 0700 directory under "
+                       "JPAR_SSH_REMOTE_DIR), never the server's secret key. `jpar down` undoes it all.")
+    p.add_argument("--ssh", required=True, metavar="HOST[,HOST...]", help="hosts to start engines on "
+                   "(ssh destinations: host, user@host, or an alias of ~/.ssh/config)")
+    p.add_argument("--python", help="the hosts' Python, which must import jpar (default JPAR_SSH_PYTHON, else the "
+                   "same path as this Python)")
+    p.add_argument("--engines-per-host", type=int, metavar="N", help="engines on each host (default: one per core "
+                   "of that host)")
+    p.add_argument("--bind", help="address of this host the head listens on (default: the one that routes to the "
+                   "first host)")
+    p.add_argument("--key-dir", help="directory of the cluster's CurveZMQ keys on this host (default JPAR_KEY_DIR, "
+                   "else ~/.jpar/keys); made if missing")
+    p = sub.add_parser("down", help="stop a cluster started by `jpar up`: its head and the engines on every host")
+    p.add_argument("--cluster", metavar="ID", help="which cluster (default: the newest started by `jpar up`)")
+    p.add_argument("--all", action="store_true", help="every cluster started by `jpar up` from this host")
+    p = sub.add_parser("keys", help="make the cluster's CurveZMQ keys (server and client keypairs)",
+                       description="Write server.key, server.key_secret, client.key and client.key_secret "
+                       "(mode 0600, in a 0700 directory) unless they exist. Copy server.key, client.key and "
+                       "client.key_secret to every host that joins; the server secret stays on the head's host.")
+    p.add_argument("--dir", help="key directory (default JPAR_KEY_DIR, else ~/.jpar/keys)")
+    p.add_argument("--force", action="store_true", help="replace existing keys (joined hosts need the new files)")
     p = sub.add_parser("status", help="show engines, resources and tasks")
     p.add_argument("--address", help="head address or connection file (default: the newest local cluster)")
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
@@ -185,10 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address", help="head address or connection file (default: the newest local cluster)")
     p.add_argument("--all", action="store_true", help="stop every cluster on this machine")
     args = parser.parse_args(argv)
-    config = Config.from_env()
+    logging.basicConfig(level=logging.WARNING, format="jpar %(levelname)s: %(message)s")
     try:
-        return {"start": cmd_start, "status": cmd_status, "stop": cmd_stop,
-                "add-engines": cmd_add_engines, "remove-engines": cmd_remove_engines}[args.command](args, config)
+        config = Config.from_env(key_dir=getattr(args, "key_dir", None) or getattr(args, "dir", None),
+                                 insecure=True if getattr(args, "insecure", False) else None)
+        return {"start": cmd_start, "status": cmd_status, "stop": cmd_stop, "keys": cmd_keys,
+                "add-engines": cmd_add_engines, "remove-engines": cmd_remove_engines, "up": cmd_up,
+                "down": cmd_down}[args.command](args, config)
     except (JparError, ClusterError) as exc:
         print(f"jpar {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["Config", "SETTINGS", "runtime_dir"]
+__all__ = ["Config", "SETTINGS", "runtime_dir", "key_dir"]
 
 
 def _setting(default, env: str, doc: str):
@@ -36,11 +36,18 @@ class Config:
     prefetch: int = _setting(64, "JPAR_PREFETCH", "Most tasks queued on an engine beyond the running one (hides dispatch latency).")
     spin_s: float = _setting(0.0, "JPAR_SPIN_S", "Seconds a head or engine keeps polling after a message before it sleeps; 0 on small machines (on 2 cores spinning slowed round trips 10-40%), try 0.0002 where cores outnumber busy processes.")
     prefetch_s: float = _setting(0.002, "JPAR_PREFETCH_S", "Seconds of work an engine keeps queued: short tasks queue deep, long ones one at a time.")
+    actor_spares: int = _setting(1, "JPAR_ACTOR_SPARES", "Actor processes the head keeps started and idle once the cluster has started its first actor, each taken by the next actor (or jpar.multiprocessing.Process) that starts, so that start is a message, not an interpreter start; 0 starts every actor process on demand.")
     max_retries: int = _setting(3, "JPAR_MAX_RETRIES", "Default retries of a task whose engine died under it.")
-    metrics_interval_s: float = _setting(1.0, "JPAR_METRICS_INTERVAL_S", "Seconds between engine CPU/memory samples.")
+    metrics_interval_s: float = _setting(1.0, "JPAR_METRICS_INTERVAL_S", "Seconds between engine CPU/memory samples while idle; while a task runs, at most 0.25 (four a second).")
     log_level: str = _setting("WARNING", "JPAR_LOG_LEVEL", "Log level of head and engine processes.")
     runtime_dir: str = _setting("", "JPAR_RUNTIME_DIR", "Where connection files and sockets live; empty means a per-user default.")
     cluster_key: str = _setting("", "JPAR_CLUSTER_KEY", "Hex key of a remote cluster whose connection file is not on this machine.")
+    key_dir: str = _setting("", "JPAR_KEY_DIR", "Directory of the CurveZMQ keys that secure every connection off loopback (`jpar keys` makes them; mode 0700, files 0600, refused if wider); empty means ~/.jpar/keys. Every public key (*.key) in it is admitted.")
+    insecure: bool = _setting(False, "JPAR_INSECURE", "Let sockets bound or connected off loopback run in plaintext, without CURVE encryption and client keys (messages stay HMAC-signed). Only for a network you trust; a head started so logs a warning.")
+    ssh_options: str = _setting("", "JPAR_SSH_OPTIONS", "Extra options for the OpenSSH client that `jpar up --ssh` and init(ssh=[...]) run (split as a shell would), e.g. \"-i ~/.ssh/cluster -p 2222\" or \"-F CONFIG\"; ssh always runs with BatchMode=yes (it never prompts) and otherwise follows your ~/.ssh/config.")
+    ssh_python: str = _setting("", "JPAR_SSH_PYTHON", "The Python that runs the engines on hosts reached over ssh (it must import jpar); empty means the same path as this process's Python.")
+    ssh_remote_dir: str = _setting("~/.jpar/ssh", "JPAR_SSH_REMOTE_DIR", "Where on hosts reached over ssh each cluster keeps its key files (a 0700 directory per cluster, named by its id, removed by `jpar down`); ~ is that host's home.")
+    ssh_connect_timeout_s: float = _setting(15.0, "JPAR_SSH_CONNECT_TIMEOUT_S", "Seconds ssh waits to connect to a host before it is reported unreachable.")
     object_store_threshold: int = _setting(100 * 1024, "JPAR_OBJECT_STORE_THRESHOLD", "Values whose pickle is at least this many bytes go to the host's shared-memory object store; smaller ones travel inline in messages.")
     object_store_bytes: int = _setting(0, "JPAR_OBJECT_STORE_BYTES", "Capacity of each node's object store in bytes; 0 means 30% of RAM, bounded by the size of /dev/shm.")
     object_store_dir: str = _setting("", "JPAR_OBJECT_STORE_DIR", "Directory of the shared-memory segments; empty means /dev/shm (or the temp dir when there is none).")
@@ -96,6 +103,11 @@ def runtime_dir(config: Config) -> str:
     )
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
+
+
+def key_dir(config: Config) -> str:
+    """The directory of this host's CURVE keys (not created here: see jpar.runtime.wire.keys)."""
+    return os.path.abspath(os.path.expanduser(config.key_dir or os.path.join("~", ".jpar", "keys")))
 
 
 def environ_snapshot() -> dict[str, str]:

@@ -7,6 +7,7 @@
      +-- ClusterError                 the cluster cannot be started, reached, or is gone
      |    +-- NotInitializedError     an API call before jpar.init()
      |    +-- HeadDiedError           the head stopped answering
+     |    +-- SecurityError           keys missing, refused (file mode) or unusable (libzmq without CURVE)
      +-- ProtocolError                a message was unsigned, malformed or of another version
      +-- SerializationError           a value could not be pickled (names the argument)
      +-- ResourceError                no engine can ever satisfy a task's resource request
@@ -19,6 +20,7 @@
      +-- GetTimeoutError (also TimeoutError)   get()/wait-style call ran out of time
      +-- ObjectLostError              the object's value is gone (its owner released it)
      |    +-- ForeignRefError (also ValueError)  the ref was made by another (e.g. shut down) cluster
+     |    +-- ObjectFreedError        jpar.free() released the value while refs to it remained
      +-- ObjectStoreFullError         the store is full and nothing can be spilled
      +-- MissingExtraError (also ImportError)  an optional dependency is not installed
      +-- UnsupportedOnBackend (also NotImplementedError)  the backend in use cannot do this
@@ -32,6 +34,7 @@ __all__ = [
     "ClusterError",
     "NotInitializedError",
     "HeadDiedError",
+    "SecurityError",
     "ProtocolError",
     "SerializationError",
     "ResourceError",
@@ -43,6 +46,7 @@ __all__ = [
     "GetTimeoutError",
     "ObjectLostError",
     "ForeignRefError",
+    "ObjectFreedError",
     "ObjectStoreFullError",
     "MissingExtraError",
     "UnsupportedOnBackend",
@@ -69,6 +73,10 @@ class NotInitializedError(ClusterError):
 
 class HeadDiedError(ClusterError):
     pass
+
+
+class SecurityError(ClusterError):
+    """A connection off loopback cannot be secured: keys missing or too widely readable, or no CURVE."""
 
 
 class ProtocolError(JparError):
@@ -116,6 +124,21 @@ class ObjectLostError(JparError):
 class ForeignRefError(ObjectLostError, ValueError):
     """An ObjectRef used with a cluster other than the one that made it. Object ids restart with
     every cluster, so such a ref would name an unrelated value: it is refused instead."""
+
+
+class ObjectFreedError(ObjectLostError):
+    """A ref whose value :func:`jpar.free` released: the ref still exists, its value does not. Raised
+    by ``get`` of the ref and by every task given it as an argument, on every backend, so a freed
+    value is never mistaken for a lost one (a crash) nor waited for."""
+
+    def __init__(self, what: str = "This object"):
+        super().__init__(f"{what} was freed by jpar.free(), so its value can no longer be read or passed to tasks. "
+                         "Recompute it (call the task again) or jpar.put() the value again; free a ref only once "
+                         "nothing needs its value.")
+        self.what = what
+
+    def __reduce__(self):
+        return (type(self), (self.what,))
 
 
 class ObjectStoreFullError(JparError, MemoryError):

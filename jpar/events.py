@@ -26,7 +26,10 @@ class Event(NamedTuple):
     """One entry of the cluster's event stream (dashboards, sidebar, `jpar status`).
 
     ``kind`` "task": ``key`` is the task id, ``state`` its new state (waiting, queued, assigned,
-    running, done, failed, cancelled), ``info`` carries name, engine, deps, parent, actor, error. ``kind``
+    running, done, failed, cancelled), ``info`` carries name, engine, deps, parent, actor, error; a
+    submission's also ``args`` (bytes of its pickled arguments, where the backend pickles them: native,
+    Dask), a finished task's on the native backend ``fetch`` (seconds its engine spent fetching its ref
+    arguments) and ``size`` (bytes of its result(s)): the dashboard's wait/transfer phases. ``kind``
     "metrics": ``key`` is an engine id, ``info`` has cpu (percent), rss, shared (bytes), task, node,
     pid. ``kind`` "engine" / "actor" / "cluster": membership changes, ``info`` as for metrics."""
 

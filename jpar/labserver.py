@@ -35,12 +35,15 @@ GET  /jpar/stream          ``text/event-stream``: ``clusters`` and ``cluster`` s
 =========================  ====================================================================
 
 The kernel is never involved: the server is its own jpar client, so the sidebar works with no
-notebook open and across kernel restarts. Engines never import this module.
+notebook open and across kernel restarts. Engines never import this module. A Dask or Ray cluster
+this server can neither find nor speak to: the kernel that drives it pushes its card to the sidebar
+over the sidebar's comm (:mod:`jpar.notebook.sidebar_cluster`); no route here is involved.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -86,25 +89,28 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     web_app = serverapp.web_app
     base = url_path_join(web_app.settings["base_url"], "jpar")
     args = {"hub": hub}
-    web_app.add_handlers(".*$", [
-        (url_path_join(base, "clusters"), ClustersHandler, args),
-        (url_path_join(base, "status"), StatusHandler, args),
-        (url_path_join(base, "start"), StartHandler, args),
-        (url_path_join(base, "stop"), StopHandler, args),
-        (url_path_join(base, "engines"), EnginesHandler, args),
-        (url_path_join(base, "cancel"), CancelHandler, args),
-        (url_path_join(base, "stream"), StreamHandler, args),
-    ])
+    web_app.add_handlers(".*$", [(url_path_join(base, path), handler, args) for path, handler in routes()])
     web_app.settings["jpar_hub"] = hub
     serverapp.log.info("jpar sidebar server extension loaded at %s", base)
 
 
+def routes() -> list[tuple[str, type]]:
+    """Every route under ``/jpar/`` and its handler (one list: the server registers it, the tests walk
+    it, so a route added here is checked for auth, Host and Origin without being named twice)."""
+    return [("clusters", ClustersHandler), ("status", StatusHandler), ("start", StartHandler),
+            ("stop", StopHandler), ("engines", EnginesHandler), ("cancel", CancelHandler),
+            ("stream", StreamHandler)]
+
+
 # ------------------------------------------------------------------------ pure helpers
 def cluster_summary(conn: dict) -> dict:
-    """What the sidebar lists for a cluster (no key: the browser never sees it)."""
+    """What the sidebar lists for a cluster (no key: the browser never sees it), with the native
+    backend's capability flags: the card's buttons follow them, as they do on the cards that a
+    kernel pushes for a Dask or Ray cluster (:mod:`jpar.notebook.sidebar_cluster`)."""
     return {"id": conn.get("cluster_id", "?"), "address": conn["head"], "pid": conn.get("pid", 0),
             "host": conn.get("host", ""), "started": conn.get("started", 0), "local": bool(conn.get("local")),
-            "remote": bool(conn.get("remote")), "file": conn.get("file", "")}
+            "remote": bool(conn.get("remote")), "file": conn.get("file", ""), "backend": NativeBackend.name,
+            "source": "server", "capabilities": dataclasses.asdict(NativeBackend.capabilities)}
 
 
 def _store_figures(raw: Any) -> dict:
@@ -501,8 +507,33 @@ class Hub:
 
 # ------------------------------------------------------------------------ handlers
 class _Base(APIHandler):
+    """Every route: Jupyter's auth (``@tornado.web.authenticated`` on each method), Jupyter's Host
+    check (a request whose Host is not this server's is refused: DNS rebinding), and, for requests
+    that change something, an Origin that must be this server's own. Jupyter lets a token-bearing
+    request from any origin through; a web page cannot attach the token, but a cluster is worth a
+    second lock, so a foreign Origin is refused whatever the credentials."""
+
     def initialize(self, hub: Hub) -> None:
         self.hub = hub
+
+    async def prepare(self) -> None:
+        if self.request.method not in ("GET", "HEAD", "OPTIONS") and not self._origin_allowed():
+            raise tornado.web.HTTPError(403, f"Cross-origin {self.request.method} from "
+                                             f"{self.request.headers.get('Origin')} refused: jpar's routes take "
+                                             "changes only from pages of this Jupyter server (or its allow_origin).")
+        await super().prepare()
+
+    def _origin_allowed(self) -> bool:
+        """Jupyter's own Origin rule (same host, or the server's ``allow_origin``/``allow_origin_pat``),
+        without its exemption for token-bearing requests."""
+        self._strict_origin = True
+        try:
+            return self.check_origin()
+        finally:
+            self._strict_origin = False
+
+    def skip_check_origin(self) -> bool:
+        return False if getattr(self, "_strict_origin", False) else super().skip_check_origin()
 
     def body(self) -> dict:
         try:

@@ -43,6 +43,9 @@ class ObjectRef:
 
     def __reduce__(self):
         self._escaped = True
+        escaping = getattr(self._driver, "ref_escaping", None)   # a backend that must publish the ref first
+        if escaping is not None:
+            escaping(self)
         return (_rebuild_ref, (self.id, self.owner, self.cluster))
 
     def __eq__(self, other):

@@ -6,6 +6,7 @@ import functools
 from typing import Any, Callable, Generic, ParamSpec, TypeVar
 
 from . import backends as _backends
+from . import call_sites
 from .options import TaskOptions
 
 __all__ = ["RemoteFunction", "display_name", "first_use_backend"]
@@ -46,7 +47,15 @@ class RemoteFunction(Generic[Params, R]):
             backend = first_use_backend(f"{self._name}.remote()")
         if self._options.placement >= 0 and not backend.capabilities.placement:
             backend.require("placement")
-        return backend.submit(self, args, kwargs, self._options)
+        ident = call_sites.begin()   # the dashboard groups a function's tasks by where they were submitted
+        try:
+            refs = backend.submit(self, args, kwargs, self._options)
+            tid = getattr(refs[0] if type(refs) is list and refs else refs, "id", None)   # the task's id
+            if tid is not None:
+                call_sites.note(tid, 2)
+        finally:
+            call_sites.submitting.discard(ident)   # after the note: a reader never sees neither
+        return refs
 
     def __repr__(self) -> str:
         return f"<jpar.RemoteFunction {self._name}>"

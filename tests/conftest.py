@@ -15,6 +15,14 @@ import jpar
 
 pytest_plugins = ["jpar.testing.plugin"]   # the conformance kit's --jpar-backend and jpar_cluster
 
+# One Ray authentication mode for the whole session, set before any test uses Ray. The Ray heads the
+# tests start (`ray start`) run without token authentication; a process that used Ray with it (2.60's
+# default) and later connects to a head without it gets actors that end before they run ("all
+# references to the actor were removed"): seen as Processes on Ray reading exit code 1 and actors
+# dying whenever a module with a local Ray ran before one with a `ray start` head.
+os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 
 def jpar_children() -> list[psutil.Process]:
     """Processes under this pytest process that belong to jpar (heads, engines)."""

@@ -33,6 +33,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
+CLIENT_PORTS: dict = {}   # head address -> the port of its Ray Client server (ray://)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,12 +45,13 @@ def _free_port() -> int:
 def _start_head(tmp: pathlib.Path):
     """``ray start --head --block`` on a free port; (process, reader thread, address) once it is up,
     or None (and the process gone) if Ray timed out starting (it allows its raylet 30 s)."""
-    port = _free_port()
+    port, client_port = _free_port(), _free_port()
     env = dict(os.environ, **RAY_ENV, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     ray_cli = pathlib.Path(sys.executable).with_name("ray")
     proc = subprocess.Popen(
         [str(ray_cli), "start", "--head", "--block", "--num-cpus=2", "--include-dashboard=false",
-         "--disable-usage-stats", "--node-ip-address=127.0.0.1", f"--port={port}", f"--temp-dir={tmp}"],
+         "--disable-usage-stats", "--node-ip-address=127.0.0.1", f"--port={port}", f"--temp-dir={tmp}",
+         f"--ray-client-server-port={client_port}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     lines: queue.Queue = queue.Queue()
 
@@ -71,6 +75,7 @@ def _start_head(tmp: pathlib.Path):
             return None
         seen.append(line)
         if "Ray runtime started" in line:
+            CLIENT_PORTS[f"127.0.0.1:{port}"] = client_port
             return proc, reader, f"127.0.0.1:{port}"
 
 
@@ -112,11 +117,13 @@ def ray_head(tmp_path_factory):
     try:
         yield address
     finally:
-        if jpar.is_initialized():
-            jpar.shutdown()
-        if ray.is_initialized():
-            ray.shutdown()
-        alive = _stop_head(proc, reader)
+        try:                # a test that broke this process's Ray connection must not keep the head alive
+            if jpar.is_initialized():
+                jpar.shutdown()
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            alive = _stop_head(proc, reader)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -194,6 +201,73 @@ def test_connects_to_a_running_ray_and_leaves_it_running(cluster, ray_head):
         assert ray.is_initialized()                     # jpar did not start it, so it leaves it
     finally:
         ray.shutdown()
+
+
+RAY_CLIENT_SCRIPT = """
+import sys
+import numpy as np
+import jpar
+from jpar import backends
+
+@jpar.remote
+def add(a, b=0):
+    return a + b
+
+@jpar.remote
+class Tally:
+    def __init__(self):
+        self.seen = []
+
+    def add(self, x):
+        self.seen.append(x)
+        return list(self.seen)
+
+@jpar.remote
+def fails():
+    raise KeyError("missing")
+
+ctx = jpar.init(backend="ray", address=sys.argv[1])
+assert ctx.backend == "ray" and backends.current().table.client_mode
+assert jpar.get([add.remote(i, 1) for i in range(5)], timeout=120) == [1, 2, 3, 4, 5]
+arr = jpar.put(np.arange(10.0))
+assert jpar.get(add.remote(arr, 1), timeout=60).tolist() == list(np.arange(10.0) + 1)
+inner = add.remote(2, 2)
+assert jpar.get(jpar.remote(lambda xs: jpar.get(xs[0])).remote([inner]), timeout=60) == 4
+t = Tally.remote()
+assert jpar.get([t.add.remote(i) for i in range(4)], timeout=60)[-1] == [0, 1, 2, 3]
+try:
+    jpar.get(fails.remote(), timeout=60)
+    raise AssertionError("no error")
+except KeyError:
+    pass
+ready, pending = jpar.wait([add.remote(1), add.remote(2)], num_returns=2, timeout=60)
+assert len(ready) == 2 and not pending
+from jpar.multiprocessing import Pool
+with Pool(2) as pool:
+    assert pool.map(abs, [-1, -2, 3]) == [1, 2, 3]
+jpar.shutdown()
+print("RAY CLIENT OK")
+"""
+
+
+def test_a_ray_client_address_runs_the_api(ray_head):
+    """jpar.init(backend="ray", address="ray://host:port") through Ray Client, in a process of its own
+    (a Ray Client connection changes process-wide Ray state): tasks, a put value and a ref nested in a
+    list as arguments (Ray Client's cluster side unpickles that ref without jpar's hook: see
+    backends/ray/escaped.py), an actor's calls in order, the original exception type, wait, the Pool
+    drop-in; the cluster keeps running after."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), **RAY_ENV)
+    address = f"ray://127.0.0.1:{CLIENT_PORTS[ray_head]}"
+    for attempt in range(2):    # Ray Client's proxy can fail to start its per-client server under load, once
+        out = subprocess.run([sys.executable, "-c", RAY_CLIENT_SCRIPT, address], capture_output=True, text=True,
+                             timeout=170, env=env)
+        if "Initialization failure from server" not in out.stderr:
+            break
+    assert out.returncode == 0 and "RAY CLIENT OK" in out.stdout, out.stdout[-2000:] + out.stderr[-4000:]
+    b = backends.current()
+    if b is None or b.closed:
+        jpar.init(backend="ray", address=ray_head)
+    assert jpar.get(add.remote(1, 1), timeout=60) == 2
 
 
 def test_jpar_backend_variable_picks_ray(ray_head):
@@ -298,6 +372,36 @@ def test_events_metrics_and_store_for_the_dashboard(cluster):
     assert big_id not in cluster.table.refs               # a collected ref drops its Ray ref
 
 
+@jpar.remote
+def burn_until(path):
+    """Burn CPU until ``path`` exists (at least one round); return the rounds' count."""
+    n = 0
+    while True:
+        for _ in range(10_000):
+            n += 1
+        if os.path.exists(path):
+            return n
+
+
+def test_engine_metrics_show_the_cpu_that_tasks_burn(cluster, tmp_path):
+    """Tasks run in Ray's worker processes, not in the engine actors: an engine's figures carry its
+    slot's share of the node's working workers, so two CPU-bound tasks show on the engines' CPU
+    (before, the rows sampled only the idle engine actors and read ~0% while both CPUs burned)."""
+    stop = tmp_path / "stop"
+    sub = hooks.subscribe_events()
+    try:
+        refs = [burn_until.remote(str(stop)) for _ in range(2)]
+        events = _events_until(sub, lambda ev: any(e.kind == "metrics" and e.info["cpu"] >= 50 for e in ev),
+                               timeout=90)
+        stop.touch()
+        assert all(n > 0 for n in jpar.get(refs, timeout=60))
+        busy = [e.info["cpu"] for e in events if e.kind == "metrics"]
+        assert busy and max(busy) >= 50, busy
+    finally:
+        stop.touch()
+        sub.close()
+
+
 def test_remote_cells_keep_their_namespace_on_an_engine(cluster):
     from jpar.notebook import engine_ns
 
@@ -318,3 +422,25 @@ def test_remote_cells_keep_their_namespace_on_an_engine(cluster):
         cell(1, "x", 3)
     with pytest.raises(jpar.ResourceError):
         runner.options(placement=len(engines)).remote(key, "1", "<c>", None, ())
+
+
+def test_store_figures_are_each_nodes_own_used_and_available(cluster):
+    """With grpcio (the ``ray`` extra), each node's store figures are the raylet's own: an object no
+    jpar ref holds (Ray's own put here) counts, and the dashboard shows used and capacity per node."""
+    pytest.importorskip("grpc")
+    from jpar.notebook.dashboard import normalize_store
+
+    def used() -> int:
+        return sum(row["bytes_used"] for row in hooks.store_statistics().values())
+
+    before = used()
+    foreign = ray.put(b"y" * 6_000_000)      # not through jpar: the driver-only count would miss it
+    stats = hooks.store_statistics()
+    assert stats and all(row["scope"] == "node" for row in stats.values())
+    assert sum(row["bytes_used"] for row in stats.values()) >= before + 6_000_000
+    for row in stats.values():
+        assert row["capacity"] > 0 and row["available"] == row["capacity"] - row["bytes_used"]
+    shown = normalize_store(hooks.status()["object_store"])
+    assert shown["hosts"] and all(h["used"] is not None and h["capacity"] > 0 for h in shown["hosts"])
+    assert sum(h["used"] for h in shown["hosts"]) >= before + 6_000_000
+    del foreign

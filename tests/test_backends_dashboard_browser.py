@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 
 import psutil
 import pytest
 from playwright import sync_api as playwright_sync
 
-from .jupyter_servers import jupyter_app, lab_env, launch_chromium, require_chromium
+from .jupyter_servers import jupyter_app, lab_env, launch_chromium, open_notebook, require_chromium
 from .test_backends_notebook import BACKENDS, INIT, _backend_available
 from .test_dashboard_browser import ALL_DONE, ARTIFACTS, RECORD_DAG, WORKLOAD_DEFS, _notebook, _run_cell, _states, _wait_done
 
@@ -107,12 +106,7 @@ def test_dashboard_on_backend_in_jupyterlab(lab, backend):
         browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/lab/workspaces/t{uuid.uuid4().hex[:8]}/tree/dash.ipynb?reset&token={token}")
-            page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell", timeout=45_000)
-            page.wait_for_function(
-                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
-                " return k && k.status === 'idle'; }", timeout=45_000)
+            open_notebook(page, url, token, "dash.ipynb")
             _run_cell(page, 0)
             _wait_done(page, 0, timeout=150)
             out0 = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").nth(0).locator(

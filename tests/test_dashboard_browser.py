@@ -14,7 +14,6 @@ import pathlib
 import re
 import shutil
 import time
-import uuid
 
 import anywidget  # noqa: F401  (the test extra installs these: missing is an error, not a skip)
 import jupyterlab  # noqa: F401
@@ -23,7 +22,7 @@ import numpy  # noqa: F401
 import pytest
 from playwright import sync_api as playwright_sync
 
-from .jupyter_servers import jupyter_app, lab_env, launch_chromium, require_chromium
+from .jupyter_servers import jupyter_app, lab_env, launch_chromium, open_notebook, require_chromium
 
 ROOT = pathlib.Path(__file__).parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -184,12 +183,7 @@ def test_dashboard_in_jupyterlab(lab):
         browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/lab/workspaces/t{uuid.uuid4().hex[:8]}/tree/dash.ipynb?reset&token={token}")
-            page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell", timeout=45_000)
-            page.wait_for_function(
-                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
-                " return k && k.status === 'idle'; }", timeout=45_000)
+            open_notebook(page, url, token, "dash.ipynb")
             _run_cell(page, 0)
             _wait_done(page, 0)
             page.wait_for_selector(".jpar-dash .jpar-cpu-fill", timeout=20_000)
@@ -341,12 +335,7 @@ def test_dashboard_dark_theme_and_the_readme_screenshot(lab):
         browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1100})
-            page.goto(f"{url}/lab/workspaces/t{uuid.uuid4().hex[:8]}/tree/load.ipynb?reset&token={token}")
-            page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell", timeout=45_000)
-            page.wait_for_function(
-                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
-                " return k && k.status === 'idle'; }", timeout=45_000)
+            open_notebook(page, url, token, "load.ipynb")
             for i in (0, 1):
                 _run_cell(page, i)
                 _wait_done(page, i)
@@ -405,8 +394,271 @@ def test_dashboard_dark_theme_and_the_readme_screenshot(lab):
             page.locator(".jpar-dash").nth(1).scroll_into_view_if_needed()
             page.locator(".jpar-dash").nth(0).screenshot(path=str(ARTIFACTS / "dashboard-dark.png"))
             page.locator(".jpar-dash").nth(1).screenshot(path=str(ARTIFACTS / "dashboard-dark-grouped.png"))
-            for i in (3, 4):
-                _run_cell(page, i)
-                _wait_done(page, i)
+            # a click on a group shows its tasks one by one; a second click folds them
+            grouped = page.locator(".jpar-dash").nth(1)
+            key = grouped.locator("g.jpar-node[data-kind=function]").first.get_attribute("data-id")
+            grouped.locator(f"g.jpar-node[data-id='{key}']").click()
+            page.wait_for_function("() => document.querySelectorAll('.jpar-dash')[1]"
+                                   ".querySelectorAll('g.jpar-node[data-kind=task]').length >= 2", timeout=15_000)
+            assert grouped.locator("text.jpar-lane-label").first.text_content().endswith("(expanded)")
+            grouped.screenshot(path=str(ARTIFACTS / "dashboard-dark-expanded.png"))
+            opened = grouped.locator("g.jpar-node[data-kind=task]").count()
+            assert opened >= 2
+            grouped.locator(f"g.jpar-node[data-id='{key}']").click()
+            page.wait_for_function("() => document.querySelectorAll('.jpar-dash')[1]"
+                                   ".querySelectorAll('g.jpar-node[data-kind=task]').length === 0", timeout=15_000)
+            _run_cell(page, 3)
+            _wait_done(page, 3)
+            # the store table's "free" button, pressed from the keyboard: jpar.free in the kernel, the row goes
+            free = page.locator(".jpar-dash").nth(0).locator(".jpar-largest button.jpar-free:not([disabled])").first
+            free.wait_for(timeout=20_000)
+            oid = free.get_attribute("data-free")
+            free.focus()
+            page.keyboard.press("Enter")
+            page.wait_for_function("(id) => !document.querySelector('.jpar-dash').querySelector("
+                                   "`.jpar-largest [data-id=\"${id}\"]`)", arg=oid, timeout=15_000)
+            _run_cell(page, 4)
+            _wait_done(page, 4)
+        finally:
+            browser.close()
+
+
+# ---------------------------------------------------------------- navigation, details, task stream
+NAV_CELLS = [
+    "import time, jpar\n"
+    "jpar.init(num_engines=2)\n"
+    "board = jpar.dashboard()\n"
+    "board",
+    # 298 tasks of three kinds: loads, a long-named transform of each, an actor's calls on some
+    "@jpar.remote\n"
+    "def load(i):\n"
+    "    time.sleep(0.03)\n"
+    "    return i\n"
+    "\n"
+    "@jpar.remote\n"
+    "def transform_with_a_rather_long_name(x):\n"
+    "    return x * 2\n"
+    "\n"
+    "@jpar.remote\n"
+    "class Accumulator:\n"
+    "    def __init__(self):\n"
+    "        self.total = 0\n"
+    "    def add(self, x):\n"
+    "        self.total += x\n"
+    "        return self.total\n"
+    "\n"
+    "acc = Accumulator.remote()\n"
+    "xs = [load.remote(i) for i in range(120)]\n"
+    "ys = [transform_with_a_rather_long_name.remote(x) for x in xs]\n"
+    "calls = [acc.add.remote(y) for y in ys[:58]]\n"
+    "'submitted'",
+    "print(len(jpar.get(ys)), jpar.get(calls)[-1])",
+    "board.close()\njpar.shutdown()\n'stopped'",
+]
+
+# every node label's rendered size in px (font size times the zoom), and whether it is on screen
+LABEL_SIZES = """() => Array.from(document.querySelectorAll('.jpar-dash svg.jpar-dag g.jpar-node > text')).map(t =>
+  t.getScreenCTM().a * parseFloat(getComputedStyle(t).fontSize))"""
+
+TRANSFORM = "() => document.querySelector('.jpar-dash g.jpar-viewport').getAttribute('transform')"
+ZOOM = "() => parseFloat(document.querySelector('.jpar-dash svg.jpar-dag').dataset.zoom)"
+
+# the node nearest the bottom-right corner of the graph's box that is wholly inside it (its centre)
+CORNER_NODE = """() => {
+  const box = document.querySelector('.jpar-dash .jpar-dagbox').getBoundingClientRect();
+  let best = null;
+  for (const g of document.querySelectorAll('.jpar-dash g.jpar-node')) {
+    const r = g.querySelector('circle, rect').getBoundingClientRect();
+    if (r.left < box.left + 30 || r.right > box.right - 60 || r.top < box.top + 30 || r.bottom > box.bottom - 4) continue;
+    const score = r.right + r.bottom;
+    if (!best || score > best.score) best = {score, x: (r.left + r.right) / 2, y: (r.top + r.bottom) / 2,
+                                             id: g.dataset.id};
+  }
+  return best;
+}"""
+
+INSIDE = """([inner, outer]) => {
+  const a = document.querySelector(inner).getBoundingClientRect(), b = document.querySelector(outer).getBoundingClientRect();
+  return a.width > 0 && a.left >= b.left - 1 && a.right <= b.right + 1 && a.top >= b.top - 1 && a.bottom <= b.bottom + 1;
+}"""
+
+ALL_NODES_INSIDE = """() => {
+  const b = document.querySelector('.jpar-dash .jpar-dagbox').getBoundingClientRect();
+  return Array.from(document.querySelectorAll('.jpar-dash g.jpar-node > circle, .jpar-dash g.jpar-node > rect'))
+    .every(e => { const r = e.getBoundingClientRect();
+                  return r.left >= b.left - 1 && r.right <= b.right + 1 && r.top >= b.top - 1 && r.bottom <= b.bottom + 1; });
+}"""
+
+
+@pytest.mark.timeout(300)
+def test_graph_navigation_details_and_task_stream(lab):
+    """300 mixed tasks with an actor: the empty state first; during the run the task stream shows bars
+    per engine, coloured by function; then labels are >= 10 px at the default zoom, full names shown,
+    the actor's calls on their lane, hover details inside the widget, zoom/pan/fit/keys move the view
+    (and JupyterLab's 0 0 does not restart the kernel); in the dark theme labels stay legible."""
+    url, token, root = lab
+    _notebook(root / "nav.ipynb", NAV_CELLS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_sync.sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            open_notebook(page, url, token, "nav.ipynb")
+            _run_cell(page, 0)
+            _wait_done(page, 0)
+            page.wait_for_selector(".jpar-dash .jpar-empty", timeout=20_000)
+
+            # the empty state says what will appear
+            empty = page.locator(".jpar-dash .jpar-empty")
+            assert empty.is_visible() and "Tasks you submit appear here as a graph" in empty.inner_text()
+            assert "task stream" in page.eval_on_selector(".jpar-dash svg.jpar-stream", "e => e.textContent")
+            page.locator(".jpar-dash").screenshot(path=str(ARTIFACTS / "dashboard-empty.png"))
+
+            # the task stream during the run: bars on both engines' rows, one colour per function
+            _run_cell(page, 1)
+            page.wait_for_function(
+                "() => { const b = document.querySelectorAll('.jpar-dash rect.jpar-stream-bar');"
+                " return new Set(Array.from(b).map(r => r.dataset.engine)).size >= 2; }", timeout=30_000)
+            page.locator(".jpar-dash").screenshot(path=str(ARTIFACTS / "dashboard-stream-running.png"))
+            bars = page.eval_on_selector_all(".jpar-dash rect.jpar-stream-bar",
+                                             "els => els.map(r => [r.dataset.name, r.getAttribute('fill'), r.dataset.engine])")
+            colours: dict = {}
+            for name, fill, _ in bars:
+                colours.setdefault(name, set()).add(fill)
+            assert all(len(f) == 1 for f in colours.values()), colours     # stable colour per function
+            _wait_done(page, 1)
+            _run_cell(page, 2)
+            _wait_done(page, 2, timeout=90)
+            page.wait_for_function("() => { const s = document.querySelector('.jpar-dash svg.jpar-dag');"
+                                   " return +s.dataset.nodes >= 298 && s.dataset.mode === 'tasks'"
+                                   " && document.querySelectorAll('.jpar-dash g.jpar-node[data-state=\"done\"]').length"
+                                   " >= 298; }", timeout=30_000)
+            names = set(page.eval_on_selector_all(".jpar-dash g.jpar-node > text", "els => els.map(e => e.textContent)"))
+            assert {"load", "transform_with_a_rather_long_name", "Accumulator.add"} <= names, names   # never cut
+            lane_labels = page.eval_on_selector_all(".jpar-dash text.jpar-lane-label", "els => els.map(e => e.textContent)")
+            assert lane_labels == ["Accumulator actor"], lane_labels
+            stream_names = set(page.eval_on_selector_all(".jpar-dash rect.jpar-stream-bar", "els => els.map(r => r.dataset.name)"))
+            assert {"load", "transform_with_a_rather_long_name"} <= stream_names, stream_names
+            # waits and transfers: tasks queued behind busy engines waited (thin strips under the bars);
+            # each transform fetched its ref argument (a bar's data-fetch; hatched where a pixel wide)
+            phases = page.eval_on_selector_all(".jpar-dash rect.jpar-stream-bar",
+                                               "els => els.map(r => [r.dataset.name, +r.dataset.wait, +r.dataset.fetch])")
+            assert any(w > 0 for _, w, _ in phases), phases
+            assert any(n == "transform_with_a_rather_long_name" and f > 0 for n, _, f in phases), phases
+            assert page.locator(".jpar-dash rect.jpar-stream-wait").count() >= 1
+
+            # memory bars against the host's memory (the engines are local): width = heap / host memory
+            mem = page.eval_on_selector_all(
+                ".jpar-dash .jpar-bar[data-limit]",
+                "els => els.map(b => [+b.dataset.limit, +b.querySelector('.jpar-heap-fill').dataset.heap,"
+                " parseFloat(b.querySelector('.jpar-heap-fill').style.width)])")
+            assert len(mem) == 2 and all(lim > 0 for lim, _, _ in mem), mem
+            assert all(abs(w - 100 * heap / lim) < 0.01 for lim, heap, w in mem), mem
+
+            # labels readable at the default zoom, nodes big enough to point at
+            sizes = page.evaluate(LABEL_SIZES)
+            assert len(sizes) >= 298 and min(sizes) >= 9.99, min(sizes)
+            dot = page.eval_on_selector(".jpar-dash g.jpar-node > circle", "e => e.getBoundingClientRect().width")
+            assert dot >= 15, dot
+            # the actor's calls: one lane, one row, in submission order left to right
+            lanes = page.eval_on_selector_all(".jpar-dash rect.jpar-lane", "els => els.map(e => e.dataset.lane)")
+            assert len(lanes) == 1 and lanes[0].startswith("actor:"), lanes
+            calls = page.eval_on_selector_all(
+                ".jpar-dash g.jpar-node[data-kind=call]",
+                "els => els.map(g => [parseInt(g.dataset.id, 16), g.transform.baseVal[0].matrix.e, g.transform.baseVal[0].matrix.f])")
+            assert len(calls) == 58 and len({c[2] for c in calls}) == 1, calls[:3]
+            xs = [c[1] for c in sorted(calls)]
+            assert xs == sorted(xs) and len(set(xs)) == 58, xs[:5]
+            page.locator(".jpar-dash").screenshot(path=str(ARTIFACTS / "dashboard-300.png"))
+
+            # hover: the details, inside the widget even near the graph's bottom-right corner
+            corner = page.evaluate(CORNER_NODE)
+            assert corner, "no node wholly inside the graph's box"
+            page.mouse.move(corner["x"], corner["y"])
+            tip = page.locator(".jpar-dash .jpar-tip")
+            tip.wait_for(state="visible", timeout=5_000)
+            text = tip.inner_text()
+            assert "function: " in text and "state: done" in text and "engine: " in text and "duration: " in text, text
+            assert page.evaluate(INSIDE, [".jpar-dash .jpar-tip", ".jpar-dash"]), "the tooltip leaves the widget"
+            page.locator(".jpar-dash").screenshot(path=str(ARTIFACTS / "dashboard-hover.png"))
+            page.mouse.click(corner["x"], corner["y"])       # click pins the details under the widget
+            assert page.get_attribute(".jpar-dash .jpar-details", "data-id") == corner["id"]
+            assert "state: done" in page.locator(".jpar-dash .jpar-details").inner_text()
+
+            # the critical path on demand: a chain of dependent tasks, starting at a load (the slow ones)
+            page.click(".jpar-dash .jpar-critical-button")
+            crit = page.get_attribute(".jpar-dash svg.jpar-dag", "data-critical")
+            count, seconds = int(crit.split()[0]), float(crit.split()[1])
+            on = page.eval_on_selector_all(".jpar-dash g.jpar-node.jpar-critical", "els => els.map(g => g.textContent)")
+            lit = page.eval_on_selector_all(".jpar-dash line.jpar-edge.jpar-critical", "els => els.length")
+            assert count >= 2 and len(on) == count and lit == count - 1, (crit, on, lit)
+            assert "load" in on and seconds >= 0.025, (crit, on)
+            assert page.evaluate(INSIDE, [".jpar-dash g.jpar-node.jpar-critical > circle", ".jpar-dash .jpar-dagbox"])
+            page.locator(".jpar-dash").screenshot(path=str(ARTIFACTS / "dashboard-critical-path.png"))
+            page.focus(".jpar-dash .jpar-dagbox")
+            page.keyboard.press("c")                                       # the key toggles it off
+            assert page.eval_on_selector_all(".jpar-dash .jpar-critical", "els => els.length") == 0
+
+            # zoom, fit and the default view; the keyboard; the wheel; dragging
+            page.click(".jpar-dash .jpar-zoom-home")                      # the critical path moved the view
+            home, k0 = page.evaluate(TRANSFORM), page.evaluate(ZOOM)
+            assert k0 >= 10 / 12 - 1e-3
+            assert not page.evaluate(ALL_NODES_INSIDE)          # 298 readable nodes do not fit the box
+            page.click(".jpar-dash .jpar-zoom-in")
+            assert page.evaluate(ZOOM) > k0 and page.evaluate(TRANSFORM) != home
+            page.click(".jpar-dash .jpar-zoom-fit")
+            assert page.evaluate(ALL_NODES_INSIDE) and page.evaluate(ZOOM) < k0
+            page.locator(".jpar-dash").screenshot(path=str(ARTIFACTS / "dashboard-fit.png"))
+            page.click(".jpar-dash .jpar-zoom-home")
+            assert page.evaluate(TRANSFORM) == home
+            page.focus(".jpar-dash .jpar-dagbox")
+            page.keyboard.press("-")
+            assert page.evaluate(ZOOM) < k0
+            page.keyboard.press("ArrowLeft")
+            moved = page.evaluate(TRANSFORM)
+            page.keyboard.press("0")
+            page.keyboard.press("0")                 # JupyterLab's "restart the kernel" in command mode
+            assert page.evaluate(TRANSFORM) == home and moved != home
+            box = page.locator(".jpar-dash .jpar-dagbox").bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(cx, cy)
+            page.mouse.wheel(0, -300)
+            page.wait_for_function(f"() => ({ZOOM})() > {k0}", timeout=5_000)
+            page.keyboard.press("0")
+            page.mouse.move(box["x"] + 8, box["y"] + box["height"] - 8)     # an empty spot
+            page.mouse.down()
+            page.mouse.move(box["x"] + 200, box["y"] + box["height"] - 60, steps=5)
+            page.mouse.up()
+            assert page.evaluate(TRANSFORM) != home
+            # the kernel was not restarted by those keys: the widget still gets updates
+            before = int(page.get_attribute(".jpar-dash", "data-updates"))
+            page.click(".jpar-dash .jpar-head button")         # clear: the kernel answers with an update
+            page.wait_for_function(f"() => +document.querySelector('.jpar-dash').dataset.updates > {before}"
+                                   " && document.querySelector('.jpar-dash .jpar-empty').style.display !== 'none'",
+                                   timeout=15_000)
+
+            # dark theme: the stream's and lanes' text legible on their backgrounds
+            page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme',"
+                          " {theme: 'JupyterLab Dark'})")
+            page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=15_000)
+            page.wait_for_function(f"() => ({LUMINANCE})(getComputedStyle(document.querySelector("
+                                   "'.jpar-dash .jpar-streambox')).backgroundColor) < 0.05", timeout=10_000)
+            dark = page.evaluate(f"""() => {{
+              const lum = {LUMINANCE};
+              const d = document.querySelector('.jpar-dash');
+              return {{stream_bg: lum(getComputedStyle(d.querySelector('.jpar-streambox')).backgroundColor),
+                       stream_label: lum(getComputedStyle(d.querySelector('svg.jpar-stream text.jpar-label')).fill),
+                       empty: lum(getComputedStyle(d.querySelector('.jpar-empty')).color),
+                       graph_bg: lum(getComputedStyle(d.querySelector('.jpar-dagbox')).backgroundColor),
+                       button: lum(getComputedStyle(d.querySelector('.jpar-tools button')).color),
+                       button_bg: lum(getComputedStyle(d.querySelector('.jpar-tools button')).backgroundColor)}};
+            }}""")
+            (ARTIFACTS / "dashboard-nav-dark-colours.txt").write_text(f"relative luminance in JupyterLab Dark: {dark}\n")
+            assert _contrast(dark["stream_label"], dark["stream_bg"]) >= 4.5, dark
+            assert _contrast(dark["empty"], dark["graph_bg"]) >= 4.5, dark
+            assert _contrast(dark["button"], dark["button_bg"]) >= 4.5, dark
+            page.locator(".jpar-dash").screenshot(path=str(ARTIFACTS / "dashboard-stream-dark.png"))
+            _run_cell(page, 3)
+            _wait_done(page, 3)
         finally:
             browser.close()

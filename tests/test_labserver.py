@@ -25,7 +25,7 @@ from .jupyter_servers import jupyter_app, process_gone
 import jupyter_server  # noqa: E402,F401  (the test extra declares it: missing means a broken setup, not a skip)
 pytestmark = pytest.mark.timeout(90)
 
-from jpar.labserver import cluster_summary, status_snapshot  # noqa: E402
+from jpar.labserver import cluster_summary, routes, status_snapshot  # noqa: E402
 
 
 class Server:
@@ -102,11 +102,50 @@ def test_snapshot_from_status_needs_no_processes():
     assert "key" not in cluster_summary({"head": "tcp://h:1", "key": "ab", "cluster_id": "c1"})
 
 
+METHODS = ("GET", "POST", "DELETE", "PUT", "PATCH")
+
+
+def _raw(server, method: str, path: str, headers: dict) -> int:
+    """One request with exactly these headers (urllib would add its own Host)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        body = b"{}" if method in ("POST", "PUT", "PATCH") else None
+        conn.request(method, path, body=body, headers=dict(headers, **{"Content-Type": "application/json"}))
+        resp = conn.getresponse()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def _route_methods() -> list[tuple[str, str]]:
+    """Every route and every method its handler answers, from the list the server registers."""
+    found = [(f"/jpar/{path}", m) for path, handler in routes() for m in METHODS if m.lower() in vars(handler)]
+    assert ("/jpar/clusters", "DELETE") in found and len(found) >= 9, found
+    return found
+
+
 def test_routes_need_auth(server):
-    for method, path in [("GET", "/jpar/clusters"), ("GET", "/jpar/status"), ("POST", "/jpar/start"),
-                         ("POST", "/jpar/stop"), ("DELETE", "/jpar/engines"), ("POST", "/jpar/cancel")]:
-        code, _ = server.call(method, path, {} if method == "POST" else None, auth=False)
-        assert code == 403, (method, path, code)
+    """Every route, every method (DELETE included): no credentials, no answer."""
+    for path, method in _route_methods():
+        assert _raw(server, method, path, {}) == 403, (method, path)
+
+
+def test_a_foreign_host_or_origin_is_refused_even_with_the_token(server):
+    """DNS rebinding: a page whose name resolves to 127.0.0.1 sends its own Host; Jupyter refuses it on
+    every route. A request that changes something from a page of another origin is refused by jpar
+    (Jupyter lets a token-bearing one through); the server's own origin still gets an answer."""
+    port = server.url.rsplit(":", 1)[1]
+    token = {"Authorization": f"token {server.token}"}
+    for path, method in _route_methods():
+        assert _raw(server, method, path, dict(token, Host=f"evil.example:{port}")) == 403, (method, path)
+        if method != "GET":
+            assert _raw(server, method, path, dict(token, Origin="http://evil.example")) == 403, (method, path)
+            assert _raw(server, method, path, dict(token, Origin=f"http://127.0.0.1:{port}:1")) == 403, (method, path)
+    # the same requests from the server's own origin are answered (400/404: empty bodies, unknown clusters)
+    assert _raw(server, "POST", "/jpar/cancel", dict(token, Origin=server.url)) in (400, 404)
+    assert _raw(server, "DELETE", "/jpar/clusters?address=tcp://127.0.0.1:1", dict(token, Origin=server.url)) != 403
+    assert _raw(server, "GET", "/jpar/clusters", dict(token, Origin="http://evil.example")) == 200   # reads are not changes
 
 
 def test_cli_cluster_is_discovered_streamed_and_stopped(server):

@@ -12,7 +12,7 @@ PKG = pathlib.Path(jpar.__file__).parent
 # pickling, exceptions) are shared by all.
 PUBLIC_API = {"jpar.api", "jpar.actor", "jpar.remote_function", "jpar.hooks", "jpar.util", "jpar.pool",
               "jpar.submitter", "jpar.process_executor", "jpar.multiprocessing", "jpar.joblib", "jpar.futures",
-              "jpar.notebook"}
+              "jpar.notebook", "jpar.trace"}
 NATIVE = {"jpar.runtime", "jpar.backends.native"}
 PURE_HEAD = {"zmq", "threading", "asyncio", "psutil", "jpar.runtime.wire.transport", "jpar.runtime.driver",
              "jpar.runtime.head.controller"}

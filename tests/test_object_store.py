@@ -159,3 +159,26 @@ def test_pull_between_nodes_in_chunks(store, tmp_path):
     gone = loc._replace(name=loc.name + "x")
     with pytest.raises(ObjectLostError):
         object_transfer.fetch(gone, store.key)
+
+
+def test_a_scan_during_a_write_never_lists_the_object_being_written(store, monkeypatch):
+    """The dashboard's store table showed a fresh put as "0 B" now and then (CI, the 100k browser
+    test): a scan landed between the segment file's creation and its fill. A fresh segment is now
+    written under a temporary name and takes its object's name once full, so a scan sees it whole or
+    not at all, and the figures count it only then."""
+    seen = []
+    real_fill = S._fill
+
+    def fill_and_scan(m, p):
+        seen.append({o.object_id: o.size for o in store.statistics().objects})
+        real_fill(m, p)
+
+    monkeypatch.setattr(S, "_fill", fill_and_scan)
+    used = store.statistics().bytes_used
+    value = np.ones(2 * MiB // 8)
+    loc = store.dumps(value, 0xABC)
+    assert seen and 0xABC not in seen[0], seen                       # mid-write: not listed at all
+    after = store.statistics()
+    sizes = {o.object_id: o.size for o in after.objects}
+    assert sizes[0xABC] >= value.nbytes and after.bytes_used >= used + value.nbytes, (sizes, after)
+    assert np.array_equal(S.load(loc), value) and segments(store, "t") == []

@@ -3,7 +3,8 @@ and watched by the sidebar's server extension, with no JPAR_BIND_HOST on this si
 
 The namespace gets 10.251.X.2/30, this side 10.251.X.1/30. The head runs there with
 ``jpar start --head --bind 10.251.X.2 --node <other>`` and its own JPAR_RUNTIME_DIR, so this side
-knows it only by address and key, like a head on another machine; the distinct node name makes
+knows it only by address and key, like a head on another machine (both sides share one CurveZMQ key
+directory, made by the first head: off loopback every socket speaks CURVE); the distinct node name makes
 large objects cross through the object servers (not the shared /dev/shm). A second head in the same
 namespace is bound on every interface (``--bind 0.0.0.0``): it must advertise the veth address, never
 0.0.0.0, for itself, its event stream, its engines' object servers and its actors. The fixtures stop
@@ -34,30 +35,14 @@ from jpar.errors import ClusterError
 from jpar.labserver import FINISHED, Hub
 from jpar.runtime.store.object_store import sweep_cluster
 
+from . import netns
+
 pytestmark = pytest.mark.timeout(180)
 
 ROOT = pathlib.Path(jpar.__file__).parent.parent
 PORT = 47311          # the namespace is private, so any port is free there
 WILD_PORT = PORT + 1  # the second head's, bound on 0.0.0.0
 NODE = "remote-ns"    # the engines' node name: another node than this process's
-
-
-def _ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = ["ip", *(["netns", "exec", ns, "ip"] if ns else []), *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
-    if check and out.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
-    return out
-
-
-def _free_subnet() -> int:
-    """A third octet X with no 10.251.X.* address on this side yet (other test runs may hold some)."""
-    used = _ip("-o", "-4", "addr").stdout
-    for i in range(250):
-        x = (os.getpid() + i) % 250 + 1
-        if f"10.251.{x}." not in used:
-            return x
-    raise RuntimeError("no free 10.251.X.0/30 subnet for the test namespace")
 
 
 def _skip_reason() -> str | None:
@@ -90,13 +75,17 @@ def _cluster_procs(head_pid: int) -> list[psutil.Process]:
         return []
 
 
+KEY_DIR: dict = {}   # {"path": the module's CurveZMQ key directory}, set by the ``remote`` fixture
+
+
 def _start_head(info: dict, bind: str, port: int, runtime: pathlib.Path) -> None:
     """``jpar start --head --bind <bind>`` in the namespace ``info["ns"]``, with its own runtime dir;
     fills info's "conn", "pid", "key", "address", "procs" and "out" (what the command printed)."""
     out = subprocess.run(
         ["ip", "netns", "exec", info["ns"], sys.executable, "-m", "jpar.cli", "start", "--head", "--bind", bind,
          "--port", str(port), "-n", "1", "--node", NODE],
-        capture_output=True, text=True, timeout=90, env=_env(JPAR_RUNTIME_DIR=str(runtime)), cwd=ROOT)
+        capture_output=True, text=True, timeout=90, env=_env(JPAR_RUNTIME_DIR=str(runtime), JPAR_KEY_DIR=KEY_DIR["path"]),
+        cwd=ROOT)
     files = glob.glob(str(runtime / "cluster-*.json"))
     if files:
         with open(files[0]) as f:
@@ -109,19 +98,7 @@ def _start_head(info: dict, bind: str, port: int, runtime: pathlib.Path) -> None
 
 def _stop_head(info: dict) -> None:
     """Stop a head started by :func:`_start_head` and its engines by pid, and sweep its segments."""
-    procs = _cluster_procs(info["pid"]) if info["pid"] else []
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=15)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=10)
+    netns.stop(_cluster_procs(info["pid"]) if info["pid"] else [])
     if info["key"]:
         sweep_cluster(bytes.fromhex(info["key"]))
 
@@ -129,31 +106,24 @@ def _stop_head(info: dict) -> None:
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory):
     """The remote head: {"ns", "address", "key", "pid", "local_ip", "remote_ip", "procs", "conn"}."""
-    ns = f"jpt{os.getpid()}"
-    veth_here, veth_there = f"{ns}a", f"{ns}b"
     runtime = tmp_path_factory.mktemp("remote-head")
-    info: dict = {"ns": ns, "pid": 0, "key": ""}
+    KEY_DIR["path"] = str(tmp_path_factory.mktemp("remote-keys") / "keys")   # made by the first head
+    saved_key_dir = os.environ.get("JPAR_KEY_DIR")
+    os.environ["JPAR_KEY_DIR"] = KEY_DIR["path"]     # this process's drivers and sidebar use the same keys
     try:
-        x = _free_subnet()
-        info["local_ip"], info["remote_ip"] = here, there = f"10.251.{x}.1", f"10.251.{x}.2"
-        try:
-            _ip("netns", "add", ns)
-        except RuntimeError as exc:
-            pytest.skip(f"`ip netns add` is not permitted here: {exc}")
-        _ip("link", "add", veth_here, "type", "veth", "peer", "name", veth_there)
-        _ip("link", "set", veth_there, "netns", ns)
-        _ip("addr", "add", f"{here}/30", "dev", veth_here)
-        _ip("link", "set", veth_here, "up")
-        _ip("addr", "add", f"{there}/30", "dev", veth_there, ns=ns)
-        _ip("link", "set", veth_there, "up", ns=ns)
-        _ip("link", "set", "lo", "up", ns=ns)
-
-        _start_head(info, there, PORT, runtime)
-        yield info
+        with netns.veth_pair("jpt", 251) as pair:
+            info: dict = {"ns": pair["ns"], "pid": 0, "key": "", "local_ip": pair["here"],
+                          "remote_ip": pair["there"]}
+            try:
+                _start_head(info, pair["there"], PORT, runtime)
+                yield info
+            finally:
+                _stop_head(info)
     finally:
-        _stop_head(info)
-        _ip("netns", "del", ns, check=False)            # takes the veth pair with it
-        _ip("link", "del", veth_here, check=False)        # in case the pair outlived the namespace
+        if saved_key_dir is None:
+            os.environ.pop("JPAR_KEY_DIR", None)
+        else:
+            os.environ["JPAR_KEY_DIR"] = saved_key_dir
 
 
 @pytest.fixture(scope="module")
@@ -330,7 +300,8 @@ def test_stop_the_remote_head_by_address(remote, tmp_path):
     jpar.shutdown()   # this module's driver first (a later test would start a new one)
     procs = _cluster_procs(remote["pid"])
     assert len(procs) >= 2, "the head and its engine should still run"
-    env = _env(JPAR_CLUSTER_KEY=remote["key"], JPAR_RUNTIME_DIR=str(tmp_path))   # by address and key only
+    env = _env(JPAR_CLUSTER_KEY=remote["key"], JPAR_RUNTIME_DIR=str(tmp_path),    # by address and key only
+               JPAR_KEY_DIR=KEY_DIR["path"])
     out = subprocess.run([sys.executable, "-m", "jpar.cli", "stop", "--address", remote["address"]],
                          capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr
@@ -439,20 +410,27 @@ def test_an_ipv6_wildcard_takes_ipv4_clients_on_the_advertised_address(remote):
     from jpar.runtime.wire import protocol as P
     from jpar.runtime.wire import transport
 
+    from jpar.runtime.wire import keys
+
     key = "ef" * 32
-    script = ("import sys\nfrom jpar.runtime.wire import protocol as P, transport\n"
+    keys.secure_process(KEY_DIR["path"])   # off loopback: CURVE, with the module's keys on both sides
+    script = ("import os, sys\nfrom jpar.runtime.wire import keys, protocol as P, transport\n"
+              "keys.secure_process(os.environ['JPAR_KEY_DIR'])\n"
               "ch, bound = transport.bind_pull(['tcp://:::0'], P.Signer(bytes.fromhex(sys.argv[1])))\n"
               "print(bound[0], transport.advertised_endpoint(bound[0]), flush=True)\n"
               "print(type(ch.recv(timeout_ms=30000)).__name__, flush=True)\n")
     proc = subprocess.Popen(["ip", "netns", "exec", remote["ns"], sys.executable, "-c", script, key],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(JPAR_KEY_DIR=KEY_DIR["path"]), cwd=ROOT)
     ch = None
     try:
         line = proc.stdout.readline().split()
         assert len(line) == 2, proc.stderr.read() if proc.poll() is not None else line
         bound, advertised = line
+        assert transport.endpoint_key(bound) and transport.endpoint_key(advertised) == transport.endpoint_key(bound)
+        bound, plain = transport.plain_endpoint(bound), transport.plain_endpoint(advertised)
         port = bound.rpartition(":")[2]
-        assert bound == f"tcp://[::]:{port}" and advertised == f"tcp://{remote['remote_ip']}:{port}", line
+        assert bound == f"tcp://[::]:{port}" and plain == f"tcp://{remote['remote_ip']}:{port}", line
         ch = transport.connect_push(advertised, P.Signer(bytes.fromhex(key)))
         ch.send(P.Heartbeat())
         assert proc.stdout.readline().strip() == "Heartbeat"     # "NoneType" if it never arrived

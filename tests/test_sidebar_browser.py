@@ -403,6 +403,9 @@ STATUS_BAR = """() => {
 WORK_CELL = ("@jpar.remote\ndef nap(s):\n    time.sleep(s)\n    return s\n\n"
              "naps = [nap.remote(1.5) for _ in range(4)]\ntime.sleep(8)\nprint('napped', sum(jpar.get(naps)))")
 
+# a cell blocked in jpar.get for ~3 s: its progress bar shows after 1 s
+GET_CELL = "print('napped', sum(jpar.get([nap.remote(3) for _ in range(4)])))"
+
 # Records every text the status bar shows (a MutationObserver: no change is missed between samples)
 # and when the kernel's "napped" line (WORK_CELL's last act) arrived: window.jparStatusLog.
 RECORD_STATUS = f"""() => {{
@@ -429,7 +432,7 @@ def test_status_bar_stays_busy_while_a_cell_runs_with_the_sidebar_open(lab):
     url, token, root, env, heads = lab
     ARTIFACTS.mkdir(exist_ok=True)
     _notebook(root / "status.ipynb", {"cell-init": "%load_ext jpar\nimport jpar, time\nctx = jpar.init(num_engines=2)",
-                                      "cell-work": WORK_CELL})
+                                      "cell-work": WORK_CELL, "cell-get": GET_CELL})
     with playwright_sync.sync_playwright() as p:
         browser = launch_chromium(p)
         try:
@@ -471,13 +474,31 @@ def test_status_bar_stays_busy_while_a_cell_runs_with_the_sidebar_open(lab):
             page.wait_for_selector(".jp-jpar-notebook[data-pending='0']", timeout=10_000)
             page.screenshot(path=str(ARTIFACTS / "sidebar-status-idle.png"))
 
+            # 1b. a cell blocked in jpar.get long enough for its progress bar: Busy throughout as well (the
+            # bar was a widget, and a widget's comm opened mid-cell made JupyterLab ask the kernel for a
+            # subshell, whose idle status flipped the status bar within about a second)
+            page.evaluate(RECORD_STATUS)
+            _run_cell(page, 2)
+            page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jpar-progress[data-state='running']",
+                                   timeout=20_000)
+            assert "*" in _prompt(page, 2), "the cell ended early: " + _prompt(page, 2)
+            _wait_cell_done(page, 2, 40_000)
+            page.wait_for_function(f"() => ({STATUS_BAR})() === 'Idle'", timeout=10_000)
+            page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jpar-progress[data-state='success']",
+                                   timeout=10_000)
+            log = page.evaluate("() => window.jparStatusLog")
+            busy_at = next(t for t, v in log["texts"] if v == "Busy")
+            during = [v for t, v in log["texts"] if busy_at <= t < log["napped"]]
+            assert log["napped"] - busy_at > 2000 and during == ["Busy"], log    # never Idle mid-cell
+            page.screenshot(path=str(ARTIFACTS / "sidebar-status-progress.png"))
+
             # 2. the dashboard button on the notebook's own cluster: no second jpar.init
             page.locator(f"{card} [data-action='dashboard']").click()
             page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jpar-dash", timeout=30_000)
             sources = page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets"
                                     ".map(c => c.model.sharedModel.getSource())")
-            assert len(sources) == 3 and "jpar.dashboard()" in sources[2], sources
-            assert "jpar.init" not in sources[2], sources[2]
+            assert len(sources) == 4 and "jpar.dashboard()" in sources[3], sources
+            assert "jpar.init" not in sources[3], sources[3]
             errors = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output[data-mime-type="
                                   "'application/vnd.jupyter.stderr']")
             assert errors.count() == 0, errors.all_inner_texts()

@@ -221,3 +221,27 @@ def test_the_spill_directory_is_private_or_refused(tmp_path):
     from jpar.runtime.store.segments import default_spill_dir
 
     assert stat.S_IMODE(os.lstat(default_spill_dir()).st_mode) == 0o700
+
+
+@jpar.remote
+class _Holder:
+    def __init__(self, value):
+        self.value = value
+
+    def size(self) -> int:
+        return len(self.value)
+
+
+def test_a_default_cluster_listens_on_loopback_only(cluster1):
+    """Every listening TCP socket of a default cluster (head, engine, an actor's process, the store's
+    transfer of a large object) is bound to 127.0.0.1: nothing is reachable from another host unless
+    asked for (``jpar start --head --bind ADDR``)."""
+    big = jpar.put(b"x" * (8 << 20))
+    holder = _Holder.remote(big)
+    assert jpar.get(holder.size.remote(), timeout=60) == 8 << 20
+    procs = jpar_children()
+    assert len(procs) >= 3, procs          # the head, the engine and the actor's process at least
+    listening = [(p.pid, c.laddr) for p in procs for c in p.net_connections("inet")
+                 if c.status == "LISTEN"]
+    assert listening, "the cluster listens on nothing: nothing was checked"
+    assert all(addr.ip in ("127.0.0.1", "::1") for _, addr in listening), listening

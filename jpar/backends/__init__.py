@@ -38,6 +38,8 @@ class Capabilities:
     placement: bool           #: options(placement=...) pins a task to an engine
     add_engines: bool         #: the cluster grows and shrinks from the notebook (+1 engine)
     notebook_engines: bool    #: %%remote cells run on engines with namespaces kept across cells
+    processes: bool = True    #: jpar.multiprocessing.Process: a process of its own per Process (actors are processes)
+    free_any: bool = False    #: any process may jpar.free a value for the whole cluster, not only its owner
 
 
 #: flag -> (feature as users name it, what to do instead when it is missing): the docs' table
@@ -49,6 +51,9 @@ FEATURES: dict[str, tuple[str, str]] = {
     "placement": ("options(placement=engine)", "resources (num_cpus, custom resources)"),
     "add_engines": ("adding and removing engines from the notebook", "the cluster's own scaling"),
     "notebook_engines": ("%%remote cells", "tasks"),
+    "processes": ("jpar.multiprocessing.Process", "jpar.multiprocessing.Pool or tasks (the native or ray backend)"),
+    "free_any": ("jpar.free by any process (a large multiprocessing Queue or Pipe item's storage goes once it is got)",
+                 "large items stay in the store until the cluster stops: send them as smaller pieces"),
 }
 
 
@@ -95,6 +100,12 @@ class Backend:
         raise NotImplementedError
 
     def cancel(self, ref: Any, force: bool, recursive: bool) -> None:
+        raise NotImplementedError
+
+    def free(self, refs: list) -> None:
+        """Release the values of ``refs`` now though the refs remain (:func:`jpar.free` says the
+        semantics): later gets, and tasks given them, raise ObjectFreedError; a pending ref's value is
+        dropped when made (its task runs on); unknown or already freed refs are skipped."""
         raise NotImplementedError
 
     def future(self, ref: Any) -> Any:

@@ -33,16 +33,22 @@ class NativeBackend(Backend):
 
     name = "native"
     capabilities = Capabilities(interrupt_running=True, force_cancel=True, actor_restart=True,
-                                actor_concurrency=True, placement=True, add_engines=True, notebook_engines=True)
+                                actor_concurrency=True, placement=True, add_engines=True, notebook_engines=True,
+                                free_any=True)
 
     def __init__(self, driver: Driver):
         self.driver = driver
+        self.ssh_record: dict | None = None    # engines started over ssh, stopped with the cluster
         self.frontend = FrontEnd(driver)
         driver.backend = self
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
     def connect(cls, address: Any, config: Config, init_args: dict) -> "NativeBackend":
+        if init_args.get("ssh"):
+            if address is not None:
+                raise ValueError("jpar.init() takes ssh=[hosts] (start a cluster) or address=... (join one), not both.")
+            return cls._start_over_ssh(config, init_args)
         if address is None:
             n = engine_count(config, init_args.get("num_engines"))
             conn, proc = start_head(config, n, owner=True, resources=init_args.get("resources"))
@@ -56,6 +62,26 @@ class NativeBackend(Backend):
         else:
             driver = Driver(resolve_address(address, config), config)
         return cls(driver)
+
+    @classmethod
+    def _start_over_ssh(cls, config: Config, init_args: dict) -> "NativeBackend":
+        """A head here and engines on the hosts over ssh (``jpar.init(ssh=[...])``); the backend
+        keeps the record, so closing it stops them (runtime.driver.ssh_launcher)."""
+        from ..runtime.driver import ssh_launcher
+
+        hosts = init_args["ssh"]
+        hosts = hosts.split(",") if isinstance(hosts, str) else list(hosts)
+        cluster = ssh_launcher.up(hosts, config, engines_per_host=init_args.get("num_engines") or config.num_engines
+                                  or None, owner=True)
+        try:   # on TCP, not IPC: engines on other hosts send results straight to this driver
+            driver = Driver(dict(cluster.conn, local=False), config, owns_cluster=True, process=cluster.head_proc)
+        except BaseException:
+            ssh_launcher.down(cluster.record, config, head_proc=cluster.head_proc)
+            raise
+        ssh_launcher.wait_joined(cluster, driver, config)
+        b = cls(driver)
+        b.ssh_record = cluster.record
+        return b
 
     @property
     def cluster_id(self) -> str:
@@ -75,6 +101,11 @@ class NativeBackend(Backend):
     def close(self) -> None:
         d = self.driver
         d.close(stop_cluster=d.process is not None)
+        if self.ssh_record is not None:
+            from ..runtime.driver import ssh_launcher
+
+            record, self.ssh_record = self.ssh_record, None
+            ssh_launcher.down(record, d.config, stop_head=False)
 
     def describe(self) -> dict:
         c = self.driver.conn
@@ -117,6 +148,9 @@ class NativeBackend(Backend):
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         self.driver.cancel(ref, force, recursive)
+
+    def free(self, refs: list) -> None:
+        self.driver.free(refs)
 
     def future(self, ref: ObjectRef):
         return self.driver.future(ref)
@@ -239,9 +273,11 @@ def resolve_address(address: str, config: Config) -> dict:
     if os.path.isfile(address):
         with open(address) as f:
             conn = json.load(f)
-        conn["local"] = conn.get("host") == socket.gethostname()
+        conn["local"] = conn.get("host") == socket.gethostname() and not _engines_elsewhere(conn, config)
         return conn
     clusters = find_clusters(config)
+    for conn in clusters:
+        conn["local"] = conn["local"] and not _engines_elsewhere(conn, config)
     if address == "auto":
         if not clusters:
             raise ClusterError("init(address='auto') found no running cluster on this machine. "
@@ -256,6 +292,14 @@ def resolve_address(address: str, config: Config) -> dict:
             f"No connection file for {address} on this machine, so its key is unknown. Pass the path of the "
             "cluster's connection file (cluster-*.json) as the address, or set JPAR_CLUSTER_KEY.")
     return {"head": address, "key": key, "local": False, "cluster_id": "?"}
+
+
+def _engines_elsewhere(conn: dict, config: Config) -> bool:
+    """A cluster of this host with engines started on other hosts over ssh: a driver joins it over
+    TCP, as from another host, so those engines can reach the socket it gets results on."""
+    from ..runtime.driver.ssh_launcher import has_remote_engines
+
+    return has_remote_engines(config, conn.get("cluster_id", ""))
 
 
 def current_driver() -> Driver | None:

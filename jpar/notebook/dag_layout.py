@@ -6,13 +6,17 @@ left to right: a node's layer is the longest path from a source, so every edge p
 within a layer nodes are ordered by the mean position of their neighbours (a few sweeps), and
 a layer taller than ``max_rows`` wraps into several columns. Cycles (possible between groups)
 are broken by taking the remaining nodes in input order.
+
+Actor calls go to lanes of their own (``lanes``: node -> lane key): one row per actor under the
+other tasks, its calls in submission order, so an actor's story reads left to right and never
+shares a column with unrelated tasks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
 
-__all__ = ["layered_layout", "layers"]
+__all__ = ["layered_layout", "layers", "lane_layout"]
 
 
 def layers(nodes: Sequence[Hashable], edges: Iterable[tuple[Hashable, Hashable]]) -> dict:
@@ -55,11 +59,12 @@ def layers(nodes: Sequence[Hashable], edges: Iterable[tuple[Hashable, Hashable]]
 
 
 def layered_layout(nodes: Sequence[Hashable], edges: Sequence[tuple[Hashable, Hashable]], *,
-                   max_rows: int = 24, sweeps: int = 2) -> dict:
-    """``{node: (x, y)}`` in grid units (column, row): edges point to higher columns."""
+                   max_rows: int = 24, sweeps: int = 2, lay: dict | None = None) -> dict:
+    """``{node: (x, y)}`` in grid units (column, row): edges point to higher columns. ``lay``: the
+    layers to use (default :func:`layers`); every layer up to the deepest takes at least a column."""
     if not nodes:
         return {}
-    lay = layers(nodes, edges)
+    lay = layers(nodes, edges) if lay is None else lay
     nlayers = max(lay.values()) + 1
     rows: list[list] = [[] for _ in range(nlayers)]
     for n in nodes:                      # input order (submission order) as the first guess
@@ -106,3 +111,24 @@ def layered_layout(nodes: Sequence[Hashable], edges: Sequence[tuple[Hashable, Ha
             out[n] = (float(x + col), r + offset)
         x += cols
     return out
+
+
+def lane_layout(nodes: Sequence[Hashable], edges: Sequence[tuple[Hashable, Hashable]], lanes: dict, *,
+                max_rows: int = 24) -> tuple[dict, list]:
+    """``({node: (x, y)}, [(lane, row)])``: free nodes as :func:`layered_layout`; the nodes of each
+    lane (``lanes[node]``; absent: free) on a row of its own below them, x their index in the lane
+    (input order: an actor's calls in submission order; the browser spaces lanes by their own width).
+    An edge between a free node and a lane node may point left: a lane's order is its calls' order."""
+    free = [n for n in nodes if n not in lanes]
+    pos = dict(layered_layout(free, [(a, b) for a, b in edges if a not in lanes and b not in lanes],
+                              max_rows=max_rows)) if free else {}
+    top = (max(y for _, y in pos.values()) + 1.5) if pos else 0.0
+    rows: dict = {}
+    count: dict = {}
+    for n in nodes:
+        lane = lanes.get(n)
+        if lane is not None:
+            row = rows.setdefault(lane, top + len(rows))
+            pos[n] = (float(count.get(lane, 0)), row)
+            count[lane] = count.get(lane, 0) + 1
+    return pos, list(rows.items())

@@ -29,13 +29,17 @@ import time
 from typing import Any
 
 import jpar
-from jpar import hooks
+from jpar import call_sites, hooks, trace
 from jpar.errors import import_optional
+from jpar.refs import ObjectRef
 
 anywidget = import_optional("anywidget", "jpar.dashboard()")
 traitlets = import_optional("traitlets", "jpar.dashboard()")
 
-from .dag_layout import layered_layout
+from . import store_view
+from .dag_layout import lane_layout, layered_layout
+from .store_view import find_store, normalize_store
+from .task_stream import TaskStream
 
 __all__ = ["Dashboard", "DashboardModel", "DashboardStatistics", "dashboard", "STATES"]
 
@@ -43,10 +47,17 @@ log = logging.getLogger("jpar.dashboard")
 
 STATES = ("waiting", "queued", "assigned", "running", "done", "failed", "cancelled")
 FINISHED = frozenset({"done", "failed", "cancelled"})
-HISTORY = 60          # metric samples kept per engine (one a second by default)
+HISTORY = 60          # seconds of metrics kept per engine (samples come 1-4 a second: averaged per second)
+EXPAND_MAX = 200      # tasks shown when a group of the grouped view is expanded (the newest)
+DEFER_S = 2.0         # longest a task's events wait for its submission to note its call site
 
-# task record fields (a list per task: cheaper than objects at 100,000 tasks)
-_STATE, _GROUP, _ENGINE, _START, _END, _NAME = range(6)
+# task record fields (a list per task: cheaper than objects at 100,000 tasks). _READY: when it last
+# became ready to run (its queued event; submitted "waiting": provisionally its submission, see
+# _ready_from_deps), 0.0 unknown; _FETCH: seconds its engine spent fetching its ref arguments (native);
+# _ARGS: bytes of its pickled arguments; _DEPS: its ref arguments' object ids; _SIZE: bytes of its
+# result(s); _ERROR: its error, read once it failed (_UNREAD until then)
+_STATE, _GROUP, _ENGINE, _START, _END, _NAME, _READY, _FETCH, _ARGS, _DEPS, _SIZE, _ERROR = range(12)
+_UNREAD = object()
 
 
 class _Group:
@@ -65,9 +76,21 @@ class DashboardModel:
     ``apply(events)`` is called by one thread; ``snapshot_*`` methods build the traits' values.
     """
 
-    def __init__(self, group_above: int = 300, max_tasks: int = 200_000):
+    def __init__(self, group_above: int = 300, max_tasks: int = 200_000, stream_window: float = 60.0,
+                 host_memory: dict | None = None, namespace: Any = store_view.kernel_namespace,
+                 client_no: int | None = None, site_of: Any = call_sites.site_of,
+                 submitting: Any = call_sites.submitting):
         self.group_above = group_above
+        self.submitting = submitting       # not empty while a .remote() of this process is in flight
+        self.site_of = site_of             # task id -> (file, line, function) where this process submitted it
+        # (its tasks are grouped by function and the block of code that submitted them)
+        self.namespace = namespace         # () -> the namespace whose variables name stored objects
+        self.client_no = client_no         # this process's client number: its objects are "this notebook"
+        self.host_memory = host_memory or {}     # node name -> its memory in bytes, where known
         self.max_tasks = max_tasks
+        self.stream = TaskStream(window=stream_window)
+        self.expanded: str | None = None   # the group shown task by task in the grouped view
+        self._expanded_ids: list = []
         self.reset()
         self.engines: dict[int, dict] = {}
         self.actors: dict[int, dict] = {}
@@ -79,6 +102,11 @@ class DashboardModel:
         self.tasks: dict[int, list] = {}
         self.counts: collections.Counter = collections.Counter()
         self.groups: dict[str, _Group] = {}
+        self.fn_groups: dict[str, list] = {}   # function name -> its groups, one per call site
+        self._deferred: list = []          # events of tasks whose submission had not noted its site yet
+        self._deferred_keys: dict = {}     # their task ids -> when first deferred (monotonic)
+        self._retry: set = set()
+        self._site_labels: dict = {}
         self.group_edges: set = set()
         self.edges: list = []              # task-level (src, dst) while not grouped
         self.grouped = False
@@ -86,11 +114,18 @@ class DashboardModel:
         self.structure = 0                 # bumped when nodes or edges change
         self.dirty = True
         self.rate_marks: collections.deque = collections.deque(maxlen=64)   # (monotonic, finished)
+        self.stream.clear()
+        self.expanded = None
+        self._expanded_ids = []
 
     # ------------------------------------------------------------ events
     def apply(self, events) -> None:
         # the hot path (~1 us per event): locals, no calls for the common task transitions
-        tasks, counts, groups = self.tasks, self.counts, self.groups
+        if self._deferred:               # they go first, in their order
+            events = [*self._deferred, *events]
+            self._deferred = []
+            self._retry = set(self._deferred_keys)
+        tasks, counts, groups, stream = self.tasks, self.counts, self.groups, self.stream
         finished = FINISHED
         for ev in events:
             t, kind, key, state, info = ev
@@ -113,16 +148,25 @@ class DashboardModel:
                         if info:
                             eng = info.get("engine")
                             task[2] = eng if eng is not None else -1
+                        if old == "waiting":        # ready with no queued event (Dask, Ray)
+                            self._ready_from_deps(task)
+                        stream.running[key] = task
                     elif state in finished:
                         task[4] = t
                         self.finished += 1
                         if task[3]:
                             group.dur_sum += t - task[3]
                             group.dur_n += 1
+                        if info:
+                            task[7] = info.get("fetch") or 0.0
+                            task[10] = info.get("size")
+                        stream.finished(key, task, task[3], t, task[2], task[5], state, task[6], task[7])
+                    elif state == "queued":
+                        task[6] = t
                 elif state == "running":
-                    self._timing(task, t, state, info)
+                    self._timing(key, task, t, state, info)
             elif kind == "metrics":
-                self._metrics(key, info)
+                self._metrics(key, info, t)
             elif kind == "engine":
                 self._engine(key, state, info)
             elif kind == "actor":
@@ -143,17 +187,25 @@ class DashboardModel:
                 group = self.groups[gkey] = _Group(gkey, f"{cls} actor", "actor")
                 self.structure += 1
         else:
-            gkey = "fn:" + name
+            site = self.site_of(key)
+            if site is None:
+                if self._defer(t, key, state, info):
+                    return
+                site = self.site_of(key)
+            where = self._site_label(site) if site is not None else ""
+            gkey = f"fn:{name}@{where}" if where else "fn:" + name
             group = self.groups.get(gkey)
             if group is None:
-                group = self.groups[gkey] = _Group(gkey, name, "function")
-                self.structure += 1
-        task = [state, gkey, -1, 0.0, 0.0, name]
+                self._new_function_group(gkey, name, where)
+                group = self.groups[gkey]
+        deps = info.get("deps") or ()
+        task = [state, gkey, -1, 0.0, 0.0, name, t if state in ("queued", "waiting") else 0.0, 0.0,
+                info.get("args"), deps, None, _UNREAD]
         tasks = self.tasks
         tasks[key] = task
         self.counts[state] += 1
         group.counts[state] += 1
-        sources = [d for d in info.get("deps", ()) if d in tasks]
+        sources = [d for d in deps if d in tasks]
         parent = info.get("parent") or 0
         if parent and parent in tasks:
             sources.append(parent)
@@ -168,16 +220,53 @@ class DashboardModel:
             if gs != gkey and (gs, gkey) not in self.group_edges:
                 self.group_edges.add((gs, gkey))
                 self.structure += 1
-        self._timing(task, t, state, info)
+        self._timing(key, task, t, state, info)
         if len(tasks) > self.max_tasks:
             self._forget_finished()
 
-    def _timing(self, task: list, t: float, state: str, info) -> None:
+    def _defer(self, t: float, key: int, state: str, info) -> bool:
+        """Whether a task with no call site known yet waits for the next :meth:`apply`: the head may
+        publish its first event before the ``.remote()`` that made it has noted its site (a reader
+        would take it for another process's task), so while a submission of this process is in flight
+        its events wait, in order, at most DEFER_S seconds."""
+        first = self._deferred_keys.get(key)
+        if first is None:
+            if not self.submitting:
+                return False
+            self._deferred_keys[key] = time.monotonic()
+        elif key in self._retry:     # its oldest event, taken again at the start of this apply()
+            self._retry.discard(key)
+            if self.site_of(key) is not None or not self.submitting or time.monotonic() - first > DEFER_S:
+                del self._deferred_keys[key]
+                return False
+        self._deferred.append((t, "task", key, state, info))
+        return True
+
+    def _site_label(self, site: tuple) -> str:
+        label = self._site_labels.get(site)
+        if label is None:
+            label = self._site_labels[site] = store_view.scope_label(site)
+        return label
+
+    def _new_function_group(self, gkey: str, name: str, where: str) -> None:
+        """A function's tasks form one group per block of code that submitted them (``f.remote()`` in
+        cell [3] and in cell [5] are two pieces of work; the lines of one cell are one); the block shows
+        in the label once a function has more than one."""
+        self.groups[gkey] = _Group(gkey, name, "function")
+        same = self.fn_groups.setdefault(name, [])
+        same.append((gkey, where))
+        if len(same) > 1:
+            for k, w in same:
+                self.groups[k].label = f"{name} @ {w}" if w else f"{name} (other drivers)"
+        self.structure += 1
+
+    def _timing(self, tid: int, task: list, t: float, state: str, info) -> None:
         if state == "running":
             task[_START] = t
             if info:
                 eng = info.get("engine")
                 task[_ENGINE] = eng if eng is not None else -1
+            self.stream.started(tid, task)
         elif state in FINISHED:
             task[_END] = t
             self.finished += 1
@@ -185,6 +274,21 @@ class DashboardModel:
                 g = self.groups[task[_GROUP]]
                 g.dur_sum += t - task[_START]
                 g.dur_n += 1
+            if info:
+                task[_FETCH] = info.get("fetch") or 0.0
+                task[_SIZE] = info.get("size")
+            self.stream.finished(tid, task, task[_START], t, task[_ENGINE], task[_NAME], state, task[_READY],
+                                 task[_FETCH])
+
+    def _ready_from_deps(self, task: list) -> None:
+        """A task that went from waiting straight to running (backends that send no queued event)
+        became ready when the last of its arguments that this dashboard saw finish did (else at its
+        submission: its arguments were ready then)."""
+        tasks = self.tasks
+        for d in task[_DEPS]:
+            dep = tasks.get(d)
+            if dep is not None and dep[_END] > task[_READY]:
+                task[_READY] = dep[_END]
 
     def _forget_finished(self) -> None:
         """Drop the oldest finished tasks (their groups keep the counts)."""
@@ -200,22 +304,31 @@ class DashboardModel:
         for tid in drop:
             del self.tasks[tid]
 
-    def _metrics(self, eid: int, info: dict) -> None:
+    def _metrics(self, eid: int, info: dict, t: float | None = None) -> None:
+        """One sample: the current figures, and the history's per-second bucket (mean CPU, last heap)."""
         e = self._engine_entry(eid)
         cpu = float(info.get("cpu", 0.0))
         rss = int(info.get("rss", 0))
         shared = int(info.get("shared", 0))
         e.update(cpu=cpu, rss=rss, shared=shared, heap=max(0, rss - shared), task=info.get("task") or 0,
                  node=info.get("node", e["node"]), pid=info.get("pid", e["pid"]), alive=True, measured=True)
-        e["hist_cpu"].append(round(cpu, 1))
-        e["hist_heap"].append(max(0, rss - shared))
+        sec = int(time.time() if t is None else t)
+        b = e["bucket"]
+        if b[0] != sec:
+            if b[2]:
+                e["hist_cpu"].append(round(b[1] / b[2], 1))
+                e["hist_heap"].append(b[3])
+            e["bucket"] = b = [sec, 0.0, 0, 0]
+        b[1] += cpu
+        b[2] += 1
+        b[3] = max(0, rss - shared)
 
     def _engine_entry(self, eid: int) -> dict:
         e = self.engines.get(eid)
         if e is None:
             e = self.engines[eid] = {"id": eid, "node": "", "pid": 0, "cpu": 0.0, "rss": 0, "shared": 0, "heap": 0,
                                      "task": 0, "alive": True, "measured": False, "hist_cpu": collections.deque(maxlen=HISTORY),
-                                     "hist_heap": collections.deque(maxlen=HISTORY)}
+                                     "hist_heap": collections.deque(maxlen=HISTORY), "bucket": [0, 0.0, 0, 0]}
         return e
 
     def _engine(self, eid: int, state: str, info) -> None:
@@ -258,37 +371,71 @@ class DashboardModel:
         for row in st.get("actors", ()) or ():
             if isinstance(row, dict) and "id" in row:
                 self._actor(row["id"], row.get("state", "?"), row)
-        self.store = normalize_store(_find_store(st))
+        self.store = store_view.name_objects(normalize_store(find_store(st)), self.task_name,
+                                             self.namespace(), self.client_no)
         self.dirty = True
+
+    def task_name(self, task_id: int) -> str | None:
+        """The name of a task this dashboard saw (a task's return ref has the task's id)."""
+        task = self.tasks.get(task_id)
+        return task[_NAME] if task is not None else None
 
     # ------------------------------------------------------------ snapshots (trait values)
     def snapshot_graph(self) -> dict:
-        """Nodes with positions and edges: tasks, or groups past ``group_above`` tasks."""
+        """Nodes ``[id, label, x, y, kind]`` with positions, edges ``[i, j]``, actor lanes ``[key, label, row]``:
+        tasks, or past ``group_above`` tasks one node per group (plus the expanded group's newest tasks)."""
+        lanes: list = []
         if self.grouped:
-            keys = list(self.groups)
-            edges = [e for e in self.group_edges]
+            keys = list(self.groups)        # the expanded group stays (drawn bold): a click on it folds
+            edges = list(self.group_edges)
             pos = layered_layout(keys, edges, max_rows=12)
             nodes = [[k, self.groups[k].label, *pos[k], self.groups[k].kind] for k in keys]
+            self._expanded_ids = []
+            if self.expanded in self.groups:
+                ids = [tid for tid, task in self.tasks.items() if task[_GROUP] == self.expanded][-EXPAND_MAX:]
+                self._expanded_ids = ids
+                top = (max((n[3] for n in nodes), default=-1.0)) + 1.0
+                lanes.append([self.expanded, self.groups[self.expanded].label + " (expanded)", top])
+                # eight to a row, 3/4 of a group column and half a group row apart: a block under the groups
+                nodes += [[f"{tid:x}", self.tasks[tid][_NAME], (i % 8) * 0.75, top + (i // 8) * 0.5, "task"]
+                          for i, tid in enumerate(ids)]
             mode = "groups"
+            fmt = (lambda k: k)
         else:
             ids = list(self.tasks)
-            pos = layered_layout(ids, self.edges)
-            nodes = [[f"{i:x}", self.tasks[i][_NAME], *pos[i], "task"] for i in ids]
+            lane_of = {tid: self.tasks[tid][_GROUP] for tid in ids if self.tasks[tid][_GROUP].startswith("actor:")}
+            pos, rows = lane_layout(ids, self.edges, lane_of)
+            nodes = [[f"{i:x}", self.tasks[i][_NAME], *pos[i], "call" if i in lane_of else "task"] for i in ids]
+            lanes = [[key, self.groups[key].label, row] for key, row in rows]
             edges = self.edges
             mode = "tasks"
+            fmt = (lambda k: f"{k:x}")
         index = {n[0]: j for j, n in enumerate(nodes)}
-        fmt = (lambda k: k) if self.grouped else (lambda k: f"{k:x}")
-        return {"mode": mode, "nodes": nodes,
+        return {"mode": mode, "nodes": nodes, "lanes": lanes, "expanded": self.expanded,
                 "edges": [[index[fmt(a)], index[fmt(b)]] for a, b in edges if fmt(a) in index and fmt(b) in index],
                 "version": self.structure}
 
+    def expand(self, key: str | None) -> None:
+        """Show group ``key`` of the grouped view task by task (None, or the same key again: fold it)."""
+        self.expanded = None if key == self.expanded or key not in self.groups else key
+        self.structure += 1
+        self.dirty = True
+
     def snapshot_states(self, now: float) -> dict:
-        """Task mode: ``{id: [state, engine, seconds, error]}``; groups: ``{key: [counts, mean s]}``."""
+        """Tasks: ``{id: [state, engine, seconds, error, start, end, wait, fetch, args]}`` (start and end:
+        epoch seconds or None; wait: seconds from ready to start, or queued so far; fetch: seconds fetching
+        its ref arguments; args: ``[pickled bytes, [[ref id, bytes], ...]]``, None where nothing is known,
+        a ref's bytes None where unknown); groups: ``{key: [counts, mean s]}``, plus the expanded group's
+        tasks as tasks."""
+        out: dict = {}
         if self.grouped:
-            return {k: [{s: n for s, n in g.counts.items() if n}, round(g.dur_sum / g.dur_n, 4) if g.dur_n else None]
-                    for k, g in self.groups.items()}
-        out = {}
-        for tid, task in self.tasks.items():
+            out = {k: [{s: n for s, n in g.counts.items() if n}, round(g.dur_sum / g.dur_n, 4) if g.dur_n else None]
+                   for k, g in self.groups.items()}
+            items = [(tid, self.tasks[tid]) for tid in self._expanded_ids if tid in self.tasks]
+        else:
+            items = self.tasks.items()
+        sizes = None
+        for tid, task in items:
             state = task[_STATE]
             start = task[_START]
             if state in FINISHED:
@@ -299,25 +446,53 @@ class DashboardModel:
                 dur = None
             err = None
             if state == "failed":
-                if len(task) == 6:
-                    task.append(hooks.task_error(tid))
-                err = task[6]
-            out[f"{tid:x}"] = [state, task[_ENGINE], dur, err]
+                if task[_ERROR] is _UNREAD:
+                    task[_ERROR] = hooks.task_error(tid)
+                err = task[_ERROR]
+            ready = task[_READY]
+            if start and 0.0 < ready <= start:
+                wait = round(start - ready, 4)
+            elif ready and state in ("queued", "assigned"):
+                wait = round(now - ready, 3)
+            else:
+                wait = None
+            args = None
+            if task[_ARGS] is not None or task[_DEPS]:
+                if sizes is None:       # a ref's value: a task's result (its finished event), else a listed object
+                    sizes = {o["id"]: o.get("size") for o in (self.store or {}).get("largest", ())}
+                refs = []
+                for d in task[_DEPS]:
+                    dep = self.tasks.get(d)
+                    size = dep[_SIZE] if dep is not None and dep[_SIZE] is not None else sizes.get(f"{d:x}")
+                    refs.append([f"{d:x}", size])
+                args = [task[_ARGS], refs]
+            out[f"{tid:x}"] = [state, task[_ENGINE], dur, err, round(start, 3) if start else None,
+                                round(task[_END], 3) if task[_END] else None, wait,
+                                round(task[_FETCH], 7) if task[_FETCH] else None, args]
         return out
 
+    def snapshot_stream(self, now: float) -> dict:
+        """The task stream's trait value (see :mod:`.task_stream`)."""
+        labels = {k: g.label for k, g in self.groups.items() if g.kind == "actor"}
+        return self.stream.snapshot(now, self.engines, labels)
+
     def snapshot_engines(self) -> list:
-        """One dict per engine; ``cpu``, ``rss``, ``shared`` and ``heap`` are None until its first sample."""
+        """One dict per engine; ``cpu``, ``rss``, ``shared`` and ``heap`` are None until its first sample;
+        ``limit`` is its host's memory where known (the kernel's own host), else None."""
         names = self.tasks
         out = []
         for eid in sorted(self.engines):
             e = self.engines[eid]
             cur = names.get(e["task"]) if e["task"] else None
+            b = e["bucket"]       # the second in progress counts too: the sparkline ends now
+            hist_cpu = list(e["hist_cpu"]) + ([round(b[1] / b[2], 1)] if b[2] else [])
+            hist_heap = list(e["hist_heap"]) + ([b[3]] if b[2] else [])
             m = e["measured"]
             out.append({"id": eid, "node": e["node"], "pid": e["pid"], "cpu": round(e["cpu"], 1) if m else None,
                         "rss": e["rss"] if m else None, "shared": e["shared"] if m else None,
                         "heap": e["heap"] if m else None, "task": cur[_NAME] if cur else
-                        (f"{e['task']:x}" if e["task"] else ""), "hist_cpu": list(e["hist_cpu"]),
-                        "hist_heap": list(e["hist_heap"])})
+                        (f"{e['task']:x}" if e["task"] else ""), "hist_cpu": hist_cpu[-HISTORY:],
+                        "hist_heap": hist_heap[-HISTORY:], "limit": self.host_memory.get(e["node"])})
         return out
 
     def snapshot_totals(self, now_mono: float) -> dict:
@@ -339,83 +514,20 @@ class DashboardModel:
                 "events": self.events}
 
 
-def _find_store(st: dict) -> Any:
-    for k in ("object_store", "store"):
-        if st.get(k):
-            return st[k]
-    fn = getattr(hooks, "store_statistics", None) or getattr(hooks, "object_store", None)
-    if callable(fn):
-        try:
-            return fn()
-        except Exception:  # the store's hook is optional and may not be ready
-            return None
-    return None
+def local_host_memory() -> dict:
+    """``{name: bytes}`` for the names an engine on this kernel's host reports as its node: the
+    memory its bars are drawn against (other hosts' memory is not reported, so theirs are relative)."""
+    import socket
 
+    import psutil
 
-def _pick(d: dict, *names, default=None):
-    for n in names:
-        if n in d and d[n] is not None:
-            return d[n]
-    return default
-
-
-def _as_dict(x: Any) -> Any:
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {f.name: getattr(x, f.name) for f in dataclasses.fields(x)}
-    if hasattr(x, "_asdict"):
-        return x._asdict()
-    return x
-
-
-def normalize_store(raw: Any) -> dict | None:
-    """Object-store figures in one shape, whatever the store reports (one dict, a list of hosts, or
-    ``{node: statistics}``): ``{"hosts": [{host, used, capacity, spilled, objects}], "largest": [{id,
-    size, owner}]}``; None when the cluster reports none."""
-    raw = _as_dict(raw)
-    if not raw or not isinstance(raw, dict):
-        return None
-    hosts_raw = _pick(raw, "hosts", "nodes", default=None)
-    if hosts_raw is None:
-        values = [_as_dict(v) for v in raw.values()]
-        if values and all(isinstance(v, dict) for v in values):      # {node: statistics}
-            hosts_raw = {k: v for k, v in zip(raw, values)}
-        else:
-            hosts_raw = [raw]
-    if isinstance(hosts_raw, dict):
-        hosts_raw = [dict(_as_dict(v), host=k) if isinstance(_as_dict(v), dict) else {"host": k}
-                     for k, v in hosts_raw.items()]
-    hosts, objects = [], []
-    for h in hosts_raw:
-        h = _as_dict(h)
-        if not isinstance(h, dict):
-            continue
-        objs = h.get("objects")
-        count = _pick(h, "object_count", "count", "num_objects", default=None)
-        if isinstance(objs, (list, tuple)):
-            objects.extend(objs)
-            if count is None:
-                count = len(objs)
-        elif isinstance(objs, int) and count is None:
-            count = objs
-        hosts.append({"host": str(_pick(h, "host", "node", "name", default="")),
-                      "used": _pick(h, "used", "used_bytes", "bytes_used", "bytes", default=None),
-                      "capacity": _pick(h, "capacity", "capacity_bytes", "size", "limit", default=None),
-                      "spilled": _pick(h, "spilled", "spilled_bytes", "bytes_spilled", default=None),
-                      "objects": count})
-    objects.extend(_pick(raw, "largest", "largest_objects", "top", default=()) or ())
-    largest = []
-    for o in objects:
-        o = _as_dict(o)
-        if isinstance(o, dict):
-            oid = _pick(o, "id", "object_id", default="")
-            owner = _pick(o, "owner", "holder", "holders", default="")
-            largest.append({"id": f"{oid:x}" if isinstance(oid, int) else str(oid), "size": _pick(o, "size", "bytes"),
-                            "owner": f"client {owner}" if isinstance(owner, int) else str(owner)})
-        elif isinstance(o, (list, tuple)) and len(o) >= 2:
-            largest.append({"id": f"{o[0]:x}" if isinstance(o[0], int) else str(o[0]), "size": o[1],
-                            "owner": str(o[2]) if len(o) > 2 else ""})
-    largest.sort(key=lambda o: -(o["size"] or 0))
-    return {"hosts": hosts, "largest": largest[:5]}
+    total = psutil.virtual_memory().total
+    names = {socket.gethostname(), socket.getfqdn(), "localhost", "127.0.0.1"}
+    try:
+        names.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:     # a host name that does not resolve: the names above will do
+        pass
+    return {n: total for n in names if n}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -440,28 +552,34 @@ class Dashboard(anywidget.AnyWidget):
     states = traitlets.Dict().tag(sync=True)
     engines = traitlets.List().tag(sync=True)
     totals = traitlets.Dict().tag(sync=True)
+    stream = traitlets.Dict().tag(sync=True)
     status = traitlets.Unicode("starting").tag(sync=True)
 
     def __init__(self, *, max_hz: float = 4.0, group_above: int = 300, status_interval: float = 1.0,
-                 max_tasks: int = 200_000, start: bool = True, **kwargs: Any):
+                 max_tasks: int = 200_000, stream_window: float = 60.0, start: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
         if not 0 < max_hz <= 10:
             raise ValueError(f"max_hz={max_hz} must be in (0, 10]: browsers gain nothing from more updates.")
         self.max_hz = max_hz
         self.status_interval = status_interval
-        self.model = DashboardModel(group_above=group_above, max_tasks=max_tasks)
+        self.model = DashboardModel(group_above=group_above, max_tasks=max_tasks, stream_window=stream_window,
+                                    host_memory=local_host_memory(),
+                                    client_no=(hooks.driver_info() or {}).get("client_no"))
         self.publishes = 0
         self._latencies: collections.deque = collections.deque(maxlen=1000)
         self._oldest_unsent: float | None = None
         self._cpu = 0.0
         self._stop = threading.Event()
         self._clear = False
+        self._expand: list = []        # group keys the browser asked to expand or fold
+        self._free: list = []          # object ids (hex) the browser's "free" buttons asked to free
         self._graph_version = -1
         self._thread: threading.Thread | None = None
         self._sub = None
         self.on_msg(self._on_front_end_msg)
         if start:
             self._sub = hooks.subscribe_events()   # now, so no event after this call is missed
+            trace.attach()                         # what it shows, jpar.timeline() can export
             self._thread = threading.Thread(target=self._run, name="jpar-dashboard", daemon=True)
             self._thread.start()
 
@@ -491,6 +609,10 @@ class Dashboard(anywidget.AnyWidget):
     def _on_front_end_msg(self, widget: Any, content: Any, buffers: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "clear":
             self._clear = True     # done by the updater thread: it alone touches the model and traits
+        elif isinstance(content, dict) and content.get("type") == "expand":
+            self._expand.append(content.get("key"))
+        elif isinstance(content, dict) and content.get("type") == "free":
+            self._free.append(content.get("id"))
 
     # ------------------------------------------------------------ updater thread
     def _run(self) -> None:
@@ -510,9 +632,19 @@ class Dashboard(anywidget.AnyWidget):
                     if self._oldest_unsent is None:
                         self._oldest_unsent = events[0][0]
                     model.apply(events)
+                    trace.feed(events)
+                elif model._deferred:          # tasks waiting for their call sites (DashboardModel._defer)
+                    model.apply(())
                 if self._clear:
                     self._clear = False
                     model.reset()
+                    model.dirty = True
+                while self._expand:
+                    model.expand(self._expand.pop(0))
+                if self._free:
+                    while self._free:
+                        self.free_object(self._free.pop(0))
+                    next_status = 0.0          # the store's figures again now: the row goes at once
                 now = time.monotonic()
                 if now >= next_status:
                     if not jpar.is_initialized():
@@ -532,7 +664,29 @@ class Dashboard(anywidget.AnyWidget):
                 pass
         finally:
             sub.close()
+            trace.detach()
             self._cpu = time.thread_time() - cpu0
+
+    def free_object(self, object_id: Any) -> bool:
+        """A "free" button's message: :func:`jpar.free` the object, if it is a row of the largest-objects
+        table that this process holds a ref to (the button is disabled otherwise; checked again here,
+        whatever sent the message). The row leaves the table at once. Whether it was freed."""
+        store = self.model.store or {}
+        row = next((r for r in store.get("largest", ()) if r.get("id") == object_id), None)
+        if row is None or not row.get("freeable"):
+            log.info("not freeing object %r: not a row of the store table that this notebook holds a ref to",
+                     object_id)
+            return False
+        info = hooks.driver_info() or {}
+        try:
+            ref = ObjectRef(int(object_id, 16), row.get("owner_no") or 0, cluster=info.get("cluster_id"))
+            jpar.free(ref)   # a ref with no driver: its collection releases nothing
+        except Exception:
+            log.exception("jpar.free of object %s from the dashboard failed", object_id)
+            return False
+        store["largest"] = [r for r in store["largest"] if r is not row]
+        self.model.dirty = True
+        return True
 
     def _refresh_status(self) -> None:
         try:
@@ -551,6 +705,7 @@ class Dashboard(anywidget.AnyWidget):
                 self._graph_version = model.structure
                 self.graph = model.snapshot_graph()
             self.states = model.snapshot_states(now)
+            self.stream = model.snapshot_stream(now)
             self.engines = model.snapshot_engines()
             totals = model.snapshot_totals(now_mono)
             totals["stamp"] = now
@@ -586,7 +741,8 @@ def dashboard(**options: Any) -> Dashboard:
 
     Options: ``max_hz`` (updates per second, default 4), ``group_above`` (tasks shown one by one up
     to this many, then one node per function or actor; default 300), ``status_interval`` (seconds
-    between engine/actor/store refreshes, default 1).
+    between engine/actor/store refreshes, default 1), ``stream_window`` (seconds of the task stream,
+    default 60).
     """
     if not jpar.is_initialized():
         raise jpar.NotInitializedError("jpar.dashboard()")

@@ -1,15 +1,21 @@
-"""Progress bars for long ``jpar.get`` / ``jpar.wait`` calls: a widget in a notebook, text in a terminal.
+"""Progress bars for long ``jpar.get`` / ``jpar.wait`` calls: a bar in a notebook, text in a terminal.
 
 Installed with :func:`enable` (``%load_ext jpar`` does it), through
 :func:`jpar.hooks.set_progress_reporter`: ``get``/``wait`` on a list of refs then run inside
 a :class:`Progress` context. Nothing is shown for calls shorter than ``delay`` seconds; past
 it a bar appears under the cell that is waiting, a thread counts finished refs a few times
-a second, and when the call returns the bar completes (or says why it stopped). ipywidgets
-is imported only when a bar is actually shown.
+a second, and when the call returns the bar completes (or says why it stopped).
+
+In a notebook the bar is an HTML display updated in place (``display_id`` /
+``update_display_data``), not a widget: a widget's comm, opened mid-cell, makes JupyterLab (4.4+,
+comms over subshells) ask the kernel for a subshell, and the kernel's status messages for that
+request turned the status bar to Idle while the cell still ran. Display updates are plain iopub
+messages of the waiting cell, shown alike by JupyterLab, Notebook 7, VS Code and nbconvert.
 """
 
 from __future__ import annotations
 
+import html
 import sys
 import threading
 import time
@@ -19,6 +25,8 @@ from jpar import hooks
 from jpar.errors import import_optional
 
 __all__ = ["enable", "disable", "Progress", "ProgressBar"]
+
+_KINDS = ("html", "text")
 
 _MIN_REFS = 2
 
@@ -30,7 +38,7 @@ class Progress:
                  interval: float = 0.2, stream: TextIO | None = None):
         self.ids = [r.id for r in refs]
         self.what = f"jpar.{what}"
-        self.kind = kind                 # "widget" or "text"
+        self.kind = kind                 # "html" (a notebook display) or "text"
         self.delay = delay
         self.interval = interval
         self.stream = stream
@@ -45,7 +53,7 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         self._t0 = time.monotonic()
-        if self.kind == "widget":
+        if self.kind == "html":
             self._parent = _kernel_parent()
         self._thread = threading.Thread(target=self._run, name="jpar-progress", daemon=True)
         self._thread.start()
@@ -92,18 +100,15 @@ class Progress:
         return f"{self.what}: {min(self.done, self.total)}/{self.total} ({time.monotonic() - self._t0:.1f} s)"
 
     def _show(self) -> None:
-        if self.kind == "widget":
-            display = import_optional("IPython.display", "jpar's progress bars").display
-
+        if self.kind == "html":
             self._bar = ProgressBar(self.total, self.what)
-            self._bar.set(self.done, self._text())
-            display(self._bar.box)
+            self._bar.show(self.done, self._text())
         else:
             self._update()
         self.shown = True
 
     def _update(self) -> None:
-        if self.kind == "widget":
+        if self.kind == "html":
             self._bar.set(self.done, self._text())
         else:
             width = 30
@@ -112,7 +117,7 @@ class Progress:
 
     def _finish(self, how: str) -> None:
         text = f"{self._text()} {how}"
-        if self.kind == "widget" and self._bar is not None:
+        if self.kind == "html" and self._bar is not None:
             self._bar.finish(self.done, text, ok=how in ("done", "returned"))
         else:
             self._update()
@@ -131,43 +136,49 @@ class Progress:
 
 
 class ProgressBar:
-    """An ipywidgets bar with a label (the notebook view of :class:`Progress`)."""
+    """The notebook view of :class:`Progress`: an HTML bar and its label, shown once under the waiting
+    cell and then replaced in place. Its text/plain form is a stable "jpar progress bar" (nbval compares
+    it); the HTML uses JupyterLab's theme variables, with fallbacks for other front ends."""
 
     def __init__(self, total: int, what: str):
-        w = import_optional("ipywidgets", "jpar's progress bars")
-        self.bar = w.IntProgress(value=0, min=0, max=max(1, total), description=what,
-                                 layout=w.Layout(width="420px"), style={"description_width": "initial"})
-        self.label = w.Label()
-        self.box = _stable_hbox()([self.bar, self.label])
-        self.total = total
+        self.display = import_optional("IPython.display", "jpar's progress bars")
+        self.total = max(1, total)
+        self.what = what
+        self.handle: Any = None
+
+    def show(self, done: int, text: str) -> None:
+        self.handle = self.display.display(_Bar(done, self.total, text, None), display_id=True)
 
     def set(self, done: int, text: str) -> None:
-        with self.box.hold_sync():
-            self.bar.value = min(done, self.total)
-            self.label.value = text
+        self.handle.update(_Bar(done, self.total, text, None))
 
     def finish(self, done: int, text: str, ok: bool) -> None:
-        with self.box.hold_sync():
-            self.bar.value = min(done, self.total)
-            self.bar.bar_style = "success" if ok else "danger"
-            self.label.value = text
+        self.handle.update(_Bar(done, self.total, text, "success" if ok else "danger"))
 
 
-_hbox_class: Any = None
+_COLOURS = {None: "var(--jp-brand-color1, #1976d2)", "success": "var(--jp-success-color1, #388e3c)",
+            "danger": "var(--jp-error-color1, #d32f2f)"}
 
 
-def _stable_hbox() -> Any:
-    """An HBox with a stable repr (nbval compares text/plain); made on first use (ipywidgets is lazy)."""
-    global _hbox_class
-    if _hbox_class is None:
-        w = import_optional("ipywidgets", "jpar's progress bars")
+class _Bar:
+    """One rendering of the bar (what ``display``/``update`` send)."""
 
-        class JparProgressBox(w.HBox):
-            def __repr__(self) -> str:
-                return "jpar progress bar"
+    def __init__(self, done: int, total: int, text: str, style: str | None):
+        self.done, self.total, self.text, self.style = min(done, total), total, text, style
 
-        _hbox_class = JparProgressBox
-    return _hbox_class
+    def __repr__(self) -> str:
+        return "jpar progress bar"
+
+    def _repr_html_(self) -> str:
+        pct = 100.0 * self.done / self.total
+        state = self.style or "running"
+        return (f'<div class="jpar-progress" data-state="{state}" data-done="{self.done}" data-total="{self.total}" '
+                'style="display:flex;align-items:center;gap:8px;font-family:var(--jp-ui-font-family,sans-serif);'
+                'font-size:var(--jp-ui-font-size1,13px);color:var(--jp-ui-font-color1,inherit)">'
+                '<div style="width:420px;height:14px;border-radius:3px;'
+                'background:var(--jp-layout-color3,#e0e0e0);overflow:hidden">'
+                f'<div style="width:{pct:.1f}%;height:100%;background:{_COLOURS[self.style]}"></div></div>'
+                f'<span>{html.escape(self.text)}</span></div>')
 
 
 def _kernel_parent() -> Any:
@@ -215,13 +226,11 @@ def _in_kernel() -> bool:
 
 def enable(kind: str = "auto", *, delay: float = 1.0, min_refs: int = _MIN_REFS, stream: TextIO | None = None) -> None:
     """Show progress for ``jpar.get``/``jpar.wait`` waiting for at least ``min_refs`` refs and taking longer
-    than ``delay`` seconds. ``kind``: "widget" (notebook), "text" (terminal) or "auto"."""
+    than ``delay`` seconds. ``kind``: "html" (a bar in the notebook), "text" (terminal) or "auto"."""
     if kind == "auto":
-        import importlib.util
-
-        kind = "widget" if _in_kernel() and importlib.util.find_spec("ipywidgets") is not None else "text"
-    if kind not in ("widget", "text"):
-        raise ValueError(f"kind={kind!r}: use 'widget', 'text' or 'auto'.")
+        kind = "html" if _in_kernel() else "text"
+    if kind not in _KINDS:
+        raise ValueError(f"kind={kind!r}: use 'html', 'text' or 'auto'.")
 
     def reporter(refs: list, what: str, target: int):
         if target < min_refs:

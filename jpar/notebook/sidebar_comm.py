@@ -1,7 +1,8 @@
 """The kernel's side of the JupyterLab sidebar: what only this notebook knows, over a comm.
 
-The sidebar gets cluster-wide figures from the Jupyter server (:mod:`jpar.labserver`); which
-cells of *this* notebook have work in flight only the kernel knows. The sidebar opens a comm
+The sidebar gets a native cluster's figures from the Jupyter server (:mod:`jpar.labserver`); which
+cells of *this* notebook have work in flight only the kernel knows, and so does a Dask or Ray
+cluster's card (the server cannot reach those clusters). The sidebar opens a comm
 with target ``jpar.sidebar`` (on the main shell, while the kernel is idle); from then on the
 kernel *pushes* this notebook's figures from a thread of its own whenever they change, at most
 ``PUSH_INTERVAL_S`` apart. No request travels while a cell runs, and that matters: every request
@@ -13,15 +14,19 @@ notebook to "Idle". Messages the kernel sends on its own carry no status.
 
     sidebar -> kernel  comm_open (target jpar.sidebar), on the main shell while the kernel is idle
     kernel  -> sidebar {"push": "info", "attached": bool, "cluster": {...}, "driver": no,
-                        "layer": bool, "pending": N, "pid": pid,
+                        "backend": name, "layer": bool, "pending": N, "pid": pid,
                         "cells": [{"cell_id", "msg_id", "pending", "names": {...},
                                    "tasks": ["ID" or "FIRST-LAST", ...]}, ...]}
                        (at once, then whenever it changes; a thread of this kernel sends it)
+    kernel  -> sidebar {"push": "cluster", "cluster": {...card...} or null}
+                       (only on a backend the Jupyter server cannot watch, Dask or Ray: the
+                        cluster's card, from a second thread; see :mod:`.sidebar_cluster`)
 
 Cancelling a cell's tasks goes through the Jupyter server with those task ids
 (``POST /jpar/cancel {"address", "tasks"}``), never through the kernel, which may be busy
-running that very cell. Requests still work for other clients, on any shell or subshell
-(they are answered from the thread that receives them; handlers only read the driver's dicts,
+running that very cell; on Dask and Ray, which the server cannot reach, the sidebar sends the
+``cancel`` request below, only while the kernel is idle. Requests work for any client, on any
+shell or subshell (they are answered from the thread that receives them; handlers only read the driver's dicts,
 copied in one C-level step, and send through the comm, which is thread-safe)::
 
     client -> kernel  {"request": "info", "id": n}           -> {"reply": "info", "id": n, ...as above}
@@ -79,10 +84,14 @@ def _on_open(comm: Any, open_msg: dict) -> None:
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         comm.send(dict(reply, reply=req, id=data.get("id")))
 
+    from .sidebar_cluster import ClusterPusher
+
     pusher = _Pusher(comm)
+    cards = ClusterPusher(comm.send)     # the card of a Dask or Ray cluster this kernel drives
     comm.on_msg(on_msg)
-    comm.on_close(lambda msg: pusher.stop())
+    comm.on_close(lambda msg: (pusher.stop(), cards.stop()))
     pusher.start()
+    cards.start()
 
 
 class _Pusher:
@@ -143,7 +152,7 @@ def _runs(ids: list) -> list:
 def notebook_info(with_tasks: bool = False) -> dict:
     """Which cluster this kernel drives, and its unfinished tasks grouped by submitting cell
     (``with_tasks``: each cell's task ids too, as :func:`_runs` writes them)."""
-    from jpar import hooks
+    from jpar import backends, hooks
 
     driver = hooks.driver_info()
     pending = hooks.pending_tasks()
@@ -152,6 +161,7 @@ def notebook_info(with_tasks: bool = False) -> dict:
     if driver is None:
         return info
     info["cluster"] = {"id": driver["cluster_id"], "address": driver["address"]}
+    info["backend"] = getattr(backends.current(), "name", "")
     info["driver"] = driver["client_no"]
     cells: dict[int, dict] = {}
     ids: dict[int, list] = {}

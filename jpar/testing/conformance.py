@@ -215,6 +215,25 @@ def test_actors_keep_state_and_order_per_caller(jpar_cluster):
     assert jpar.get(c.incr.remote(5), timeout=60) == 65           # an error does not end the actor
 
 
+def test_actor_call_refs_are_refs_like_any_other(jpar_cluster):
+    """An actor call's ref is an argument of tasks and of other calls, travels inside values, and
+    is waited for and awaited as a task's ref is."""
+    c = Counter.remote(0)
+    assert jpar.get(c.value.remote(), timeout=60) == 0          # the actor is up: its calls go straight to it
+    first = c.incr.remote(2)
+    assert jpar.get(add.remote(first, 1), timeout=60) == 3                 # a task's argument
+    assert jpar.get(nums_in.remote([c.incr.remote(3)]), timeout=60) == 6    # inside a value
+    assert jpar.get(c.incr.remote(first), timeout=60) == 7                 # another call's argument
+    later = c.incr.remote()
+    ready, rest = jpar.wait([later, sleep_then.remote(10, 0)], num_returns=1, timeout=60)
+    assert ready == [later] and len(rest) == 1
+    assert later.future().result(timeout=60) == 8
+    with pytest.raises(KeyError, match="no such thing"):
+        jpar.get(add.remote(c.boom.remote()), timeout=60)                   # its error reaches the task
+    for r in rest:
+        jpar.cancel(r)
+
+
 def test_named_actor_and_kill(jpar_cluster):
     name = f"counter-{os.getpid()}-{time.monotonic_ns()}"
     c = Counter.options(name=name).remote(1)

@@ -7,11 +7,16 @@
  *       |  (fetch through ServerConnection: the server's own port and auth, so JupyterHub/Binder work)
  *     ClusterPanel (one Lumino widget in the left area) renders one card per cluster.
  *
- * Cluster-wide data never involves a kernel: the panel works with no notebook open and across kernel
+ * Native clusters' data never involves a kernel: the panel works with no notebook open and across kernel
  * restarts. What only the active notebook's kernel knows (its pending tasks per cell) the kernel pushes
  * over a comm (KernelLink) opened while it is idle; the sidebar never sends it a request while a cell
  * runs (the kernel's status messages would flip the status bar to Idle), and cancels a cell's tasks
  * through the server with the ids the kernel pushed.
+ *
+ * A Dask or Ray cluster the server cannot find or watch: the kernel that drives it pushes its card
+ * over the same comm (same snapshot shape, plus its backend's capability flags), and the panel shows
+ * it beside the server's clusters; buttons its backend lacks are disabled, their tooltip says why.
+ * The server cannot cancel on those clusters either: the sidebar asks the kernel, only while it is idle.
  */
 import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, showDialog } from '@jupyterlab/apputils';
@@ -22,66 +27,10 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import iconSvg from '../style/icon.svg';
+import { actionButtons, cardBody, esc, initCall, IClusterSummary, ISnapshot } from './card';
 import { INotebookInfo, KernelLink } from './kernellink';
 
 export const jparIcon = new LabIcon({ name: 'jpar:clusters', svgstr: iconSvg });
-
-const STATES = ['waiting', 'queued', 'assigned', 'running', 'done', 'failed', 'cancelled'];
-
-interface IClusterSummary {
-  id: string;
-  address: string;
-  pid: number;
-  host: string;
-  local: boolean;
-  remote: boolean;
-  file: string;
-}
-
-interface IEngine {
-  id: number;
-  node: string;
-  pid: number;
-  cpu: number | null; // null: not sampled yet (shown as "-")
-  rss: number | null;
-  queued: number;
-  busy: boolean;
-}
-
-interface ISnapshot {
-  address: string;
-  id?: string;
-  error?: string;
-  engines?: IEngine[];
-  tasks?: Record<string, number>;
-  rate?: number;
-  store?: { used: number; capacity: number; spilled: number; objects: number };
-  actors?: { id: number; class: string; name: string; state: string }[];
-  actor_counts?: Record<string, number>;
-  drivers?: { no: number; pid: number; kind: string; host: string; tasks?: number; kernel_id?: string }[];
-  memory_total?: number;
-  uptime?: number;
-}
-
-function esc(s: unknown): string {
-  return String(s ?? '').replace(/[&<>"']/g, c =>
-    ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string
-  );
-}
-
-function mib(n: number): string {
-  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(0)} MiB`;
-}
-
-/** A bar with a label; `frac` NaN: nothing measured yet (empty bar, data-value ""). */
-function bar(kind: string, frac: number, label: string): string {
-  const pct = isNaN(frac) ? 0 : Math.max(0, Math.min(100, frac * 100));
-  return (
-    `<div class="jp-jpar-bar" data-kind="${kind}" data-value="${isNaN(frac) ? '' : pct.toFixed(1)}" title="${esc(label)}">` +
-    `<div class="jp-jpar-bar-fill" style="width:${pct.toFixed(1)}%"></div>` +
-    `<span class="jp-jpar-bar-label">${esc(label)}</span></div>`
-  );
-}
 
 /** The left-sidebar panel. */
 export class ClusterPanel extends Widget {
@@ -117,7 +66,8 @@ export class ClusterPanel extends Widget {
   }
 
   private settings = ServerConnection.makeSettings();
-  private clusters: IClusterSummary[] = [];
+  private clusters: IClusterSummary[] = []; // the server's (native)
+  private kernelCards = new Map<string, ISnapshot>(); // kernel id -> the Dask/Ray card it pushes
   private snapshots = new Map<string, ISnapshot>();
   private abort: AbortController | null = null;
   private retry = 500;
@@ -229,12 +179,54 @@ export class ClusterPanel extends Widget {
     return link;
   }
 
-  /** The kernel pushed new figures (or closed the comm): show them if it is the active notebook's. */
+  /**
+   * The kernel pushed new figures (or closed the comm): show them if it is the active notebook's; a
+   * cluster card it pushes (Dask, Ray) shows whichever notebook is active, while its comm is open.
+   */
   private onPush(link: KernelLink): void {
-    if (!this.isDisposed && link.kernel === this.currentKernel()) {
+    if (this.isDisposed) {
+      return;
+    }
+    const id = link.kernel.id;
+    const card = link.cluster as ISnapshot | null;
+    const before = this.kernelCards.get(id);
+    if (card && card.address) {
+      // its driver is this kernel: named by its notebook, as the server's cards name kernels
+      const drivers = (card.drivers || []).map(d => ({ ...d, kernel_id: id }));
+      this.kernelCards.set(id, { ...card, drivers, kernel_id: id });
+      this.snapshots.set(card.address, this.kernelCards.get(id)!);
+    } else {
+      this.kernelCards.delete(id);
+    }
+    if (before && before.address !== card?.address && !this.clusters.some(c => c.address === before.address)) {
+      this.snapshots.delete(before.address);
+    }
+    if (!before || !card || before.address !== card.address) {
+      this.renderList();
+    } else {
+      this.renderCluster(card.address);
+    }
+    if (link.kernel === this.currentKernel()) {
       this.nbInfo = link.info ?? { attached: false, pid: 0, pending: 0, cells: [], error: 'no-jpar' };
       this.renderNotebook();
     }
+  }
+
+  /** The server's clusters, then the cards kernels push for clusters the server does not list. */
+  private allClusters(): IClusterSummary[] {
+    const out = [...this.clusters];
+    const seen = new Set(out.map(c => c.address));
+    for (const s of this.kernelCards.values()) {
+      if (!seen.has(s.address)) {
+        seen.add(s.address);
+        out.push({
+          id: s.id || '', address: s.address, pid: 0, host: '', local: false, remote: false, file: '',
+          backend: s.backend, source: 'kernel', capabilities: s.capabilities, unsupported: s.unsupported,
+          stop: s.stop
+        });
+      }
+    }
+    return out;
   }
 
   /**
@@ -308,6 +300,15 @@ export class ClusterPanel extends Widget {
           : 'Not using jpar yet: run <code>import jpar; jpar.init()</code>, or <b>init</b> on a cluster below.') +
         '</div>';
     } else {
+      // The server cancels through a native head. A Dask or Ray cluster it cannot reach: the kernel
+      // cancels, asked over the comm while it is idle; while it runs a cell, Jupyter's interrupt does.
+      const noCancel =
+        this.kernelDriven(info) && this.currentKernel()?.status !== 'idle'
+          ? ` disabled data-unsupported="true" title="${esc(
+              `The kernel is busy running a cell: on ${info.backend || 'this backend'} the sidebar cancels through ` +
+                "the kernel once it is idle; its interrupt button cancels the running cell's tasks now."
+            )}"`
+          : '';
       const cells = info.cells
         .map(c => {
           const label = this.cellLabel(c.cell_id);
@@ -318,7 +319,7 @@ export class ClusterPanel extends Widget {
             `<li class="jp-jpar-cell" data-cell-id="${esc(c.cell_id)}" data-pending="${c.pending}">` +
             `<a class="jp-jpar-goto" data-action="goto-cell" title="Show this cell">${esc(label.text)}</a> ` +
             `<span class="jp-jpar-dim">${c.pending} pending (${names})</span> ` +
-            '<button class="jp-jpar-button jp-mod-warn" data-action="cancel-cell" title="Cancel the pending tasks this cell submitted">cancel</button></li>'
+            `<button class="jp-jpar-button jp-mod-warn" data-action="cancel-cell"${noCancel || ' title="Cancel the pending tasks this cell submitted"'}>cancel</button></li>`
           );
         })
         .join('');
@@ -326,7 +327,7 @@ export class ClusterPanel extends Widget {
         `<div class="jp-jpar-nb-status">driver ${info.driver} of <span title="${esc(info.cluster?.address)}">` +
         `cluster ${esc(info.cluster?.id)}</span> · <span class="jp-jpar-nb-pending">${info.pending}</span> pending` +
         (info.pending
-          ? ' <button class="jp-jpar-button jp-mod-warn" data-action="cancel-notebook" title="Cancel every pending task of this notebook">cancel all</button>'
+          ? ` <button class="jp-jpar-button jp-mod-warn" data-action="cancel-notebook"${noCancel || ' title="Cancel every pending task of this notebook"'}>cancel all</button>`
           : '') +
         '</div>' +
         (cells ? `<ul class="jp-jpar-list jp-jpar-cells">${cells}</ul>` : '') +
@@ -441,7 +442,7 @@ export class ClusterPanel extends Widget {
     const payload = JSON.parse(data.join('\n'));
     if (kind === 'clusters') {
       this.clusters = payload.clusters;
-      const live = new Set(this.clusters.map(c => c.address));
+      const live = new Set(this.allClusters().map(c => c.address));
       for (const a of Array.from(this.snapshots.keys())) {
         if (!live.has(a)) {
           this.snapshots.delete(a);
@@ -449,6 +450,9 @@ export class ClusterPanel extends Widget {
       }
       this.renderList();
     } else if (kind === 'cluster') {
+      if (Array.from(this.kernelCards.values()).some(s => s.address === payload.address)) {
+        return; // its kernel's card, pushed over the comm, is the live one
+      }
       this.snapshots.set(payload.address, payload);
       this.renderCluster(payload.address);
     }
@@ -465,39 +469,39 @@ export class ClusterPanel extends Widget {
 
   private renderList(): void {
     const list = this.node.querySelector('.jp-jpar-clusters') as HTMLElement;
-    const keep = new Set(this.clusters.map(c => c.address));
+    const clusters = this.allClusters();
+    const keep = new Set(clusters.map(c => `${c.source || 'server'} ${c.address}`));
     for (const el of Array.from(list.querySelectorAll('.jp-jpar-cluster'))) {
-      if (!keep.has((el as HTMLElement).dataset.address || '')) {
+      const card = el as HTMLElement;
+      if (!keep.has(`${card.dataset.source} ${card.dataset.address}`)) {
         el.remove();
       }
     }
-    for (const c of this.clusters) {
+    for (const c of clusters) {
       if (!this.cardOf(c.address)) {
         const card = document.createElement('div');
         card.className = 'jp-jpar-cluster';
         card.dataset.address = c.address;
         card.dataset.clusterId = c.id;
+        card.dataset.backend = c.backend || 'native';
+        card.dataset.source = c.source || 'server';
+        const backend = c.backend && c.backend !== 'native' ? c.backend : '';
         card.innerHTML =
           `<div class="jp-jpar-cluster-head"><span class="jp-jpar-cluster-name" title="${esc(c.address)}">` +
-          `${esc(c.remote ? 'remote' : 'cluster')} ${esc(c.id)}</span>` +
+          `${esc(c.remote ? 'remote' : 'cluster')} ${esc(c.id)}` +
+          (backend ? ` <span class="jp-jpar-backend" title="a ${esc(backend)} cluster, measured by the notebook's kernel that drives it">${esc(backend)}</span>` : '') +
+          '</span>' +
           `<span class="jp-jpar-cluster-address">${esc(c.address)}</span></div>` +
-          '<div class="jp-jpar-actions">' +
-          '<button class="jp-jpar-button" data-action="insert" title="Insert jpar.init(address=...) into the active notebook">init</button>' +
-          '<button class="jp-jpar-button" data-action="dashboard" title="Open the dashboard in the active notebook">dashboard</button>' +
-          (c.file
-            ? '<button class="jp-jpar-button" data-action="add-engine" title="Start one more engine on this machine">+1 engine</button>'
-            : '') +
-          '<button class="jp-jpar-button" data-action="remove-engine" title="Stop one engine once its running task is done">−1 engine</button>' +
-          '<button class="jp-jpar-button jp-mod-warn" data-action="stop" title="Stop this cluster and all its processes">stop</button>' +
-          '</div><div class="jp-jpar-body"><div class="jp-jpar-empty">connecting…</div></div>';
+          `<div class="jp-jpar-actions">${actionButtons(c)}</div>` +
+          '<div class="jp-jpar-body"><div class="jp-jpar-empty">connecting…</div></div>';
         list.appendChild(card);
       }
       this.renderCluster(c.address);
     }
     const empty = list.querySelector(':scope > .jp-jpar-empty') as HTMLElement | null;
-    if (this.clusters.length && empty) {
+    if (clusters.length && empty) {
       empty.remove();
-    } else if (!this.clusters.length && !empty) {
+    } else if (!clusters.length && !empty) {
       list.innerHTML = '<div class="jp-jpar-empty">No running jpar cluster.</div>';
     }
   }
@@ -513,58 +517,7 @@ export class ClusterPanel extends Widget {
       body.innerHTML = `<div class="jp-jpar-error">${esc(s.error)}</div>`;
       return;
     }
-    const engines = s.engines || [];
-    const memShare = (s.memory_total || 1) / Math.max(1, engines.length);
-    const tasks = s.tasks || {};
-    const store = s.store || { used: 0, capacity: 0, spilled: 0, objects: 0 };
-    const rows = engines
-      .map(
-        e =>
-          `<div class="jp-jpar-engine" data-engine-id="${e.id}" data-busy="${e.busy}" data-measured="${e.cpu !== null}">` +
-          `<span class="jp-jpar-engine-id" title="pid ${e.pid} on ${esc(e.node)}">${e.id}</span>` +
-          (e.cpu === null || e.rss === null // not sampled yet: no figure rather than a false 0 % / 0 MiB
-            ? bar('cpu', NaN, '- CPU') + bar('mem', NaN, '-')
-            : bar('cpu', e.cpu / 100, `${e.cpu.toFixed(0)}% CPU`) + bar('mem', e.rss / memShare, mib(e.rss))) +
-          `</div>`
-      )
-      .join('');
-    const chips = STATES.map(
-      st => `<span class="jp-jpar-chip" data-state="${st}" data-count="${tasks[st] || 0}">${st} ${tasks[st] || 0}</span>`
-    ).join('');
-    const actors = (s.actors || [])
-      .map(
-        a =>
-          `<li class="jp-jpar-actor" data-state="${esc(a.state)}">${esc(a.class)}${a.name ? ` "${esc(a.name)}"` : ''}` +
-          ` <span class="jp-jpar-dim">${esc(a.state)}</span></li>`
-      )
-      .join('');
-    const drivers = (s.drivers || [])
-      .map(d => {
-        const path = d.kernel_id ? this.kernelPaths.get(d.kernel_id) : undefined;
-        const who = path ? `${esc(path)} <span class="jp-jpar-dim">(kernel pid ${d.pid})</span>` : `${esc(d.kind)} pid ${d.pid} on ${esc(d.host)}`;
-        const tasks = d.tasks ?? 0;
-        return (
-          `<li class="jp-jpar-driver" data-no="${d.no}" data-tasks="${tasks}" data-kernel-id="${esc(d.kernel_id || '')}">` +
-          `${who} · ${tasks} task${tasks === 1 ? '' : 's'}` +
-          (tasks
-            ? ' <button class="jp-jpar-button jp-mod-warn" data-action="cancel-driver" title="Cancel all unfinished tasks of this driver">cancel</button>'
-            : '') +
-          '</li>'
-        );
-      })
-      .join('');
-    body.innerHTML =
-      `<div class="jp-jpar-section">Engines <span class="jp-jpar-dim">(${engines.length})</span></div>` +
-      `<div class="jp-jpar-engines">${rows || '<div class="jp-jpar-empty">no engines</div>'}</div>` +
-      `<div class="jp-jpar-section">Tasks <span class="jp-jpar-rate" data-rate="${s.rate || 0}">${(s.rate || 0).toFixed(1)} tasks/s</span></div>` +
-      `<div class="jp-jpar-chips">${chips}</div>` +
-      `<div class="jp-jpar-section">Object store <span class="jp-jpar-dim">${store.objects} objects` +
-      `${store.spilled ? `, ${mib(store.spilled)} spilled` : ''}</span></div>` +
-      bar('store', store.capacity ? store.used / store.capacity : 0, `${mib(store.used)} / ${mib(store.capacity)}`) +
-      `<div class="jp-jpar-section">Actors <span class="jp-jpar-dim">(${(s.actors || []).length})</span></div>` +
-      `<ul class="jp-jpar-list jp-jpar-actors">${actors || '<li class="jp-jpar-dim">none</li>'}</ul>` +
-      `<div class="jp-jpar-section">Drivers <span class="jp-jpar-dim">(${(s.drivers || []).length})</span></div>` +
-      `<ul class="jp-jpar-list jp-jpar-drivers">${drivers || '<li class="jp-jpar-dim">none attached</li>'}</ul>`;
+    body.innerHTML = cardBody(s, id => this.kernelPaths.get(id));
     this.markCurrentDriver(address);
   }
 
@@ -614,7 +567,12 @@ export class ClusterPanel extends Widget {
           throw new Error('This notebook drives no jpar cluster.');
         }
         let r: { cancelled: number };
-        if (action === 'cancel-cell') {
+        const kernel = this.currentKernel();
+        if (this.kernelDriven(info) && kernel) {
+          // a Dask or Ray cluster: the server cannot reach it, the (idle) kernel cancels
+          const cellId = action === 'cancel-cell' ? (button.closest('.jp-jpar-cell') as HTMLElement).dataset.cellId : '';
+          r = await this.linkFor(kernel).request({ request: 'cancel', cell_id: cellId || null });
+        } else if (action === 'cancel-cell') {
           const cellId = (button.closest('.jp-jpar-cell') as HTMLElement).dataset.cellId;
           const cell = info.cells.find(c => c.cell_id === cellId);
           r = await this.request('cancel', 'POST', { address: info.cluster.address, tasks: cell?.tasks || [] });
@@ -636,13 +594,13 @@ export class ClusterPanel extends Widget {
         await this.request('clusters', 'POST', { address: a, key: k });
         this.message(`added ${a}`);
       } else if (action === 'insert') {
-        this.insert(`import jpar\njpar.init(address=${JSON.stringify(address)})`, false);
+        this.insert(`import jpar\n${initCall(card)}`, false);
       } else if (action === 'dashboard') {
         // the notebook that drives this cluster already: no second jpar.init (it would fail)
         this.insert(
           this.drivesCluster(address)
             ? 'import jpar\njpar.dashboard()'
-            : `import jpar\njpar.init(address=${JSON.stringify(address)})\njpar.dashboard()`,
+            : `import jpar\n${initCall(card)}\njpar.dashboard()`,
           true
         );
       }
@@ -651,6 +609,11 @@ export class ClusterPanel extends Widget {
     } finally {
       button.disabled = false;
     }
+  }
+
+  /** Whether the notebook's cluster is one its kernel pushes a card for (Dask, Ray), not the server. */
+  private kernelDriven(info: INotebookInfo | null): boolean {
+    return !!info?.cluster && Array.from(this.kernelCards.values()).some(s => s.address === info.cluster!.address);
   }
 
   /** Whether the active notebook's kernel is a driver of the cluster at `address`. */

@@ -1,6 +1,7 @@
 /**
  * One comm to one notebook's kernel (target "jpar.sidebar", served by jpar.notebook.sidebar_comm):
- * what only that kernel knows, i.e. its pending jpar tasks per cell.
+ * what only that kernel knows, i.e. its pending jpar tasks per cell, and, when it drives a cluster
+ * the Jupyter server cannot watch (Dask, Ray), that cluster's card (jpar.notebook.sidebar_cluster).
  *
  * The kernel *pushes* those figures whenever they change; the sidebar sends nothing while the
  * notebook runs a cell. That is the point: every request a kernel handles makes it publish
@@ -9,7 +10,9 @@
  * subshell while a cell runs ends with "idle", and the status bar then says Idle until the cell
  * ends. So the comm is opened on the main shell (comms over subshells disabled for it), only
  * while the kernel is idle, and is then only listened to. Cancelling goes through the Jupyter
- * server with the task ids the kernel pushed (POST /jpar/cancel), never through the busy kernel.
+ * server with the task ids the kernel pushed (POST /jpar/cancel), never through the busy kernel. A
+ * Dask or Ray cluster the server cannot reach: the sidebar asks the kernel itself (`request`), and only
+ * while it is idle (then the request's busy/idle status messages say nothing false).
  */
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 
@@ -26,6 +29,7 @@ export interface ICellTasks {
 
 export interface INotebookInfo {
   attached: boolean;
+  backend?: string;
   layer?: boolean;
   pid: number;
   pending: number;
@@ -67,6 +71,12 @@ export class KernelLink {
 
   /** The kernel's last push (null before the first, or when it has no jpar). */
   info: INotebookInfo | null = null;
+
+  /**
+   * The card of the Dask or Ray cluster this kernel drives, as it last pushed it (the shape of the
+   * server's cluster snapshots, plus backend, capabilities...); null when it drives none of those.
+   */
+  cluster: Record<string, any> | null = null;
 
   /** Whether the comm is open (the kernel has imported jpar, or has not answered yet). */
   get isOpen(): boolean {
@@ -113,6 +123,7 @@ export class KernelLink {
     comm.onClose = () => {
       first(false);
       this.info = null;
+      this.cluster = null;
       if (this.comm === comm) {
         this.comm = null;
       }
@@ -124,6 +135,11 @@ export class KernelLink {
         this.info = data as INotebookInfo;
         first(true);
         this.onInfo(this);
+      } else if (data && data.push === 'cluster') {
+        this.cluster = data.cluster ?? null;
+        this.onInfo(this);
+      } else if (data && data.reply !== undefined) {
+        this.answers.get(data.id)?.(data);
       }
     };
     this.comm = comm;
@@ -137,10 +153,42 @@ export class KernelLink {
     return ok;
   }
 
+  /**
+   * Ask the kernel (`{"request": "cancel", "cell_id"?}`, ...) and wait for its answer; only while it is
+   * idle: a request to a kernel running a cell would wait for the cell, and its status messages
+   * would then arrive mid-cell.
+   */
+  async request(data: Record<string, unknown>, ms = 10000): Promise<any> {
+    const comm = this.comm;
+    if (!comm || comm.isDisposed) {
+      throw new Error('This notebook\'s kernel has no jpar comm open (import jpar there first).');
+    }
+    if (this.kernel.status !== 'idle') {
+      throw new Error('The kernel is busy running a cell: its interrupt button cancels that cell\'s tasks.');
+    }
+    const id = this.nextId++;
+    const answer = new Promise<any>(resolve => this.answers.set(id, resolve));
+    comm.send({ ...data, id } as any);
+    try {
+      const reply = await withTimeout(answer, ms, `the kernel's answer to ${String(data.request)}`);
+      if (reply.error) {
+        throw new Error(reply.error);
+      }
+      return reply;
+    } finally {
+      this.answers.delete(id);
+    }
+  }
+
   dispose(): void {
     const comm = this.comm;
     this.comm = null;
     this.info = null;
+    const had = this.cluster !== null;
+    this.cluster = null;
+    if (had) {
+      this.onInfo(this); // its card goes
+    }
     if (comm && !comm.isDisposed) {
       // no comm_close to the kernel: its thread stops when the kernel or comm goes, and a close
       // sent now could be answered mid-cell; just stop listening
@@ -149,5 +197,7 @@ export class KernelLink {
   }
 
   private comm: Kernel.IComm | null = null;
+  private nextId = 1;
+  private answers = new Map<number, (reply: any) => void>();
   private opening: Promise<boolean> | null = null;
 }

@@ -14,9 +14,9 @@ How the API maps onto Dask:
   runs; refs nested in containers travel as refs and ``jpar.get`` inside the task rebuilds the
   future from the key. ``num_returns=n`` adds n small tasks picking the tuple's items.
 - Errors: the wrapper raises an error that is both ``jpar.TaskError`` and the user's type, with
-  the remote traceback. ``retry_exceptions`` reruns inside the wrapper; an engine that dies under
-  a task is Dask's business: its scheduler reruns the task (``distributed.scheduler.
-  allowed-failures`` times, cluster-wide, whatever ``max_retries`` says).
+  the remote traceback. ``retry_exceptions`` reruns inside the wrapper; a task whose worker died
+  is rerun by Dask's scheduler, at most ``max_retries`` times (:mod:`.retries`, a scheduler plugin,
+  bounds Dask's cluster-wide ``allowed-failures`` per task), then fails with EngineCrashedError.
 - Cancel: queued tasks are dropped (``Client.cancel``); a running task cannot be interrupted: it
   runs to its end and its result is discarded; ``force=True`` restarts its worker (needs a
   nanny), as Ray's force kills its worker.
@@ -24,9 +24,10 @@ How the API maps onto Dask:
   ``GPU``, ...). A request no worker can ever meet raises ResourceError at submission. On a
   cluster whose workers declare no ``CPU`` resource, ``num_cpus`` is not enforced (each worker
   thread runs one task at a time).
-- Actors are Dask actors hosting :class:`.worker.ActorHost`; a call is a Dask task (so its ref
-  is a Dask key like any other) that hands the call to the actor, which runs each caller's calls
-  in order, one at a time. Names live in the scheduler's metadata, so ``get_actor`` works from
+- Actors are Dask actors hosting :class:`.worker.ActorHost`, which runs each caller's calls in
+  order, one at a time. A call to a placed actor goes straight to its worker (a Dask actor call,
+  :mod:`.actor_calls`); before the actor is placed, a call is a Dask task that hands it on. A
+  direct call's ref becomes a Dask key only when another task or process needs it. Names live in the scheduler's metadata, so ``get_actor`` works from
   every client of the cluster while the creating driver holds the actor.
 - Output: see :mod:`.worker`; the driver receives it on a topic and hands it to the output
   handler as :class:`jpar.events.OutputRecord` under the ref's id.
@@ -51,6 +52,9 @@ from ...errors import (ActorDiedError, ClusterError, EngineCrashedError, GetTime
                        TaskCancelledError)
 from ...pickling import dumps_args, shipped_definition
 from ...refs import ArgRef, ObjectRef, check_cluster
+from . import actor_calls as AC
+from . import release as REL
+from . import retries as R
 from . import worker as W
 
 __all__ = ["DaskBackend", "engine_backend"]
@@ -65,7 +69,8 @@ class DaskBackend(Backend):
 
     name = "dask"
     capabilities = Capabilities(interrupt_running=False, force_cancel=True, actor_restart=False,
-                                actor_concurrency=False, placement=True, add_engines=False, notebook_engines=True)
+                                actor_concurrency=False, placement=True, add_engines=False, notebook_engines=True,
+                                processes=False)   # Dask actors live in a worker process
 
     def __init__(self, client: Client, cluster_id: str, *, cluster: Any = None, owns_client: bool = False,
                  engine: bool = False):
@@ -83,7 +88,13 @@ class DaskBackend(Backend):
         self._names: dict[int, str] = {}
         self._main: dict[int, Future] = {}       # num_returns > 1: item ref id -> the task's future
         self._cancelled: set[int] = set()
+        self._freeing: dict = {}                 # key -> Future: freed while pending, released when done (.free)
         self._actor_calls: set[int] = set()
+        self._call_actor: dict[int, int] = {}    # actor call ref id -> the actor (its outcome is kept there)
+        self._proxies: dict[int, Any] = {}       # actor id -> Dask's proxy of the actor (direct calls)
+        self._forget: dict[int, list] = {}       # actor id -> released call ids not yet sent (_send_forget)
+        self._forget_n = 0
+        self._forgot = time.monotonic()
         self._actors: dict[int, Future] = {}     # actor id -> Dask actor future (kept while owned)
         self._actor_names: dict[int, str] = {}
         self._actor_futures: dict[int, Future] = {}
@@ -93,6 +104,12 @@ class DaskBackend(Backend):
         self._dropped_actors: collections.deque = collections.deque()
         self._workers_cache: tuple[float, dict] = (0.0, {})
         self._pids: dict[str, int] = {}
+        self._met: dict = {}                     # resource request -> the Dask resources that met it
+        self._max_retries: int | None = None
+        import dask
+
+        # the scheduler's allowed-failures (read at connect): tasks with another max_retries carry it
+        self._allowed_failures = int(dask.config.get("distributed.scheduler.allowed-failures"))
         from .frontend import DaskFrontEnd
 
         self.frontend = DaskFrontEnd(self)
@@ -138,7 +155,15 @@ class DaskBackend(Backend):
                                f"address 'tcp://host:port' or a distributed.Client, not {type(address).__name__}.")
         sid = client.scheduler_info(n_workers=0)["id"]
         b = cls(client, "dask-" + sid.split("-", 1)[-1][:12], cluster=cluster, owns_client=owns)
+        b._max_retries = config.max_retries
         client.subscribe_topic(W.OUTPUT_TOPIC, b.frontend._on_output)
+        try:
+            client.register_plugin(R.MaxRetries())
+            b._allowed_failures = client.run_on_scheduler(R.allowed_failures)
+        except Exception as exc:   # a scheduler without jpar: Dask's allowed-failures rules alone
+            log.warning("max_retries cannot bound reruns after worker deaths on this Dask cluster (its scheduler "
+                        "could not load jpar's plugin: %s); Dask's distributed.scheduler.allowed-failures applies.",
+                        exc)
         return b
 
     def close(self) -> None:
@@ -192,6 +217,22 @@ class DaskBackend(Backend):
             f = self._future_by_key(self.key(ref.id))
         return f
 
+    def _dep(self, ref: ObjectRef) -> Future:
+        """The Dask future of a ref, as another task's argument: a direct actor call becomes the
+        Dask task that asks its actor for the outcome (:mod:`.actor_calls`)."""
+        f = self._fut(ref)
+        if type(f) is AC.CallFuture:
+            meta = {"key": f"jpar-actor-{self.cluster_id}-{f.actor:x}"}
+            f = self.client.submit(W.call_outcome, self._actor_future(f.actor, meta), ref.id, key=self.key(ref.id),
+                                   pure=False)
+            self._futures[ref.id] = f
+        return f
+
+    def ref_escaping(self, ref: ObjectRef) -> None:
+        """A ref of this process is being pickled (into a value another process may read by key)."""
+        if type(self._futures.get(ref.id)) is AC.CallFuture:
+            self._dep(ref)
+
     def _future_by_key(self, key: str) -> Future:
         """A future of a key this client did not make; the scheduler is told this client wants it."""
         known = key in self.client.futures
@@ -201,20 +242,11 @@ class DaskBackend(Backend):
         return f
 
     def _drain(self) -> None:
-        rel = self.released
-        while rel:
-            i = rel.popleft()
-            self._futures.pop(i, None)
-            self._main.pop(i, None)
-            self._names.pop(i, None)
-            self._cancelled.discard(i)
-            self._actor_calls.discard(i)
-            self.frontend._forget(i)
-        while self._dropped_actors:
-            aid = self._dropped_actors.popleft()
-            if aid not in self._escaped_actors and aid not in self._actor_names:   # the owner's handle is gone
-                self._actors.pop(aid, None)
-                self._actor_futures.pop(aid, None)
+        """Forget the refs collected since the last call and release their values (:mod:`.release`)."""
+        REL.drain(self)
+
+    def _send_forget(self) -> list:
+        return REL.send_forget(self)
 
     def _context(self) -> tuple[int, int, int, bool]:
         """(owner, root, parent, events) for a submission from this thread."""
@@ -224,16 +256,23 @@ class DaskBackend(Backend):
         return self.prefix, 0, 0, self.frontend.watched()
 
     def _pack(self, name: str, args: tuple, kwargs: dict, top_refs: bool = True) -> tuple[bytes, list, list]:
-        """The call's arguments pickled, top-level refs replaced by ArgRef(i): (payload, futures, ref ids)."""
+        """The call's arguments pickled, top-level refs and arrays replaced by ArgRef(i): (payload,
+        futures and arrays, ref ids). A top-level numpy array goes to Dask as it is, which ships its
+        buffer out of band (pickle protocol 5); inside jpar's payload it would be copied into the
+        pickle, then into Dask's message, and back on the worker (3.6-4.8x slower for 10-100 MB)."""
         deps: list = []
         ids: list = []
 
         def sub(v):
-            if top_refs and isinstance(v, ObjectRef):
-                check_cluster((v,), self.cluster_id)
-                deps.append(self._fut(v))
-                ids.append(v.id)
-                return ArgRef(len(deps) - 1)
+            if top_refs:
+                if isinstance(v, ObjectRef):
+                    check_cluster((v,), self.cluster_id)
+                    deps.append(self._dep(v))
+                    ids.append(v.id)
+                    return ArgRef(len(deps) - 1)
+                if type(v).__name__ == "ndarray" and type(v).__module__ == "numpy" and not v.dtype.hasobject:
+                    deps.append(v)
+                    return ArgRef(len(deps) - 1)
             return v
 
         a = tuple(sub(v) for v in args)
@@ -253,18 +292,23 @@ class DaskBackend(Backend):
         owner, root, parent, events = self._context()
         max_retries = options.max_retries
         if max_retries is None:
-            from ...config import Config
-
-            max_retries = Config.from_env().max_retries
+            max_retries = self._default_retries()
         retry = options.retry_exceptions
         if not isinstance(retry, bool):
             retry = tuple(retry)
         header = (fn_hash, name, tid, self.cluster_id, owner, root or tid, events, retry,
                   (1 << 30) if max_retries < 0 else max_retries)
         key = self.key(tid) if n == 1 else f"{self.key(tid)}-all"
-        self.frontend._submitted(tid, n, name, dep_ids, parent, events)
-        f = self.client.submit(W.run_task, header, blob, payload, *deps, key=key, pure=False, retries=0,
-                               resources=resources, workers=workers, allow_other_workers=False)
+        self.frontend._submitted(tid, n, name, dep_ids, parent, events, args=len(payload))
+        if header[8] == self._allowed_failures:
+            f = self.client.submit(W.run_task, header, blob, payload, *deps, key=key, pure=False, retries=0,
+                                   resources=resources, workers=workers, allow_other_workers=False)
+        else:   # reruns after worker deaths other than the cluster's: the scheduler plugin sets them
+            import dask
+
+            with dask.annotate(**{R.ANNOTATION: header[8]}):
+                f = self.client.submit(W.run_task, header, blob, payload, *deps, key=key, pure=False, retries=0,
+                                       resources=resources, workers=workers, allow_other_workers=False)
         return self._refs(tid, n, f, name)
 
     def _refs(self, tid: int, n: int, f: Future, name: str) -> Any:
@@ -296,6 +340,14 @@ class DaskBackend(Backend):
         check_cluster(refs, self.cluster_id)
         fs = [self._fut(r) for r in refs]
         with self._blocking():
+            if timeout is None and not self._cancelled:   # the common case: one round trip, as Dask's own
+                try:
+                    if self._call_actor and any(type(f) is AC.CallFuture for f in fs):
+                        return AC.gather(self.client, fs)
+                    return self.client.gather(fs)
+                except BaseException:   # an error, or an interrupt: the path below says which ref, in order
+                    if not any(f.status in ("error", "cancelled", "lost") for f in fs) and not all(f.done() for f in fs):
+                        raise
             if not all(f.done() for f in fs):
                 try:
                     self._wait(fs, timeout)
@@ -305,10 +357,15 @@ class DaskBackend(Backend):
             for r, f in zip(refs, fs):
                 if f.status != "finished" or r.id in self._cancelled:
                     self._raise(r, f)
+            if self._call_actor and any(type(f) is AC.CallFuture for f in fs):
+                return AC.gather(self.client, fs)
             return self.client.gather(fs)
 
     def _wait(self, fs: list, timeout: float | None, return_when: str = "ALL_COMPLETED") -> None:
         """distributed.wait on this backend's client (not Dask's default client)."""
+        if self._call_actor and any(type(f) is AC.CallFuture for f in fs):
+            AC.wait(self.client, fs, timeout, return_when == "FIRST_COMPLETED")
+            return
         from distributed.client import _wait
 
         self.client.sync(_wait, fs, timeout=timeout, return_when=return_when)
@@ -326,8 +383,8 @@ class DaskBackend(Backend):
         if ref.id in self._actor_calls:
             raise ActorDiedError(f"The actor behind {name} is gone ({type(exc).__name__}: {exc}).") from exc
         if type(exc).__name__ == "KilledWorker":
-            raise EngineCrashedError(f"{name} was running on engines that died ({exc}); Dask's retries "
-                                     "(distributed.scheduler.allowed-failures) are spent.") from exc
+            raise EngineCrashedError(f"{name} was running on engines that died ({exc}); its retries "
+                                     "(max_retries) are spent.") from exc
         if "Cancelled" in type(exc).__name__:
             raise TaskCancelledError(name, "a task it depends on was cancelled") from exc
         raise exc
@@ -370,6 +427,11 @@ class DaskBackend(Backend):
         except Exception as exc:   # cancel never raises
             log.debug("cancel of %s failed: %s", ref, exc)
 
+    def free(self, refs: list) -> None:
+        from .free import free
+
+        free(self, refs)
+
     def _restart_worker(self, address: str) -> None:
         try:
             self.client.restart_workers([address], raise_for_error=False)
@@ -404,6 +466,8 @@ class DaskBackend(Backend):
         if fresh or time.monotonic() - t > 1.0:
             workers = self.client.scheduler_info(n_workers=-1)["workers"]
             self._workers_cache = (time.monotonic(), workers)
+            if fresh:
+                self._met.clear()
         return workers
 
     def _placement(self, engine: int) -> list:
@@ -414,8 +478,20 @@ class DaskBackend(Backend):
         raise ResourceError(f"No engine {engine} in this Dask cluster (engines: "
                             f"{sorted(W.engine_id_of(w.get('name'), a) for a, w in self._workers().items())}).")
 
+    def _default_retries(self) -> int:
+        """JPAR_MAX_RETRIES, read once (reading the environment took a tenth of each submit)."""
+        if self._max_retries is None:
+            from ...config import Config
+
+            self._max_retries = Config.from_env().max_retries
+        return self._max_retries
+
     def _resources(self, wanted: tuple) -> dict | None:
-        """Dask resources for a request, or ResourceError when no worker can ever meet it."""
+        """Dask resources for a request, or ResourceError when no worker can ever meet it. A request
+        met once is remembered until the workers are listed afresh (listing them is a round trip)."""
+        known = self._met.get(wanted, _UNSET)
+        if known is not _UNSET:
+            return known
         req = {k: v for k, v in wanted if v}
         if not req:
             return None
@@ -424,6 +500,7 @@ class DaskBackend(Backend):
             if not any("CPU" in d for d in declared):
                 req.pop("CPU", None)     # workers declare no CPUs: their threads bound concurrency
             if not req or any(all(d.get(k, 0) >= v for k, v in req.items()) for d in declared):
+                self._met[wanted] = req or None
                 return req or None
         have = ", ".join(f"{d}" for d in declared) or "no workers"
         raise ResourceError(f"No worker of this Dask cluster can ever provide {req} (workers declare: {have}). "
@@ -481,12 +558,54 @@ class DaskBackend(Backend):
             with self._lock:
                 seq = next(self._seq.setdefault(aid, itertools.count()))
             header = (tid, method, owner, root or tid, events)
-            f = self.client.submit(W.run_actor_call, self._actor_future(aid, meta), self.prefix, seq, header,
-                                   payload, key=key, pure=False)
+            actor = self._actor_future(aid, meta)
+            af = self._call_directly(aid, seq, header, payload) if num_returns == 1 else None
+            if af is not None:
+                self._futures[tid] = AC.CallFuture(af, aid, tid, self.client.loop)
+                self._names[tid] = name
+                self._actor_calls.add(tid)
+                self._call_actor[tid] = aid
+                return ObjectRef(tid, self.prefix, self)
+            f = self.client.submit(W.run_actor_call, actor, self.prefix, seq, header, payload, key=key, pure=False)
+            for i in range(num_returns):
+                self._call_actor[tid + i] = aid
         refs = self._refs(tid, num_returns, f, name)
         for i in range(num_returns):
             self._actor_calls.add(tid + i)
         return refs
+
+    def _proxy(self, aid: int) -> Any:
+        """Dask's proxy of a placed actor (made once), or None while it is not placed (or is gone)."""
+        proxy = self._proxies.get(aid)
+        if proxy is None:
+            actor = self._actor_futures.get(aid)
+            if actor is None or actor.status != "finished":
+                return None
+            try:
+                proxy = actor.result()
+            except Exception:
+                return None
+            if not self._engine:     # Dask binds a proxy to the default client: this backend's is not one
+                proxy._client, proxy._future = self.client, actor
+            self._proxies[aid] = proxy
+        return proxy
+
+    def _call_directly(self, aid: int, seq: int, header: tuple, payload: bytes) -> Any:
+        """Send the call to the actor's worker itself (a Dask actor future), or None where only a
+        Dask task can hand it on: the actor is not placed yet (taking its proxy would wait for
+        that), or the caller runs beside it (Dask then runs the coroutine inline)."""
+        proxy = self._proxy(aid)
+        if proxy is None:
+            return None
+        try:
+            af = proxy.call(self.prefix, seq, header, payload)
+        except Exception:   # the actor's worker is gone: the Dask task reports it
+            return None
+        if not isinstance(af, distributed.actor.BaseActorFuture) or type(af).__name__ == "EagerActorFuture":
+            if hasattr(af, "close"):
+                af.close()
+            return None
+        return af
 
     def kill_actor(self, handle: Any, no_restart: bool) -> None:
         aid = handle._actor_id
@@ -506,6 +625,7 @@ class DaskBackend(Backend):
         self.frontend._actor(aid, "dead", {"why": "killed"})
         self._actors.pop(aid, None)
         self._actor_futures.pop(aid, None)
+        self._proxies.pop(aid, None)
 
     def get_actor(self, name: str, namespace: str | None) -> tuple[int, dict] | None:
         found = self.client.get_metadata([_ACTORS, name], default=None)
@@ -548,6 +668,9 @@ class DaskBackend(Backend):
         """Around a blocking wait inside a task: leave the worker's thread pool (secede) so the
         tasks waited for can run there, and take a slot again after (rejoin)."""
         return _Seceded() if self._engine else _NOTHING
+
+
+_UNSET = object()
 
 
 class _Nothing:

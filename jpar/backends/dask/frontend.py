@@ -21,8 +21,13 @@ from .. import FrontEnd
 from ...events import Event, OutputRecord
 from ...refs import ObjectRef
 from . import worker as W
+from .free import FREED_SUFFIX
 
 __all__ = ["DaskFrontEnd", "EventSubscription"]
+
+LARGEST_SCAN = 20       # objects the scheduler's scan returns (the dashboard shows the largest 5)
+LARGEST_TTL_S = 3.0     # how long a scan's answer is used (the scan is O(keys) on the scheduler's loop) ...
+LARGEST_DUTY = 50       # ... and at least this many times what the last scan took (measured: 1.6 us a key)
 
 
 class DaskFrontEnd(FrontEnd):
@@ -36,9 +41,12 @@ class DaskFrontEnd(FrontEnd):
         self._out: queue.SimpleQueue = queue.SimpleQueue()
         self._out_thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._largest_cache: tuple[float, tuple | None] = (-float("inf"), None)   # (next scan, answer): _largest
 
     # -- hooks (set_submit_hook, set_output_handler, apply: the seam's FrontEnd) -------------------
-    def _submitted(self, tid: int, n: int, name: str, deps: list, parent: int, events: bool, actor: int = 0) -> None:
+    def _submitted(self, tid: int, n: int, name: str, deps: list, parent: int, events: bool, actor: int = 0,
+                   args: int | None = None) -> None:
+        """A submission: its output's context, and its first event (``args``: bytes of its pickled arguments)."""
         hook = self.submit_hook
         if hook is not None and not self.b._engine:
             ctx = hook(tid)
@@ -46,6 +54,8 @@ class DaskFrontEnd(FrontEnd):
                 self.contexts[tid + i] = ctx
         if events:
             info = {"name": name, "deps": list(deps), "parent": parent, "actor": actor}
+            if args is not None:
+                info["args"] = args
             if self.b._engine:
                 ctx = W.current_task()
                 W.log_event(W.EVENTS_TOPIC, {"t": time.time(), "id": tid, "state": "waiting" if deps else "queued",
@@ -102,7 +112,8 @@ class DaskFrontEnd(FrontEnd):
 
     def _on_event(self, event) -> None:
         _, m = event
-        self._publish(Event(m["t"], "task", m["id"], m["state"], m.get("info") or {}))
+        for e in m.get("batch") or (m,):      # workers send theirs in batches (worker._Events)
+            self._publish(Event(e["t"], "task", e["id"], e["state"], e.get("info") or {}))
 
     def subscribe_events(self) -> "EventSubscription":
         if self.b._engine:
@@ -165,14 +176,65 @@ class DaskFrontEnd(FrontEnd):
                             "state": b.actor_state(aid)} for aid in list(b._actor_futures)]}
 
     def store_statistics(self, timeout: float) -> dict:
-        """Per host: the workers' managed bytes (``used``), memory limits (``capacity``), spilled bytes."""
+        """Per host: the workers' managed bytes (``used``), memory limits (``capacity``), spilled bytes,
+        and, from the scheduler (:meth:`_largest`), how many jpar objects are in memory there
+        (``object_count``) and the largest of them (``objects``: ``{id, size, owner}``)."""
         out: dict[str, dict] = {}
         for e in self.status(timeout)["engines"]:
-            h = out.setdefault(e["node"], {"used": 0, "capacity": 0, "spilled": 0, "objects": None})
+            h = out.setdefault(e["node"], {"used": 0, "capacity": 0, "spilled": 0, "objects": []})
             h["used"] += e["managed"]
             h["capacity"] += e["memory_limit"]
             h["spilled"] += e["spilled"]
+        found = self._largest()
+        if found is None:
+            for h in out.values():
+                h["objects"] = None      # the scheduler could not scan: not known, rather than none
+            return out
+        counts, objects = found
+        for host, h in out.items():
+            h["object_count"] = counts.get(host, 0)
+        for host, row in objects:
+            if host in out:             # not a host whose workers all left since the scan
+                out[host]["objects"].append(row)
         return out
+
+    def _largest(self) -> tuple[dict, list] | None:
+        """``({host: jpar objects in memory there}, [(host, {id, size, owner})])``: the counts, and the
+        ``LARGEST_SCAN`` largest jpar objects in the cluster's memory, each under the first host
+        holding a copy (so a replicated object is one row).
+
+        The scan runs on the scheduler (one round trip, ``LARGEST_SCAN`` rows back, not the key
+        table that ``Client.nbytes`` and ``Client.who_has`` send) and costs it O(keys) of its event
+        loop, so its answer is kept ``LARGEST_TTL_S`` seconds, or ``LARGEST_DUTY`` times what it took
+        where that is longer (a scheduler with 100,000 keys is scanned every ~8 s, not every second
+        the dashboard asks). Rows of this client's refs that were released or freed since are dropped
+        at each call, so a freed object leaves the table at the next refresh. None when the scan
+        failed (a scheduler that cannot load jpar's module, as for jpar.free there)."""
+        b = self.b
+        prefix = b.key(0)[:-1]          # "jpar-<cluster>-": the keys of jpar objects (DaskBackend.key)
+        next_at, found = self._largest_cache
+        if time.monotonic() >= next_at:
+            t0 = time.monotonic()
+            try:
+                counts, top = b.client.run_on_scheduler(_largest_keys, prefix, LARGEST_SCAN)
+            except Exception:           # not asked again before LARGEST_TTL_S either
+                self._largest_cache = (time.monotonic() + LARGEST_TTL_S, None)
+                return None
+            rows = []
+            for size, key, hosts in top:
+                try:
+                    oid = int(key[len(prefix):], 16)
+                except ValueError:      # "<key>-all" (a multi-return task's tuple), "<key>-freed"
+                    continue
+                rows.append((hosts[0] if hosts else "", {"id": oid, "size": int(size), "owner": oid >> 32}))
+            found = (counts, rows)
+            now = time.monotonic()
+            self._largest_cache = (now + max(LARGEST_TTL_S, LARGEST_DUTY * (now - t0)), found)
+        if found is None:
+            return None
+        counts, rows = found
+        mine, futures = b.prefix, b._futures
+        return counts, [(h, o) for h, o in rows if o["owner"] != mine or _held(futures.get(o["id"]))]
 
     def cancel_tasks(self, task_ids, force: bool) -> None:
         for tid in task_ids:
@@ -282,6 +344,34 @@ class EventSubscription:
 
     def __repr__(self) -> str:
         return f"EventSubscription(dask, {'closed' if self.closed else 'open'})"
+
+
+def _held(f: Any) -> bool:
+    """Whether a future of this client's ``_futures`` still stands for its value (not released,
+    not replaced by jpar.free's stand-in)."""
+    return f is not None and not str(f.key).endswith(FREED_SUFFIX)
+
+
+def _largest_keys(prefix: str, n: int, dask_scheduler: Any = None) -> tuple[dict, list]:
+    """On the scheduler, for the keys in memory whose names start with ``prefix`` (one cluster's jpar
+    objects): ``({host: how many}, [(nbytes, key, [hosts])])``, the latter the ``n`` largest, largest
+    first. A key held on several hosts counts once, at its first host."""
+    import heapq
+
+    tasks = dask_scheduler.tasks
+    counts: dict = {}
+    sized = []
+    for key, ts in list(tasks.items()):
+        if ts.state == "memory" and isinstance(key, str) and key.startswith(prefix):
+            holders = ts.who_has or ()
+            host = min(ws.host for ws in holders) if holders else ""
+            counts[host] = counts.get(host, 0) + 1
+            sized.append((ts.nbytes, key))
+    top = []
+    for nbytes, key in heapq.nlargest(n, sized):
+        holders = getattr(tasks.get(key), "who_has", None) or ()
+        top.append((nbytes, key, sorted({ws.host for ws in holders})))
+    return counts, top
 
 
 def _print_output(chunk: OutputRecord, context: Any) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from ...errors import ActorDiedError, TaskError
 from ...refs import ArgRef
 
-__all__ = ["run_task", "pick", "fail_with", "run_actor_call", "ActorHost", "engine_id_of", "OUTPUT_TOPIC",
+__all__ = ["run_task", "pick", "fail_with", "run_actor_call", "call_outcome", "ActorHost", "engine_id_of", "OUTPUT_TOPIC",
            "EVENTS_TOPIC", "current_task"]
 
 OUTPUT_TOPIC = "jpar-output"
@@ -154,6 +154,8 @@ def _flush(ctx: _Ctx) -> None:
 def _install() -> None:
     """Once per worker process: capture output, and give jpar's API a client (nested tasks)."""
     global _installed
+    if _installed:
+        return
     with _install_lock:
         if _installed:
             return
@@ -170,10 +172,44 @@ def _install() -> None:
         _installed = True
 
 
+class _Events:
+    """Task events of this worker process for the dashboards, sent as one topic event per ~50 ms
+    (``{"batch": [...]}``) by a thread of their own: one event per task state was a message
+    through the scheduler for each, and cost the driver's process (the scheduler of a LocalCluster
+    runs there) 12 % more CPU with a dashboard open. Each event keeps the time it happened."""
+
+    def __init__(self):
+        self.buf: list = []
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def add(self, msg: dict) -> None:
+        with self.lock:
+            self.buf.append(msg)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name="jpar-dask-events", daemon=True)
+                self.thread.start()
+        self.wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            self.wake.wait()
+            time.sleep(0.05)      # gather what happens meanwhile
+            self.wake.clear()
+            with self.lock:
+                batch, self.buf = self.buf, []
+            if batch:
+                log_event(EVENTS_TOPIC, {"batch": batch})
+
+
+_events = _Events()
+
+
 def _event(ctx: _Ctx, state: str, **info) -> None:
     if ctx.events:
-        log_event(EVENTS_TOPIC, {"t": time.time(), "id": ctx.task_id, "state": state, "owner": ctx.owner,
-                                 "info": {"name": ctx.name, "engine": ctx.engine, **info}})
+        _events.add({"t": time.time(), "id": ctx.task_id, "state": state, "owner": ctx.owner,
+                     "info": {"name": ctx.name, "engine": ctx.engine, **info}})
 
 
 def _function(fn_hash: int, blob: bytes) -> Any:
@@ -278,6 +314,8 @@ class ActorHost:
         self._turn: asyncio.Condition | None = None
         self._dead: str | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"jpar-actor-{actor_id:x}")
+        self._outcomes: dict[int, tuple] = {}      # call id -> (ok, value): kept until the caller forgets it
+        self._waiting: dict[int, asyncio.Future] = {}
         ctx = _Ctx(actor_id, f"{name}.__init__", owner, actor_id, events, cluster_id, actor=actor_id)
         prev = getattr(_local, "ctx", None)
         _local.ctx = ctx
@@ -294,8 +332,43 @@ class ActorHost:
             _local.ctx = prev
 
     async def call(self, caller: int, seq: int, header: tuple, payload: bytes) -> Any:
-        """Run method ``header[1]`` once this caller's earlier calls have started (Dask runs
-        coroutine methods of actors on the worker's event loop)."""
+        """Run method ``header[1]`` once this caller's earlier calls have started, and keep its
+        outcome for :meth:`outcome` until the caller forgets it (the caller gets it back directly,
+        as a Dask actor future; a Dask task asks for it only when the call's ref becomes another
+        task's argument). Dask runs coroutine methods of actors on the worker's event loop."""
+        task_id = header[0]
+        try:
+            value = await self._call(caller, seq, header, payload)
+        except BaseException as exc:
+            self._settle(task_id, False, exc)
+            raise
+        self._settle(task_id, True, value)
+        return value
+
+    def _settle(self, task_id: int, ok: bool, value: Any) -> None:
+        self._outcomes[task_id] = (ok, value)
+        waiter = self._waiting.pop(task_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def outcome(self, task_id: int) -> Any:
+        """The value of call ``task_id`` (raising its error), once it has run."""
+        if task_id not in self._outcomes:
+            waiter = self._waiting.get(task_id)
+            if waiter is None:
+                waiter = self._waiting[task_id] = asyncio.get_running_loop().create_future()
+            await waiter
+        ok, value = self._outcomes[task_id]
+        if not ok:
+            raise value
+        return value
+
+    async def forget(self, task_ids: list) -> None:
+        """The caller dropped these calls' refs: their outcomes are not asked for any more."""
+        for t in task_ids:
+            self._outcomes.pop(t, None)
+
+    async def _call(self, caller: int, seq: int, header: tuple, payload: bytes) -> Any:
         if self._turn is None:
             self._turn = asyncio.Condition()
         turn = self._turn
@@ -343,6 +416,8 @@ class ActorHost:
             async with self._turn:
                 self._turn.notify_all()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for task_id in list(self._waiting):       # calls that will never run here
+            self._settle(task_id, False, ActorDiedError(why))
         return True
 
 
@@ -359,6 +434,15 @@ def _resolve_top_refs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     values = dict(zip((id(r) for r in refs), current().get(refs, None)))
     return (tuple(values.get(id(a), a) if isinstance(a, ObjectRef) else a for a in args),
             {k: values.get(id(v), v) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()})
+
+
+def call_outcome(actor: Any, task_id: int) -> Any:
+    """The Dask task that stands for an actor call made directly (its ref became another task's
+    argument): the call's value, asked of the actor, without holding a worker thread (seceded)."""
+    from distributed import secede
+
+    secede()      # no rejoin: the thread ends with this task
+    return actor.outcome(task_id).result()
 
 
 def run_actor_call(actor: Any, caller: int, seq: int, header: tuple, payload: bytes) -> Any:

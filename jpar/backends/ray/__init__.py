@@ -30,15 +30,17 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from typing import Any
 
 import ray
 
 from .. import Backend, Capabilities
 from ...errors import (ActorDiedError, ClusterError, EngineCrashedError, ForeignRefError, GetTimeoutError,
-                       ObjectLostError, TaskCancelledError, TaskError)
+                       ObjectFreedError, ObjectLostError, TaskCancelledError, TaskError)
 from ...refs import ObjectRef
 from ...pickling import shipped_definition
+from . import escaped
 from . import worker as W
 from .frontend import RayFrontEnd
 
@@ -59,6 +61,7 @@ class RayBackend(Backend):
     def __init__(self, table: W.RefTable, *, owns: bool, connected: bool, address: str, driver: bool,
                  sink_name: str | None, namespace: str | None, config: Any = None):
         self.table = table
+        table.namespace = namespace       # where the session's registry of escaped refs lives (escaped.py)
         self.owns = owns                  # we started this Ray: close() stops it
         self.connected = connected        # we called ray.init: close() disconnects
         self.address = address
@@ -73,6 +76,7 @@ class RayBackend(Backend):
         self._cancelled: set = set()
         self._actor_calls: set = set()
         self._recancel: dict = {}         # task id -> [ray ref, force, recursive, first cancel, next delay]
+        self._metas: weakref.WeakValueDictionary = weakref.WeakValueDictionary()   # actor metas holding Ray handles
         self.frontend = RayFrontEnd(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -105,6 +109,7 @@ class RayBackend(Backend):
         cluster_id = f"ray-{ctx.get_job_id()}-{os.urandom(3).hex()}"
         namespace = ctx.namespace
         table = W.RefTable(cluster_id)
+        table.client_mode = ray.util.client.ray.is_connected()   # address "ray://...": Ray Client
         W.set_table(table)
         W.register_serializer()
         sink_name = f"jpar-sink-{cluster_id}"
@@ -139,11 +144,24 @@ class RayBackend(Backend):
             return
         self.closed = True
         self.frontend.stop()
-        self.table.refs.clear()
+        self._drop_ray_handles()
+        if self.is_driver:
+            escaped.forget(self.cluster_id, self.namespace, kill=ray.is_initialized())
         if W._TABLE is self.table:
             W.set_table(None)
         if self.connected and ray.is_initialized():
             ray.shutdown()
+
+    def _drop_ray_handles(self) -> None:
+        """Let go of the Ray handles and refs this connection holds while it is still connected, so
+        Ray counts them against this cluster; a jpar actor handle used afterwards (in a notebook,
+        after jpar.shutdown() and a new jpar.init()) says that its connection is closed instead of
+        sending through a handle of a Ray connection that is gone."""
+        for meta in list(self._metas.values()):
+            meta.pop("ray", None)
+        self._metas.clear()
+        self.table.refs.clear()
+        self._recancel.clear()
 
     def describe(self) -> dict:
         st = self.frontend.status(30, start_engines=False)
@@ -152,14 +170,19 @@ class RayBackend(Backend):
                 "address_info": {"address": self.address, "cluster_id": self.cluster_id, "backend": "ray"}}
 
     # -- tasks and objects ----------------------------------------------------------------------
-    def _meta(self, task_id: int, name: str, what: Any, kw_names: tuple) -> tuple:
+    def _meta(self, task_id: int, name: str, what: Any, kw_names: list) -> list:
+        """The task's header for the wrapper, as a list of plain values (see :meth:`_pack`)."""
         cur = W.current_task()
         flags = (W.EV if self.frontend.watching() else 0) | (cur.flags if cur is not None else 0)
         root = cur.root if cur is not None else 0
-        return (task_id, name, what, kw_names, self.cluster_id, self.sink_name, flags, root, self.namespace)
+        return [task_id, name, what, kw_names, self.cluster_id, self.sink_name, flags, root, self.namespace]
 
     def _ray_ref(self, ref: ObjectRef) -> Any:
         rr = self.table.lookup(ref.id)
+        if rr is None and ref.cluster == self.cluster_id:   # pickled outside Ray by another process?
+            rr = escaped.find(self.cluster_id, self.namespace, ref.id)
+            if rr is not None:
+                self.table.add(ref.id, rr)
         if rr is None:
             if ref.cluster != self.cluster_id:
                 raise ForeignRefError(
@@ -177,20 +200,42 @@ class RayBackend(Backend):
                 deps.append(a.id)
             else:
                 flat.append(a)
-        return flat, tuple(kwargs), deps
+        return flat, list(kwargs), deps
 
-    def _ship(self, holder: Any, target: Any, name: str) -> tuple:
-        """(fn_id, payload) of a function or class: pickled once (per holder), its bytes inline or,
-        when large, one ray.put per process."""
+    def _pack(self, args: tuple, kwargs: dict) -> tuple[Any, list, list, list]:
+        """(values, Ray refs, kw_names, dep ids): the call's values go to Ray as one argument (with
+        the task's meta), and only its top-level refs as arguments of their own, which Ray resolves
+        where the task runs. Ray serializes each argument separately, at ~50 us each (2-core VM):
+        meta, function and each value apart made a no-op task cost twice what it does in Ray.
+
+        That argument is a list of plain values (ints, strs, bytes, lists, None), which Ray packs
+        with msgpack alone; a tuple anywhere in it made Ray pickle it (twice the cost to send, and
+        to unpack in the worker). The user's values keep their tuple (pickled, as Ray pickles any
+        argument it cannot msgpack exactly); a call without arguments sends None."""
+        if not args and not kwargs:
+            return None, [], [], []
+        values, rrs, pos, deps = [], [], [], []
+        for i, a in enumerate((*args, *kwargs.values())):
+            if type(a) is ObjectRef:
+                rrs.append(self._ray_ref(a))
+                pos.append(i)
+                deps.append(a.id)
+                values.append(None)
+            else:
+                values.append(a)
+        return (tuple(values), tuple(pos)), rrs, list(kwargs), deps
+
+    def _ship(self, holder: Any, target: Any, name: str) -> list:
+        """[fn_id, payload] of a function or class: pickled once (per holder), its bytes inline or,
+        when large, one ray.put per process; the list itself is made once per cluster and process
+        (a list, not a tuple: Ray msgpacks it, see :meth:`_pack`)."""
         cache = holder._backend_cache
-        fn_id, blob = shipped_definition(cache, "ray", target, name, "the Ray workers")
-        if len(blob) < _INLINE_FN:
-            return (fn_id, blob)
-        key = ("ray-ref", self.cluster_id, os.getpid())
-        ref = cache.get(key)
-        if ref is None:
-            ref = cache[key] = ray.put(blob)
-        return (fn_id, [ref])
+        key = ("ray-box", self.cluster_id, os.getpid())
+        box = cache.get(key)
+        if box is None:
+            fn_id, blob = shipped_definition(cache, "ray", target, name, "the Ray workers")
+            box = cache[key] = [fn_id, blob if len(blob) < _INLINE_FN else [ray.put(blob)]]
+        return box
 
     def _task_remote(self, fn: Any, options: Any) -> Any:
         prepared = fn._prepared.get("ray")
@@ -212,17 +257,19 @@ class RayBackend(Backend):
         table = self.table
         table.drain()
         fnbox = self._ship(fn, fn._fn, fn._name)
-        flat, kw_names, deps = self._flatten(args, kwargs)
         n = options.num_returns
         task_id = W.new_id(n)
-        meta = self._meta(task_id, fn._name, None, kw_names)
         engine = None
         if options.placement >= 0:
+            flat, kw_names, deps = self._flatten(args, kwargs)
+            meta = self._meta(task_id, fn._name, None, kw_names)
             engine = options.placement
             handle = self.frontend.engine_handle(engine)
             rr = handle.run.options(num_returns=n, name=fn._name).remote(meta, fnbox, *flat)
         else:
-            rr = self._task_remote(fn, options).remote(meta, fnbox, *flat)
+            values, rrs, kw_names, deps = self._pack(args, kwargs)
+            meta = self._meta(task_id, fn._name, None, kw_names)
+            rr = self._task_remote(fn, options).remote([meta, fnbox, values], *rrs)
         rrs = [rr] if n == 1 else list(rr)
         refs = [table.make(task_id + i, self.client_no, rrs[i]) for i in range(n)]
         self.frontend.submitted(task_id, fn._name, rrs[0], deps, engine)
@@ -258,7 +305,7 @@ class RayBackend(Backend):
             cause = getattr(exc, "cause", None)
             if isinstance(cause, TaskError):
                 return cause if type(cause) is not TaskError else cause.as_instanceof_cause()
-            if isinstance(cause, TaskCancelledError):
+            if isinstance(cause, (TaskCancelledError, ObjectFreedError)):
                 return cause
             if isinstance(cause, E.TaskCancelledError):
                 return TaskCancelledError(self._name_of(refs))
@@ -273,6 +320,8 @@ class RayBackend(Backend):
             if cancelled:
                 return TaskCancelledError(self._name_of(refs))
             return ActorDiedError(str(exc))
+        if isinstance(exc, E.ObjectFreedError):
+            return ObjectFreedError(f"ObjectRef({exc.object_ref_hex})")
         if isinstance(exc, E.ObjectLostError):
             return ObjectLostError(str(exc))
         return exc
@@ -340,6 +389,25 @@ class RayBackend(Backend):
                 except Exception:
                     pass
 
+    def free(self, refs: list) -> None:
+        """jpar.free: each ref's entry in this process's table now names a stored error (a Ray task
+        error whose cause is ObjectFreedError) instead of its value, so get, wait, futures, tasks
+        given the ref and copies of it sent elsewhere all raise ObjectFreedError; the table's Ray ref
+        to the value goes, and Ray frees the value once no other process borrows it (a task still
+        running with it). Ray's own ``internal.free`` is gone (absent from Ray 2.60), so dropping the reference
+        is the way. A pending task runs on; Ray discards the value it makes."""
+        table = self.table
+        table.drain()
+        with table.lock:
+            entries = [(r, table.refs.get(r.id)) for r in refs]
+        for ref, e in entries:
+            if e is None or len(e) > 2:
+                continue            # unknown here (released), or freed already (marked by a third item)
+            err = ray.exceptions.RayTaskError("jpar.free", "", ObjectFreedError(repr(ref)))
+            e[0] = ray.put(err)
+            e.append("freed")
+            self.frontend._finish(ref.id)   # its output context stays (late output), its Ray ref goes
+
     def future(self, ref: ObjectRef):
         import concurrent.futures
 
@@ -393,19 +461,31 @@ class RayBackend(Backend):
         meta = self._meta(task_id, f"{name}.__init__", None, kw_names)
         h = host.options(**ray_opts).remote(meta, clsbox, info, *flat)
         actor_id = _actor_id(h)   # derived from Ray's id: every handle (get_actor's too) agrees on it
-        meta_out = dict(info, actor_id=actor_id, ray=h, is_async=actor_class._is_async)
+        meta_out = self._held(_Meta(info, actor_id=actor_id, ray=h, is_async=actor_class._is_async))
         return actor_id, meta_out, not opts.detached
+
+    def _held(self, meta: "_Meta") -> "_Meta":
+        self._metas[id(meta)] = meta
+        return meta
+
+    def _ray_handle(self, handle: Any) -> Any:
+        h = handle._meta.get("ray")
+        if h is None:
+            raise ClusterError(f"This handle of the actor {handle._meta.get('class_name', '?')} belongs to a Ray "
+                               "connection that jpar.shutdown() closed; get the actor again with jpar.get_actor() "
+                               "(named actors) or create it again on the running cluster.")
+        return h
 
     def call_actor(self, handle: Any, method: str, num_returns: int, args: tuple, kwargs: dict) -> Any:
         self.table.drain()
         m = handle._meta
-        h = m["ray"]
-        flat, kw_names, deps = self._flatten(args, kwargs)
+        h = self._ray_handle(handle)
+        values, rrs, kw_names, deps = self._pack(args, kwargs)
         task_id = W.new_id(num_returns)
         name = f"{m['class_name']}.{method}"
         meta = self._meta(task_id, name, method, kw_names)
         call = h.call if num_returns == 1 else h.call.options(num_returns=num_returns)
-        rr = call.remote(meta, *flat)
+        rr = call.remote([meta, values], *rrs)
         rrs = [rr] if num_returns == 1 else list(rr)
         refs = [self.table.make(task_id + i, self.client_no, rrs[i]) for i in range(num_returns)]
         self._actor_calls.add(task_id)
@@ -415,7 +495,7 @@ class RayBackend(Backend):
         return refs[0] if num_returns == 1 else refs
 
     def kill_actor(self, handle: Any, no_restart: bool) -> None:
-        h = handle._meta["ray"]
+        h = self._ray_handle(handle)
         try:
             ray.kill(h, no_restart=no_restart)
         except ValueError:
@@ -441,7 +521,7 @@ class RayBackend(Backend):
         except ray.exceptions.RayActorError:
             return None
         actor_id = _actor_id(h)
-        return actor_id, dict(info, actor_id=actor_id, ray=h)
+        return actor_id, self._held(_Meta(info, actor_id=actor_id, ray=h))
 
     def actor_state(self, actor_id: int) -> str:
         return "a Ray actor"
@@ -472,6 +552,13 @@ class RayBackend(Backend):
 
     def __repr__(self) -> str:
         return f"RayBackend({self.address!r})"
+
+
+class _Meta(dict):
+    """An actor handle's metadata (a dict), weakly referable so the backend can drop the Ray handle in it
+    at close (see RayBackend._drop_ray_handles)."""
+
+    __slots__ = ("__weakref__",)
 
 
 def _actor_id(h: Any) -> int:

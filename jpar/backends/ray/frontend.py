@@ -10,6 +10,7 @@ watcher thread adds "metrics" per engine every second while a subscription is op
 from __future__ import annotations
 
 import collections
+import itertools
 import queue
 import sys
 import threading
@@ -26,6 +27,9 @@ from . import worker as W
 __all__ = ["RayFrontEnd", "Subscription"]
 
 _RECENT = 20_000          # contexts of finished tasks kept for output that arrives late
+LOCATE_MAX = 2_000        # newest refs whose objects the store's largest-objects list looks at (node stats)
+LOCATE_TTL_S = 5.0        # how long one locate of them is used
+LOCATE_LARGEST = 20       # objects kept from it (the dashboard shows 5)
 
 
 class RayFrontEnd(FrontEnd):
@@ -47,6 +51,7 @@ class RayFrontEnd(FrontEnd):
         self.pump: threading.Thread | None = None
         self.watcher: threading.Thread | None = None
         self._mid_line: set = set()
+        self._held_cache: tuple[float, list] = (-float("inf"), [])    # (monotonic time, rows): _held
 
     # -- lifecycle (driver only) ----------------------------------------------------------------
     def start(self, sink: Any) -> None:
@@ -67,6 +72,9 @@ class RayFrontEnd(FrontEnd):
             except Exception:
                 pass
         self.engines = None
+        self.sink = None        # handles go while connected (see RayBackend._drop_ray_handles)
+        self.tracked.clear()
+        self.placed.clear()
 
     # -- hooks ----------------------------------------------------------------------------------
 
@@ -153,11 +161,17 @@ class RayFrontEnd(FrontEnd):
                 if self.stop_event.wait(0.5):
                     break
                 continue
+            events = []
             for rec in recs:
                 try:
-                    self._dispatch(rec)
+                    ev = self._dispatch(rec)
                 except Exception:
-                    pass
+                    continue
+                if ev is not None:
+                    events.append(ev)
+            if events:       # one queue item per batch for each subscriber (poll unpacks it)
+                for sub in self.subs:
+                    sub.q.put(events)
             if self.b._recancel:
                 self.b.recancel()
             now = time.monotonic()
@@ -165,7 +179,8 @@ class RayFrontEnd(FrontEnd):
                 last_prune = now
                 self._prune()
 
-    def _dispatch(self, rec: tuple) -> None:
+    def _dispatch(self, rec: tuple) -> Event | None:
+        """Hand output to the handler; return an event record as an Event."""
         if rec[0] == "out":
             _, tid, engine, pid, name, stream, text, root = rec
             ctx = self._context(tid)
@@ -181,7 +196,8 @@ class RayFrontEnd(FrontEnd):
             ev = Event(*rec[1:])
             if ev.kind == "task" and ev.state in ("done", "failed"):
                 self.tracked.pop(ev.key, None)
-            self._emit(ev)
+            return ev
+        return None
 
     def _print(self, chunk: OutputRecord) -> None:
         """No handler: print like Ray does, each line prefixed with the task and process."""
@@ -292,11 +308,12 @@ class RayFrontEnd(FrontEnd):
 
                 handles = []
                 for node in sorted((n for n in ray.nodes() if n.get("Alive")), key=lambda n: n["NodeID"]):
-                    for _ in range(int(node.get("Resources", {}).get("CPU", 0))):
+                    slots = int(node.get("Resources", {}).get("CPU", 0))
+                    for slot in range(slots):
                         strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
                         handles.append(W.Engine.options(
                             scheduling_strategy=strategy, name=self._engine_name(len(handles)),
-                            namespace=self.b.namespace).remote(len(handles)))
+                            namespace=self.b.namespace).remote(len(handles), slot, slots))
                 if not handles:
                     handles.append(W.Engine.options(name=self._engine_name(0), namespace=self.b.namespace).remote(0))
                 self.engines = handles
@@ -384,54 +401,79 @@ class RayFrontEnd(FrontEnd):
         return None
 
     def store_statistics(self, timeout: float) -> dict:
-        """``{node: {host, bytes_used, capacity, available, spilled_bytes, object_count, objects}}``.
+        """``{node: {host, bytes_used, capacity, available, spilled_bytes, object_count, objects, scope,
+        objects_scope}}``.
 
-        With grpcio installed, each raylet's own store figures (Ray's node stats); without it (Ray's
-        minimal install), the sizes and locations of the objects this process holds refs to
-        (``ray.experimental.get_object_locations``): what this driver keeps in each node's store."""
+        Each raylet's own store figures (its node stats, over gRPC: the ``ray`` extra installs grpcio),
+        ``scope: "node"``; where that is not possible (Ray's minimal install), the sizes and locations
+        of the objects this process holds refs to (and the largest of them), ``scope: "this driver's
+        objects"``: locating every ref each second cost a dashboard's driver more than the node stats.
+        ``objects`` (the largest objects, each under one node holding it) are this driver's in both
+        cases, as ``objects_scope`` says: Ray tells no process the objects of the others; with node
+        stats, only the newest ``LOCATE_MAX`` refs, located every ``LOCATE_TTL_S`` s (:meth:`_held`)."""
         out = {}
         for n in ray.nodes():
             if n.get("Alive"):
                 out[n["NodeID"]] = {"node": n["NodeID"], "host": n.get("NodeManagerAddress", ""),
                                     "capacity": int(n.get("Resources", {}).get("object_store_memory", 0)),
                                     "bytes_used": 0, "spilled_bytes": 0, "object_count": 0, "objects": [],
-                                    "scope": "this driver's objects"}
-        try:
-            from ray._private.internal_api import node_stats
-
-            for n in ray.nodes():
-                if n.get("Alive"):
-                    s = node_stats(n["NodeManagerAddress"], n["NodeManagerPort"], include_memory_info=False).store_stats
-                    row = out[n["NodeID"]]
-                    row.update(bytes_used=int(s.object_store_bytes_used), spilled_bytes=int(s.spilled_bytes_total),
-                               object_count=int(s.num_local_objects), scope="node")
-                    row["capacity"] = int(s.object_store_bytes_avail) or row["capacity"]
-        except Exception:   # no grpcio: count what this process's refs hold
-            entries = list(self.b.table.refs.items())[:20_000]
-            if entries:
-                try:
-                    locs = ray.experimental.get_object_locations([e[1][0] for e in entries], timeout_ms=int(timeout * 1000))
-                except Exception:
-                    locs = {}
-                per_node: dict = collections.defaultdict(list)
-                for jid, (rr, _n) in entries:
-                    loc = locs.get(rr)
-                    if not loc or not loc.get("object_size"):
-                        continue
-                    for node in loc.get("node_ids") or ():
-                        per_node[node].append((int(loc["object_size"]), jid, bool(loc.get("did_spill"))))
-                for node, objs in per_node.items():
-                    row = out.get(node)
-                    if row is None:
-                        continue
-                    row["bytes_used"] = sum(o[0] for o in objs if not o[2])
-                    row["spilled_bytes"] = sum(o[0] for o in objs if o[2])
-                    row["object_count"] = len(objs)
-                    row["objects"] = [{"id": f"{jid:016x}", "size": size, "owner": self.b.client_no}
-                                      for size, jid, _ in sorted(objs, reverse=True)[:10]]
-        for row in out.values():
+                                    "scope": "this driver's objects", "objects_scope": "this driver's objects",
+                                    "_addr": (n["NodeManagerAddress"], n["NodeManagerPort"])}
+        stats = {node: _node_store_stats(*row.pop("_addr"), timeout) for node, row in out.items()}
+        if any(s is None for s in stats.values()):
+            self._driver_objects(out, timeout)
+        else:
+            for node, size, jid, spilled in self._held(timeout):
+                row = out.get(node)
+                if row is not None:
+                    row["objects"].append({"id": jid, "size": size, "owner": self.b.client_no, "spilled": spilled})
+                    row["objects_scope"] = f"the largest of this driver's newest {LOCATE_MAX} refs"
+        for node, row in out.items():
+            s = stats[node]
+            if s is not None:
+                row.update(bytes_used=int(s.object_store_bytes_used), spilled_bytes=int(s.spilled_bytes_total),
+                           object_count=int(s.num_local_objects), scope="node")
+                row["capacity"] = int(s.object_store_bytes_avail) or row["capacity"]
             row["available"] = max(0, row["capacity"] - row["bytes_used"])
         return out
+
+    def _held(self, timeout: float) -> list:
+        """``[(node, size, jid, spilled)]``: the ``LOCATE_LARGEST`` largest of the objects behind this
+        process's newest ``LOCATE_MAX`` refs, located at most every ``LOCATE_TTL_S`` seconds (locating
+        costs about a millisecond per hundred refs; the dashboard asks once a second). Objects whose
+        refs were released or freed since the last locate are left out at each call."""
+        t, rows = self._held_cache
+        if time.monotonic() - t > LOCATE_TTL_S:
+            table = self.b.table
+            with table.lock:
+                entries = [(jid, e[0]) for jid, e in itertools.islice(reversed(table.refs.items()), LOCATE_MAX)
+                           if len(e) == 2]
+            per_node = _locate(entries, timeout) or {}
+            rows = sorted(((size, jid, spilled, node) for node, objs in per_node.items()
+                           for size, jid, spilled in objs), reverse=True)[:LOCATE_LARGEST]
+            rows = [(node, size, jid, spilled) for size, jid, spilled, node in rows]
+            self._held_cache = (time.monotonic(), rows)
+        refs = self.b.table.refs
+        return [r for r in rows if len(refs.get(r[2]) or ()) == 2]     # a freed entry has a third item
+
+    def _driver_objects(self, out: dict, timeout: float) -> None:
+        """Fill ``out``'s rows with the objects this process holds refs to, per node."""
+        entries = [(jid, e[0]) for jid, e in list(self.b.table.refs.items())[:20_000]]
+        per_node = _locate(entries, timeout, every_copy=True)
+        if not per_node:
+            return
+        listed: set = set()
+        for node, objs in per_node.items():
+            row = out.get(node)
+            if row is None:
+                continue
+            row["bytes_used"] = sum(o[0] for o in objs if not o[2])
+            row["spilled_bytes"] = sum(o[0] for o in objs if o[2])
+            row["object_count"] = len(objs)
+            largest = [o for o in sorted(objs, reverse=True) if o[1] not in listed][:10]
+            listed.update(o[1] for o in largest)     # a copy on a second node is not a second row
+            row["objects"] = [{"id": jid, "size": size, "owner": self.b.client_no, "spilled": spilled}
+                              for size, jid, spilled in largest]
 
     def release_now(self, timeout: float) -> None:
         self.b.table.drain()
@@ -443,6 +485,51 @@ class RayFrontEnd(FrontEnd):
     def pending_tasks(self) -> dict:
         self._prune()
         return {tid: (c[0], c[1]) for tid, c in list(self.contexts.items())}
+
+
+def _locate(entries: list, timeout: float, every_copy: bool = False) -> dict | None:
+    """``{node: [(size, jid, spilled)]}`` of ``entries`` (``(jid, Ray ref)``) whose objects exist:
+    each object under the first node Ray lists for it, or under every node holding a copy
+    (``every_copy``); None when Ray could not say."""
+    if not entries:
+        return {}
+    try:
+        locs = ray.experimental.get_object_locations([rr for _, rr in entries], timeout_ms=int(timeout * 1000))
+    except Exception:
+        return None
+    per_node: dict = collections.defaultdict(list)
+    for jid, rr in entries:
+        loc = locs.get(rr)
+        if not loc or not loc.get("object_size"):
+            continue
+        nodes = loc.get("node_ids") or ()
+        for node in nodes if every_copy else nodes[:1]:
+            per_node[node].append((int(loc["object_size"]), jid, bool(loc.get("did_spill"))))
+    return per_node
+
+
+def _node_store_stats(address: str, port: int, timeout: float) -> Any:
+    """One raylet's object-store figures (``GetNodeStats``), or None without grpcio (or when the
+    raylet does not answer in ``timeout``). Ray's ``internal_api.node_stats`` does the same with a
+    fixed 30 s deadline and leaves its channel to the collector; this one closes it."""
+    try:
+        from ray._private.grpc_utils import init_grpc_channel
+        from ray._raylet import build_address
+        from ray.core.generated import node_manager_pb2, node_manager_pb2_grpc
+    except ImportError:     # Ray's minimal install: no grpcio
+        return None
+    try:
+        channel = init_grpc_channel(build_address(address, port))
+    except Exception:
+        return None
+    try:
+        stub = node_manager_pb2_grpc.NodeManagerServiceStub(channel)
+        request = node_manager_pb2.GetNodeStatsRequest(include_memory_info=False)
+        return stub.GetNodeStats(request, timeout=max(0.5, timeout)).store_stats
+    except Exception:
+        return None
+    finally:
+        channel.close()
 
 
 class Subscription:
@@ -457,14 +544,20 @@ class Subscription:
     def poll(self, timeout: float = 0.25, max_events: int = 100_000) -> list:
         if self.closed:
             return []
-        out = []
+        out: list = []
         try:
-            out.append(self.q.get(timeout=max(0.0, timeout)) if timeout > 0 else self.q.get_nowait())
+            item = self.q.get(timeout=max(0.0, timeout)) if timeout > 0 else self.q.get_nowait()
         except queue.Empty:
             return []
-        while len(out) < max_events:
+        while True:     # an item is an Event, or a list of them (a batch from the pump)
+            if type(item) is list:
+                out.extend(item)
+            else:
+                out.append(item)
+            if len(out) >= max_events:
+                break
             try:
-                out.append(self.q.get_nowait())
+                item = self.q.get_nowait()
             except queue.Empty:
                 break
         self.received += len(out)

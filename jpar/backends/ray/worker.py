@@ -23,6 +23,7 @@ import hashlib
 import io
 import os
 import pickle
+import random
 import signal
 import socket
 import sys
@@ -48,9 +49,16 @@ EV = 1          # meta flag: a driver watches events; send running/done/failed n
 
 
 def new_id(n: int = 1) -> int:
-    """A random 62-bit id with room for ``n`` consecutive ones (num_returns)."""
-    return (int.from_bytes(os.urandom(8), "big") >> 2) & ~0xFFFF if n <= 0xFFFF else \
-        int.from_bytes(os.urandom(8), "big") >> 2
+    """A random 62-bit id with room for ``n`` consecutive ones (num_returns). From a generator of
+    jpar's own, not ``os.urandom`` (a system call per task): seeded from the OS, and afresh in a
+    forked child; not the ``random`` module's, which user code may seed (same ids every run)."""
+    return _bits(46) << 16 if n <= 0xFFFF else _bits(62)
+
+
+_rng = random.Random()
+_bits = _rng.getrandbits
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_rng.seed)
 
 
 class RefTable:
@@ -61,6 +69,8 @@ class RefTable:
 
     def __init__(self, cluster_id: str | None):
         self.cluster_id = cluster_id
+        self.namespace: str | None = None
+        self.client_mode = False         # connected through Ray Client (ray://): see _ser
         self.released: collections.deque = collections.deque()
         self.refs: dict[int, list] = {}
         self.lock = threading.Lock()
@@ -72,6 +82,16 @@ class RefTable:
                 self.refs[jid] = [rayref, 1]
             else:
                 e[1] += 1
+
+    def ref_escaping(self, ref: ObjectRef) -> None:
+        """A ref of this table is being pickled by something else than Ray (ObjectRef.__reduce__;
+        Ray's own pickles go through :func:`_ser`): publish its Ray ref for the session's other
+        processes (see escaped.py)."""
+        rr = self.lookup(ref.id)
+        if rr is not None and self.cluster_id is not None:
+            from . import escaped
+
+            escaped.publish(self.cluster_id, self.namespace, ref.id, rr)
 
     def make(self, jid: int, owner: int, rayref: Any) -> ObjectRef:
         self.add(jid, rayref)
@@ -115,7 +135,10 @@ def set_table(t: RefTable | None) -> None:
 
 def _ser(ref: ObjectRef) -> tuple:
     t = _TABLE
-    return (ref.id, ref.owner, ref.cluster, None if t is None else t.lookup(ref.id))
+    rr = None if t is None else t.lookup(ref.id)
+    if rr is not None and t.client_mode:   # Ray Client: the cluster side unpickles without _deser
+        t.ref_escaping(ref)
+    return (ref.id, ref.owner, ref.cluster, rr)
 
 
 def _deser(state: tuple) -> ObjectRef:
@@ -156,7 +179,10 @@ def current_task() -> _Current | None:
 
 class _Outbox:
     """Records for the driver's sink, sent in batches by a flusher thread (every ~50 ms while
-    there is something) and at the end of every task."""
+    there is something) and at the end of every task that printed (its output reaches the driver
+    before its result does). A task's notices alone wait for the flusher: sending them at the end
+    of every task was one more Ray actor call per task, and the dashboard open cost 60 % of the
+    throughput."""
 
     def __init__(self):
         self.buf: list = []
@@ -167,15 +193,18 @@ class _Outbox:
         self.sink = None
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
+        self.output = False             # output waits in buf: flush at the end of the task
 
     def set_sink(self, name: str, namespace: str | None) -> None:
         if name != self.sink_name:
             self.flush()
             self.sink_name, self.namespace, self.sink = name, namespace, None
 
-    def add(self, rec: tuple) -> None:
+    def add(self, rec: tuple, output: bool = False) -> None:
         with self.lock:
             self.buf.append(rec)
+            if output:
+                self.output = True
         if self.thread is None:
             self.thread = threading.Thread(target=self._loop, name="jpar-outbox", daemon=True)
             self.thread.start()
@@ -193,6 +222,7 @@ class _Outbox:
             if not self.buf:
                 return
             batch, self.buf = self.buf, []
+            self.output = False
         if self.sink_name is None:
             return
         try:
@@ -230,7 +260,7 @@ class _Stream(io.TextIOBase):
         if cur is None:
             return self.orig.write(s)
         if s:
-            outbox.add(("out", cur.task_id, cur.engine, outbox.pid, cur.name, self.name_, str(s), cur.root))
+            outbox.add(("out", cur.task_id, cur.engine, outbox.pid, cur.name, self.name_, str(s), cur.root), True)
         return len(s)
 
     def flush(self) -> None:
@@ -271,6 +301,7 @@ def _setup(cluster_id: str, sink: str, namespace: str | None) -> None:
     t = table()
     if t.cluster_id != cluster_id:
         t.cluster_id = cluster_id
+    t.namespace = namespace
     outbox.set_sink(sink, namespace)
     if _setup_done:
         return
@@ -345,6 +376,21 @@ def load_function(fnbox: tuple) -> Any:
         blob = payload if isinstance(payload, bytes) else ray.get(payload[0])
         fn = _FNS[fn_id] = pickle.loads(blob)
     return fn
+
+
+def _unpack(values: tuple | None, refs: tuple) -> tuple:
+    """The call's flat arguments from what :meth:`RayBackend._pack` sent: ``values`` = (the values,
+    the positions of the refs), or None for a call without arguments; ``refs`` the refs' values
+    (Ray resolved them here)."""
+    if values is None:
+        return ()
+    flat, pos = values
+    if not pos:
+        return flat
+    flat = list(flat)
+    for i, v in zip(pos, refs):
+        flat[i] = v
+    return tuple(flat)
 
 
 def _split(flat: tuple, kw_names: tuple) -> tuple[tuple, dict]:
@@ -428,7 +474,8 @@ class _Running:
     def close(self) -> None:
         _task_var.reset(self.token)
         jctx._current.update(self.prev)
-        outbox.flush()
+        if outbox.output:
+            outbox.flush()
 
 
 def execute(meta: tuple, fnbox: tuple, flat: tuple, engine: int = -1) -> Any:
@@ -455,9 +502,12 @@ def execute(meta: tuple, fnbox: tuple, flat: tuple, engine: int = -1) -> Any:
 
 
 @ray.remote
-def run_task(meta: tuple, fnbox: tuple, *flat) -> Any:
-    """The task wrapper: every jpar task is one call of this Ray function."""
-    return execute(meta, fnbox, flat)
+def run_task(packed: list, *refs) -> Any:
+    """The task wrapper: every jpar task is one call of this Ray function; ``packed`` is [meta,
+    function, values] (plain lists: see RayBackend._pack), ``refs`` the values of its top-level
+    ref arguments."""
+    meta, fnbox, values = packed
+    return execute(meta, fnbox, _unpack(values, refs))
 
 
 # ---------------------------------------------------------------- actors
@@ -503,10 +553,11 @@ class ActorHost(_HostBase):
     def __init__(self, meta: tuple, clsbox: tuple, info: dict, *flat):
         self._make(meta, clsbox, flat, info)
 
-    def call(self, meta: tuple, *flat) -> Any:
+    def call(self, packed: list, *refs) -> Any:
+        meta, values = packed
         run = _Running(meta, -1, self._actor_id)
         try:
-            args, kwargs = _split(flat, meta[3])
+            args, kwargs = _split(_unpack(values, refs), meta[3])
             try:
                 result = getattr(self._obj, meta[2])(*args, **kwargs)
             except (Exception, SystemExit) as exc:
@@ -525,10 +576,11 @@ class AsyncActorHost(_HostBase):
         self._make(meta, clsbox, flat, info)
         backends.set_blocking_check(_blocking_check)
 
-    async def call(self, meta: tuple, *flat) -> Any:
+    async def call(self, packed: list, *refs) -> Any:
+        meta, values = packed
         run = _Running(meta, -1, self._actor_id)
         try:
-            args, kwargs = _split(flat, meta[3])
+            args, kwargs = _split(_unpack(values, refs), meta[3])
             try:
                 result = getattr(self._obj, meta[2])(*args, **kwargs)
                 if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
@@ -551,13 +603,15 @@ class Engine:
     """An engine of the Ray backend: a long-lived actor whose process keeps ``%%remote``
     namespaces; placed tasks (``options(placement=i)``) run here, one at a time, in order."""
 
-    def __init__(self, index: int):
+    def __init__(self, index: int, slot: int = 0, slots: int = 1):
         import psutil
 
         self.index = index
+        self.slot, self.slots = slot, max(1, slots)     # this engine's place among its node's engines
         self.proc = psutil.Process()
         self.proc.cpu_percent(None)
         self.running = 0
+        self.peers: dict = {}      # pid -> psutil.Process of the node's Ray workers (cpu_percent needs the object)
 
     @ray.method(concurrency_group="run")
     def run(self, meta: tuple, fnbox: tuple, *flat) -> Any:
@@ -584,6 +638,12 @@ class Engine:
 
     @ray.method(concurrency_group="info")
     def info(self) -> dict:
+        """This engine's figures: its own process plus its share of the node's working Ray workers.
+
+        Tasks do not run in engine actors (only placed ones do): Ray runs them in worker processes
+        it leases per CPU. Each engine stands for one CPU slot of its node, so the node's busy
+        workers are dealt to its engines (busiest first, round robin): a row's CPU is what that
+        slot burns, and the rows of a node add up to what Ray's workers burn there."""
         p = self.proc
         try:
             mem = p.memory_info()
@@ -592,8 +652,57 @@ class Engine:
         except Exception:
             rss = shared = 0
             cpu = 0.0
+        for w_cpu, w_rss, w_shared in self._my_workers():
+            cpu += w_cpu
+            rss += w_rss
+            shared += w_shared
         return {"id": self.index, "pid": os.getpid(), "node": _node_id() or "", "host": socket.gethostname(),
                 "cpu": cpu, "rss": rss, "shared": shared, "task": self.running}
+
+    def _my_workers(self) -> list:
+        """(cpu, rss, shared) of the node's working Ray workers dealt to this engine's slot."""
+        import psutil
+
+        try:
+            raylet = self.proc.parent()
+            children = raylet.children() if raylet is not None else []
+        except psutil.Error:
+            return []
+        seen, rows = set(), []
+        for c in children:
+            pid = c.pid
+            if pid == self.proc.pid:
+                continue
+            w = self.peers.get(pid)
+            if w is None:
+                w = self.peers[pid] = c
+                try:
+                    w.cpu_percent(None)      # the first call only starts the interval
+                except psutil.Error:
+                    continue
+            seen.add(pid)
+            try:
+                title = w.name()
+                if not _works_for_jobs(title):
+                    continue
+                mem = w.memory_info()
+                rows.append((w.cpu_percent(None), mem.rss, getattr(mem, "shared", 0), pid))
+            except psutil.Error:
+                continue
+        for pid in list(self.peers):
+            if pid not in seen:
+                del self.peers[pid]
+        rows.sort(key=lambda r: (-r[0], r[3]))
+        return [r[:3] for i, r in enumerate(rows) if i % self.slots == self.slot]
+
+
+def _works_for_jobs(title: str) -> bool:
+    """Whether a Ray worker process (by its title, "ray::<what it runs>") runs users' work: not an
+    idle worker, not Ray's agents, not jpar's own engines or sink."""
+    if not title.startswith("ray::"):
+        return False
+    what = title[5:]
+    return what not in ("IDLE", "DashboardAgent", "RuntimeEnvAgent") and not what.startswith(("Engine", "Sink"))
 
 
 @ray.remote(num_cpus=0)

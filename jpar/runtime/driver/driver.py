@@ -30,8 +30,8 @@ import uuid
 from typing import Any, Callable
 
 from ..wire import protocol as P
-from ..wire import serialization, transport
-from ...config import Config
+from ..wire import keys, serialization, transport
+from ...config import Config, key_dir
 from ...errors import ClusterError, GetTimeoutError, HeadDiedError, ObjectLostError
 from ...refs import ObjectRef, check_cluster
 
@@ -97,6 +97,10 @@ class Driver:
         self.backend = None                         # the NativeBackend over this driver (set by it)
         self._waker = transport.Waker()
 
+        if kind != "engine-client":
+            # off loopback: CURVE with this host's client keys (an engine's own client keeps the engine's)
+            keys.secure_process(key_dir(config), server_public=conn.get("curve_serverkey", ""),
+                                insecure=config.insecure)
         rundir = conn.get("rundir", "")
         ident = uuid.uuid4().hex[:12]
         if conn.get("local", True) and rundir:
@@ -115,6 +119,9 @@ class Driver:
             raise ClusterError(
                 f"The head at {head} did not answer within {config.start_timeout_s} s. "
                 "Check that the cluster is running (`jpar status`) and that the key matches its connection file."
+                + (" The connection is encrypted (CURVE): the head admits only the public keys in its key directory, "
+                   "so this host's client keys must be the ones `jpar keys` made there (or be added to it)."
+                   if transport.needs_curve(head) else "")
                 + (f" The head answers by connecting back to {self.endpoint}: if its host cannot reach that, set "
                    "JPAR_BIND_HOST to an address of this host that it can reach." if ep.startswith("tcp://") else "")
             )
@@ -207,6 +214,30 @@ class Driver:
     def cancel_ids(self, task_ids, force: bool = False, recursive: bool = True) -> None:
         for tid in task_ids:
             self._send(P.Cancel(tid, force, recursive))
+
+    def free(self, refs: list, timeout: float = 30.0) -> None:
+        """jpar.free: each ref's value becomes an ObjectFreedError here at once (a result that arrives
+        later loses: first arrival wins, see _store), then the head drops the values everywhere and
+        answers once their segments are freed, so the store's figures show it when this returns."""
+        check_cluster(refs, self.cluster_id)
+        from ...errors import ObjectFreedError
+
+        records = {r.id: P.ObjectRecord(r.id, P.ERROR, serialization.dumps_error(ObjectFreedError(repr(r))))
+                   for r in refs}
+        callbacks = []
+        with self.cond:
+            for oid, rec in records.items():
+                self.results[oid] = (P.ERROR, rec.blob)
+                self._requested.discard(oid)
+                cbs = self._futures.pop(oid, None)
+                if cbs:
+                    callbacks.append((cbs, rec.blob))
+            self.errors_seen += 1
+            self.cond.notify_all()
+        for cbs, blob in callbacks:
+            for fut in cbs:
+                _complete(fut, P.ERROR, blob)
+        self.request(P.Free, list(records.values()), timeout=timeout)
 
     def query(self, what: str, arg: Any = None, timeout: float | None = None) -> Any:
         """Ask the head something and wait for the answer."""

@@ -17,12 +17,13 @@ import select
 import socket
 import subprocess
 import sys
+import time
 
 from ...config import Config, runtime_dir, visible_gpus
 from ...errors import ClusterError
 from ..head.scheduler_state import PER_ENGINE
 
-__all__ = ["start_head", "find_clusters", "node_resources", "engine_count", "prune_run_dirs", "remove_sockets"]
+__all__ = ["start_head", "start_engines", "find_clusters", "node_resources", "engine_count", "prune_run_dirs", "remove_sockets"]
 
 
 def engine_count(config: Config, num_engines: int | None = None) -> int:
@@ -55,7 +56,13 @@ def node_resources(config: Config, num_engines: int, custom: dict | None = None)
 
 def start_head(config: Config, num_engines: int, *, owner: bool, resources: dict | None = None,
                node: str = "", detach: bool = False) -> tuple[dict, subprocess.Popen]:
-    """Start a head with ``num_engines`` local engines; returns (connection record, process)."""
+    """Start a head with ``num_engines`` local engines; returns (connection record, process).
+
+    Off loopback the head's keys are checked (and made when there are none) here, before anything
+    starts; the record's ``key_files_created`` lists what was made (for ``jpar start`` to print)."""
+    from ..wire import keys
+
+    head_keys = keys.prepare_head(config)
     cluster_id = secrets.token_hex(5)
     rundir = os.path.join(runtime_dir(config), cluster_id)
     os.makedirs(rundir, mode=0o700)
@@ -67,6 +74,7 @@ def start_head(config: Config, num_engines: int, *, owner: bool, resources: dict
         "owner_pid": os.getpid() if owner else 0, "resources": node_resources(config, num_engines, resources),
         "node": node or socket.gethostname(), "env": env, "cwd": os.getcwd(),
         "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
+        "security": keys.settings(config),
     }
     with open(os.path.join(rundir, "head.log"), "ab") as log:
         proc = subprocess.Popen(
@@ -86,9 +94,77 @@ def start_head(config: Config, num_engines: int, *, owner: bool, resources: dict
                            "Check the log above; JPAR_LOG_LEVEL=DEBUG shows more.")
     conn = json.loads(line)
     conn["local"] = True
+    conn["key_files_created"] = head_keys.created
     if detach:
         proc.stdout.close()
     return conn, proc
+
+
+def start_engines(conn: dict, config: Config, n: int, node: str, wait: bool = False) -> list[int]:
+    """Start ``n`` engines on this host joining the head of ``conn`` (detached, each in a session of
+    its own, so they outlive the command or ssh session that started them); returns their pids.
+    Missing or exposed CURVE keys fail here, clearly, not in an engine's silent exit. ``wait``: return
+    once each engine said it joined (a line on a pipe of its own, see Engine._report), or raise a
+    ClusterError saying why that usually fails: the head drops a hello it cannot verify without a word
+    (it answers no one without the key), so an engine can only tell that no welcome came."""
+    from ..wire import keys, transport
+
+    head = conn.get("head_ipc") if conn.get("local") and conn.get("head_ipc") else conn["head"]
+    security = keys.settings(config, server_public=conn.get("curve_serverkey", ""))
+    if transport.needs_curve(head) and not config.insecure:
+        keys.load_identity(security["key_dir"], server_public=security["server_public"])
+    setup = {"key": conn["key"], "head": head, "node": node, "resources": node_resources(config, n),
+             "parent_pid": 0, "rundir": conn.get("rundir", ""), "log_level": config.log_level,
+             "metrics_interval_s": config.metrics_interval_s, "start_timeout_s": config.start_timeout_s,
+             "security": security}
+    pids, reports = [], []
+    for _ in range(n):
+        r = w = None
+        if wait:
+            r, w = os.pipe()
+        proc = subprocess.Popen([sys.executable, "-m", "jpar.runtime.engine.engine"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                pass_fds=(w,) if wait else ())
+        proc.stdin.write((json.dumps(dict(setup, status_fd=w) if wait else setup) + "\n").encode())
+        proc.stdin.close()
+        pids.append(proc.pid)
+        if wait:
+            os.close(w)
+            reports.append(os.fdopen(r, "rb"))
+    if wait:
+        _joined_or_raise(pids, reports, head, config.start_timeout_s + 15)
+    return pids
+
+
+def _joined_or_raise(pids: list[int], reports: list, head: str, timeout: float) -> None:
+    """Read each engine's one line (see start_engines); raise if one did not join."""
+    import selectors
+
+    said: dict[int, str] = {}
+    sel = selectors.DefaultSelector()
+    for pid, f in zip(pids, reports):
+        sel.register(f, selectors.EVENT_READ, pid)
+    deadline = time.monotonic() + timeout
+    try:
+        while len(said) < len(pids) and time.monotonic() < deadline:
+            for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
+                said[key.data] = key.fileobj.readline().decode(errors="replace").strip() or "exited before joining"
+                sel.unregister(key.fileobj)
+    finally:
+        sel.close()
+        for f in reports:
+            f.close()
+    failed = {pid: said.get(pid, f"said nothing within {timeout:g} s") for pid in pids
+              if not said.get(pid, "").startswith("joined")}
+    if failed:
+        lines = "\n".join(f"  engine pid {pid}: {why}" for pid, why in failed.items())
+        raise ClusterError(
+            f"{len(failed)} of {len(pids)} engine(s) did not join the head at {head}:\n{lines}\n"
+            "The head answers nothing to a hello it cannot verify, so check, in this order: the cluster key "
+            "(JPAR_CLUSTER_KEY, or the connection file: it must be the head's), this host's CURVE keys (the "
+            "three files `jpar start --head` listed, in JPAR_KEY_DIR), and that this host reaches that "
+            "address (a firewall, or an address private to the head's host). Engines that did not join exit "
+            "by themselves.")
 
 
 def _tail(path: str, n: int = 20) -> str:

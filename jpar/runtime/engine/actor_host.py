@@ -16,6 +16,10 @@ them as tasks on an asyncio loop (``await ref`` works there, ``jpar.get`` warns)
 are batched per caller when calls queue up and sent as soon as the queue runs dry, so one
 call at a time costs one message each way. The process exits when the head says so, kills
 it, or disappears (it is the head's child).
+
+A *spare* (``actor`` id 0 in its setup) is started by the head ahead of need: it imports and
+connects, says ActorHello(0), and waits, for as long as the head lives, for the ActorSetup that
+names its actor; from then on it is that actor's process like any other.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class ActorHost:
         a = setup["actor"]
         self.actor_id = int(a["id"])
         self.incarnation = int(a["incarnation"])
+        self.spare = bool(a.get("spare"))       # started ahead of need: the actor comes with ActorSetup
         self.gpu_ids = a.get("gpu_ids") or []
         self.bind_host = transport.callback_host(setup["head"], a.get("bind_host") or transport.LOOPBACK)
         self.signer = P.Signer(bytes.fromhex(setup["key"]))
@@ -81,7 +86,7 @@ class ActorHost:
         self.head.send(P.ActorHello(self.actor_id, self.incarnation, self.pid, socket.gethostname()))
         setup = None
         deadline = time.monotonic() + float(self.setup.get("start_timeout_s", 30))
-        while setup is None and time.monotonic() < deadline:
+        while setup is None and (self.spare or time.monotonic() < deadline):
             msg = self.head.recv(timeout_ms=200)
             if isinstance(msg, P.ActorSetup):
                 setup = msg
@@ -90,6 +95,9 @@ class ActorHost:
         if setup is None:
             log.error("no setup from the head for actor %x; exiting", self.actor_id)
             return
+        if self.spare:   # the actor this spare was given
+            self.actor_id = int(P.ActorSpec(*setup.spec).actor_id)
+            self.incarnation = int(setup.incarnation)
         try:
             self._start(setup)
         finally:
@@ -212,6 +220,7 @@ class ActorHost:
                 self.stop = True
             elif t is P.CancelTask:
                 self._cancel(msg.task_id)
+                self.head.send(P.CancelTask(msg.task_id, False))   # acknowledged: the call cannot start now
             msg = self.head.recv_nowait()
 
     def _take(self, msg: P.Calls) -> None:

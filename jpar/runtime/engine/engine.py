@@ -7,6 +7,8 @@
          +---------------- TaskDone (batched) <-------------------+        +--> PUSH to the owner
          |                                                                      (Results, Output)
     ctl DEALER <--CancelTask/Heartbeat--  control thread: cancels, metrics, output flushes
+    live DEALER ---one Heartbeat, then ZMTP pings only (libzmq's I/O thread): how the head
+                   finds this engine gone when its host or link is lost (controller_liveness)
 
 The main thread runs one task at a time, in the order the head queued them. A task that
 calls ``jpar.get`` on something not ready tells the head it is blocked and, while it
@@ -35,7 +37,7 @@ from collections import deque
 
 from ..wire import protocol as P
 from ... import context
-from ..wire import serialization, transport
+from ..wire import keys, serialization, transport
 from ...errors import JparError, SerializationError
 
 log = logging.getLogger("jpar.engine")
@@ -199,6 +201,19 @@ class Engine:
         self.client = None
 
     # ------------------------------------------------------------ life cycle
+    def _report(self, line: str) -> None:
+        """Tell whoever started this engine and waits (``jpar start --address``: launcher.start_engines)
+        whether it joined, on the pipe it passed; once, then the pipe is closed."""
+        fd = self.setup.pop("status_fd", None)
+        if fd is None:
+            return
+        try:
+            os.write(fd, (line + "\n").encode())
+        except OSError:   # nobody reads any more
+            pass
+        finally:
+            os.close(fd)
+
     def run(self) -> None:
         res = self.setup.get("resources", {})
         self.work.send(P.EngineHello(self.pid, self.hostname, self.setup.get("node") or self.hostname, res))
@@ -212,13 +227,22 @@ class Engine:
                 return
         if welcome is None:
             log.error("no welcome from the head at %s; exiting", self.setup["head"])
+            self._report(f"no welcome from the head at {self.setup['head']} within "
+                         f"{float(self.setup.get('start_timeout_s', 30)):g} s")
             return
         self.engine_id = welcome.engine_id
+        self._report(f"joined as engine {self.engine_id}")
         self.store = self._attach_store()
         context.set_current(engine_id=self.engine_id, node=self.setup.get("node") or self.hostname)
         context.set_cancel_check(lambda task_id: task_id in self.cancelled)
         self.heartbeat_s = welcome.heartbeat_s
         self.dead_after_s = welcome.dead_after_s
+        # Pings with a TTL of dead_after_s - heartbeat_s and no data after one message: the head drops
+        # this connection that long after our pings stop (a cut link, a lost host), GIL or not.
+        self.live = transport.connect_dealer(
+            self.setup["head"], self.signer, identity=self.identity + b"/live",
+            heartbeat=transport.liveness_heartbeat(self.heartbeat_s, self.dead_after_s))
+        self.live.send(P.Heartbeat())
         sys.stdout = TaskStream(self, "stdout")
         sys.stderr = TaskStream(self, "stderr")
         signal.signal(signal.SIGINT, self._on_sigint)
@@ -251,6 +275,7 @@ class Engine:
             if self.client is not None:
                 self.client.close()
             self.work.close()
+            self.live.close()
             for ch in self.push.values():
                 ch.close()
             stop_descendants()
@@ -321,9 +346,10 @@ class Engine:
         status, objects = P.OK, ()
         t0 = time.perf_counter()
         returned = False
+        fetch = 0.0
         try:
             fn = self._function(rec.fn_id)
-            args, kwargs = self._arguments(rec)
+            args, kwargs, fetch = self._arguments(rec)
             value = fn(*args, **kwargs)
             returned = True
             exit_if_forked(True)
@@ -354,11 +380,11 @@ class Engine:
         took = time.perf_counter() - t0
         if status == -1:  # cancelled: the head already told the owner
             self.cancelled.discard(rec.task_id)
-            self.done.append(P.DoneRecord(rec.task_id, rec.attempt, P.ERROR, (), took))
+            self.done.append(P.DoneRecord(rec.task_id, rec.attempt, P.ERROR, (), took, fetch))
             return
         if status != P.RETRY:
             self.results.setdefault(rec.owner, []).extend(P.ObjectRecord(*o) for o in objects)
-        self.done.append(P.DoneRecord(rec.task_id, rec.attempt, status, objects, took))
+        self.done.append(P.DoneRecord(rec.task_id, rec.attempt, status, objects, took, fetch))
 
     def _function(self, fn_id: int):
         fn = self.functions.get(fn_id)
@@ -367,18 +393,24 @@ class Engine:
         return fn
 
     def _arguments(self, rec: P.DispatchRecord):
+        """``(args, kwargs, fetch)``: ``fetch`` is the seconds spent resolving ref arguments (mapping
+        them from this host's store, pulling them from another host's, unpickling inline copies),
+        reported to the head for the dashboard's transfer phase; tasks without refs read no clock."""
         args, kwargs = pickle.loads(rec.args)
+        fetch = 0.0
         if rec.deps:
             from ...refs import ArgRef
 
             self.store.trim_cache()
+            t0 = time.perf_counter()
             values = {}
             for oid, status, blob in rec.deps:
                 values[oid] = serialization.load_result(status, blob)
+            fetch = time.perf_counter() - t0
             args = tuple(values[a.id] if type(a) is ArgRef else a for a in args)
             if kwargs:
                 kwargs = {k: (values[v.id] if type(v) is ArgRef else v) for k, v in kwargs.items()}
-        return args, kwargs
+        return args, kwargs, fetch
 
     def _split_returns(self, rec: P.DispatchRecord, value) -> tuple:
         n = rec.num_returns
@@ -481,7 +513,10 @@ class Engine:
         ctl = transport.connect_dealer(self.setup["head"], self.signer, identity=self.identity + b"/ctl")
         sampler = metrics.Sampler()
         interval = float(self.setup.get("metrics_interval_s", 1.0))
-        next_sample = 0.0
+        busy = min(interval, 0.25)      # while a task runs: 4 samples a second, so CPU views are live
+        last_sample = -interval
+        turn = time.monotonic()         # when this loop last ran (see the silence check below)
+        self.last_from_head = max(self.last_from_head, turn)   # silence counts from when it can listen
         try:
             while not self.stop:
                 msg = ctl.recv(timeout_ms=50)
@@ -501,12 +536,17 @@ class Engine:
                 if self.output:
                     self.flush_output()
                 now = time.monotonic()
-                if now >= next_sample:
-                    next_sample = now + interval
+                if now - last_sample >= (busy if self.running else interval):
+                    last_sample = now
                     cur = self.running[-1].task_id if self.running else 0
                     s = sampler.sample()
                     ctl.send(P.Metrics(s.cpu_percent, s.rss, s.shared, cur))
                     self.store.trim_cache()   # let go of freed segments so they can be recycled
+                if now - turn > self.heartbeat_s:
+                    # this thread could not run (a task held the GIL): the head's silence meanwhile
+                    # proves nothing, so it gets a full dead_after_s from now
+                    self.last_from_head = max(self.last_from_head, now)
+                turn = now
                 if self._orphaned() or now - self.last_from_head > self.dead_after_s:
                     log.error("head gone (silent %.1fs); engine exits", now - self.last_from_head)
                     self.store.sweep_node()
@@ -607,6 +647,7 @@ def main() -> None:
                         format=f"%(asctime)s engine[{os.getpid()}] %(levelname)s %(message)s")
     sys.stdin.close()
     guard_process()
+    keys.apply_settings(setup.get("security"))   # off loopback: CURVE with this host's client keys
     if setup.get("actor"):  # actor mode: this process hosts exactly one actor
         from . import actor_host
 

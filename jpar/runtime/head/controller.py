@@ -6,6 +6,7 @@
           (and RemoveEngines/CancelClientTasks)                    |
     engines (DEALER) --EngineHello/TaskDone/Blocked-----> ROUTER --+--> Scheduler (pure)
     engine ctl (DEALER) --Metrics/Heartbeat-------------> ROUTER --+        |
+    engine live (DEALER) --Heartbeat, then pings only---> ROUTER --+        |
                                                                          actions
     engines <--Define/DriverInfo/Dispatch/CancelTask-- ROUTER <-------------+
     clients <--Welcome/Answer/Objects/TaskFailed------ PUSH per client <----+
@@ -35,11 +36,13 @@ import uuid
 
 from ..wire import protocol as P
 from ..store import object_store
-from ..wire import serialization, transport
+from ..wire import keys, serialization, transport
 from ...config import Config, runtime_dir
 from ..driver.launcher import prune_run_dirs, remove_sockets
 from .controller_actors import ACTOR_ACTIONS, ACTOR_CLIENT_MESSAGES, ActorHead
 from .controller_engines import EngineMembership
+from .controller_liveness import Liveness
+from . import task_events
 from ...errors import ActorDiedError, EngineCrashedError, ObjectLostError, ResourceError, TaskCancelledError
 from .scheduler import CancelOnEngine, DispatchTask, DrainEngine, Failure, FreeObjects, ReplyObjects, RetireEngine, RevokeOnEngine, Scheduler, SendFailure, SpawnEngine, TaskState, Transition
 
@@ -61,7 +64,7 @@ class Client:
 
 class EngineInfo:
     __slots__ = ("id", "identity", "pid", "host", "node", "fns", "owners", "last", "proc", "metrics",
-                 "outbox", "started", "fds", "ctl_ready", "ctl_outbox")
+                 "outbox", "started", "fds", "ctl_ready", "ctl_outbox", "live_since")
 
     def __init__(self, eid, identity, hello: P.EngineHello, proc):
         self.id, self.identity, self.pid, self.host, self.node = eid, identity, hello.pid, hello.host, hello.node
@@ -72,12 +75,13 @@ class EngineInfo:
         self.metrics = None
         self.outbox: list = []
         self.started = time.time()
-        self.fds: set = set()             # its two connections (work, control) to the router
+        self.fds: set = set()             # its connections (work, control, liveness) to the router
         self.ctl_ready = False            # its control connection has spoken: messages to it are routable
         self.ctl_outbox: list = []        # control messages waiting for that connection (never dropped)
+        self.live_since = 0.0             # when its liveness connection was tracked (see controller_liveness)
 
 
-class Head(ActorHead, EngineMembership):
+class Head(ActorHead, EngineMembership, Liveness):
     def __init__(self, setup: dict):
         self.setup = setup
         self.config = Config.from_env(**setup.get("config", {}))
@@ -109,6 +113,7 @@ class Head(ActorHead, EngineMembership):
         self.started = time.time()
         self.tasks_finished = 0
         self.events_published = 0    # events sent on the stream (task ones only while someone listens)
+        self.done_info: dict | None = None   # while a TaskDone is applied: its tasks' finished-event info
         self._init_actor_head()
         self.store_settings = object_store.store_settings(self.config)
         self.stores = object_store.HeadStores(self.key, self.store_settings)   # segment names, not bytes
@@ -116,6 +121,7 @@ class Head(ActorHead, EngineMembership):
     # ------------------------------------------------------------ start
     def start(self) -> None:
         host = self.config.bind_host
+        security = keys.secure_head(self.setup.get("security"), self.config)   # off loopback: CURVE, or a warning
         self.router, bound = transport.bind_router(
             [f"ipc://{self.rundir}/head", f"tcp://{host}:{self.config.head_port or 0}"], self.signer)
         self.monitor = transport.Monitor(self.router)   # connections that dropped: peers gone or stopped
@@ -124,18 +130,23 @@ class Head(ActorHead, EngineMembership):
         prune_run_dirs(runtime_dir(self.config), keep=self.rundir)
         self.head_ipc, self.head_bound = bound
         self.pub, self.pub_bound = transport.bind_pub(f"tcp://{host}:0", self.signer)
-        # bound on a wildcard (0.0.0.0, ::): advertise an address other hosts can connect to
-        self.head_tcp = transport.advertised_endpoint(self.head_bound)
-        self.pub_tcp = transport.advertised_endpoint(self.pub_bound)
+        # bound on a wildcard (0.0.0.0, ::): advertise an address other hosts can connect to. The head's
+        # addresses are given plain (users type them); its public key travels beside them.
+        self.head_tcp = transport.plain_endpoint(transport.advertised_endpoint(self.head_bound))
+        self.pub_tcp = transport.plain_endpoint(transport.advertised_endpoint(self.pub_bound))
+        self.curve_key = transport.endpoint_key(self.head_bound)   # "" on loopback or --insecure
+        self.security = dict(security, server_public=self.curve_key)
         for _ in range(self.want_local):
             self._spawn_engine()
         if self.want_local:   # engines here are ours to start: extra ones too, while tasks are blocked in get()
             self.sched.spawn_nodes.add(self.sched.head_node)
         self.conn = {
             "cluster_id": self.cluster_id, "key": self.key.hex(), "head": self.head_tcp, "head_ipc": self.head_ipc,
-            "events": self.pub_tcp, "bound": self.head_bound, "pid": os.getpid(), "rundir": self.rundir, "started": self.started,
-            "host": socket.gethostname(), "protocol": P.PROTOCOL_VERSION,
+            "events": self.pub_tcp, "bound": transport.plain_endpoint(self.head_bound), "pid": os.getpid(),
+            "rundir": self.rundir, "started": self.started, "host": socket.gethostname(), "protocol": P.PROTOCOL_VERSION,
         }
+        if self.curve_key:   # the PUBLIC key only: a client proves itself with its own keypair
+            self.conn["curve_serverkey"] = self.curve_key
         self.conn_file = os.path.join(runtime_dir(self.config), f"cluster-{self.cluster_id}.json")
         fd = os.open(self.conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -149,7 +160,7 @@ class Head(ActorHead, EngineMembership):
             "log_level": self.config.log_level, "metrics_interval_s": self.config.metrics_interval_s,
             "start_timeout_s": self.config.start_timeout_s, "spin_s": self.config.spin_s,
             "heartbeat": transport.liveness_heartbeat(self.config.heartbeat_s, self.config.dead_after_s),
-            "store": self.store_settings,
+            "store": self.store_settings, "security": self.security,
         }
         if actor is not None:
             setup["actor"] = actor
@@ -241,6 +252,8 @@ class Head(ActorHead, EngineMembership):
                 self._apply(self.sched.get_objects(client.no, msg.req_id, msg.ids))
             elif t is P.Cancel:
                 self._apply(self.sched.cancel(msg.task_id, msg.force, msg.recursive))
+            elif t is P.Free:
+                self._free(client, msg)
             elif t is P.Query:
                 self._query(client, msg)
             elif t is P.RemoveEngines:
@@ -261,10 +274,12 @@ class Head(ActorHead, EngineMembership):
             eng.last = time.monotonic()
             if t is P.TaskDone:
                 self.tasks_finished += len(msg.results)
-                self._apply(self.sched.tasks_done(eng.id, msg.results))
-                for r in msg.results:
+                for r in msg.results:   # first: a value the scheduler frees on arrival (jpar.free) is known
                     if r.objects:
                         self.stores.note(r.objects, self.sched.objects)
+                self.done_info = task_events.finished(msg.results, self.stores.locations) if self.pub.listened else None
+                self._apply(self.sched.tasks_done(eng.id, msg.results))
+                self.done_info = None
             elif t is P.Blocked:
                 self._apply(self.sched.blocked(eng.id, msg.task_id, msg.blocked))
             return
@@ -287,6 +302,8 @@ class Head(ActorHead, EngineMembership):
         if identity in self.actor_peers or t is P.ActorHello:
             self._actor_peer_message(identity, msg)
             return
+        if self._live_message(identity):   # an engine's liveness connection (see controller_liveness)
+            return
         if t is P.Hello:
             self._hello(identity, msg)
         elif t is P.EngineHello:
@@ -304,8 +321,9 @@ class Head(ActorHead, EngineMembership):
         self._track_fd(client)
         self._apply(self.sched.client_added(no))
         # the addresses that route to this client (a head on several networks)
-        push.send(P.Welcome(no, self.cluster_id, {"head": transport.advertised_endpoint(self.head_bound, msg.endpoint),
-                                                   "events": transport.advertised_endpoint(self.pub_bound, msg.endpoint),
+        plain = transport.plain_endpoint
+        push.send(P.Welcome(no, self.cluster_id, {"head": plain(transport.advertised_endpoint(self.head_bound, msg.endpoint)),
+                                                   "events": plain(transport.advertised_endpoint(self.pub_bound, msg.endpoint)),
                                                    "engines": len(self.engines)}))
         self.events.append(P.Event(time.time(), "cluster", no, "client-joined",
                                    {"kind": msg.kind, "pid": msg.pid, "host": msg.host}))
@@ -337,6 +355,11 @@ class Head(ActorHead, EngineMembership):
         log.info("client %d cancelled %d tasks of client %d", client.no, n, msg.client_no)
         self._apply(actions)
         self._answer(client.no, msg.req_id, n)
+
+    def _free(self, client: Client, msg: P.Free) -> None:
+        """jpar.free: the values are dropped and their segments freed now; answered once done."""
+        self._apply(self.sched.free(msg.objects))
+        self._answer(client.no, msg.req_id, len(msg.objects))
 
     def _query(self, client: Client, msg: P.Query) -> None:
         what = msg.what
@@ -412,11 +435,12 @@ class Head(ActorHead, EngineMembership):
                 if a.old is None:
                     task = self.sched.tasks.get(a.task_id)
                     if task is not None:
-                        info = {"name": task.spec.name, "deps": task.spec.deps, "parent": task.spec.parent,
-                                "owner": task.owner}
+                        info = task_events.submitted(task)
                 elif a.new.value in ("running", "assigned"):
                     task = self.sched.tasks.get(a.task_id)
                     info = {"engine": task.engine} if task is not None else None
+                elif self.done_info:    # a finished (or retried) task of the TaskDone being applied
+                    info = self.done_info.pop(a.task_id, None)
                 self.events.append(P.Event(now, "task", a.task_id, a.new.value, info))
             elif t is DispatchTask:
                 self._dispatch(a)
@@ -532,86 +556,6 @@ class Head(ActorHead, EngineMembership):
         while eng.ctl_outbox and self.router.send_to(eng.identity + b"/ctl", eng.ctl_outbox[0]):
             eng.ctl_outbox.pop(0)
 
-    # ------------------------------------------------------------ liveness
-    def _track_fd(self, peer) -> None:
-        """Note the connection the current message came on: when it drops, the peer is gone."""
-        fd = self.router.last_fd()
-        if fd < 0:
-            return
-        self._connections_lost()   # a drop noticed before this fd was reused belongs to the old peer
-        self.fd_owner[fd] = peer
-        if type(peer) is Client:
-            peer.fd = fd
-        else:
-            peer.fds.add(fd)
-
-    def _connections_lost(self) -> None:
-        """Peers whose connection libzmq dropped: closed, or no answer to its ZMTP heartbeats (answered
-        by the peer's I/O thread, so a task holding the GIL does not count as silence)."""
-        for fd in self.monitor.disconnected():
-            peer = self.fd_owner.pop(fd, None)
-            if type(peer) is Client:
-                if self.clients.get(peer.identity) is peer:
-                    self._client_gone(peer, "its connection was lost")
-            elif peer is not None and self.engines_by_id.get(peer.id) is peer:
-                self.incidents += 1
-                why = "lost its connection to the head (no heartbeat answer or closed)"
-                if peer.proc is not None:
-                    try:   # a dying engine's connection closes just before it exits: say how it ended
-                        peer.proc.wait(timeout=0.5)
-                        why = exit_text(peer.proc.returncode)
-                    except subprocess.TimeoutExpired:
-                        peer.proc.kill()   # stopped or hung beyond the heartbeat: it will not come back
-                        why += "; killed"
-                self._engine_gone(peer, why)
-
-    def _forget_fds(self, peer) -> None:
-        for fd in ([peer.fd] if type(peer) is Client else peer.fds):
-            if self.fd_owner.get(fd) is peer:
-                del self.fd_owner[fd]
-
-    def _check_liveness(self, now: float) -> None:
-        if self.owner_pid and os.getppid() != self.owner_pid:
-            self._request_stop("the process that started the cluster is gone")
-            return
-        for pid, proc in list(self.children.items()):
-            if proc.poll() is not None:
-                del self.children[pid]
-                extra = pid in self.extra_pids
-                self.extra_pids.discard(pid)
-                if self.retired.pop(pid, None) is not None:
-                    continue   # removed on request: reaped, not replaced
-                eng = next((e for e in self.engines_by_id.values() if e.pid == pid), None)
-                if proc.returncode == 4:   # a forced cancel ended it: expected
-                    log.info("engine pid %d exited with %s", pid, proc.returncode)
-                else:
-                    self.incidents += 1
-                    log.warning("engine pid %d exited with %s", pid, proc.returncode)
-                if eng is not None:
-                    self._engine_gone(eng, exit_text(proc.returncode))
-                elif extra:
-                    self._apply(self.sched.spawn_failed(self.sched.head_node))
-                if not self.stopping and not extra:
-                    self._spawn_engine()
-            elif now > self.retired.get(pid, now):
-                log.warning("removed engine pid %d did not exit; killing it", pid)
-                proc.kill()   # reaped at the next check
-        self._check_actor_procs()
-        self._connections_lost()
-        # Silence alone proves nothing while the connection stands (a task may hold the GIL): it
-        # counts only for a peer whose connection could not be tracked, or a local engine the OS
-        # says is stopped or gone.
-        dead_after = self.config.dead_after_s
-        for eng in [e for e in self.engines_by_id.values() if now - e.last > dead_after]:
-            if eng.fds and not _stopped(eng.proc):
-                continue
-            self.incidents += 1
-            if eng.proc is not None:
-                eng.proc.kill()
-            self._engine_gone(eng, f"silent for {now - eng.last:.1f} s")
-        for client in [c for c in self.clients.values() if now - c.last > dead_after and c.fd < 0]:
-            self._client_gone(client, f"silent for {now - client.last:.1f} s")
-
     def _engine_gone(self, eng: EngineInfo, why: str, state: str = "dead") -> None:
         self._forget_fds(eng)
         eng.ctl_outbox.clear()
@@ -697,6 +641,9 @@ def _failure_error(kind: Failure, detail) -> Exception:
         if "SIGKILL" in text:
             advice = ("Unless something killed it on purpose, the machine probably ran out of memory (the OS's "
                       "out-of-memory killer sends SIGKILL): make the task use less memory")
+        elif "lost its connection" in text:
+            advice = ("Its host stopped answering the head (a network cut, or the host is down or suspended): "
+                      "check that host and its network")
         else:
             advice = ("A task that crashes its interpreter (a segfault in C code, os._exit(), os.abort()) ends its "
                       "engine: fix what ends the process")
@@ -708,37 +655,12 @@ def _failure_error(kind: Failure, detail) -> Exception:
     return ObjectLostError(str(detail))
 
 
-def exit_text(returncode: int | None) -> str:
-    """How a process ended, for error messages: "exited with code 3", "killed by signal 9 (SIGKILL)"."""
-    if returncode is None:
-        return "still running"
-    if returncode < 0:
-        try:
-            name = f" ({signal.Signals(-returncode).name})"
-        except ValueError:
-            name = ""
-        return f"killed by signal {-returncode}{name}"
-    return f"exited with code {returncode}"
-
-
 def _default_resources() -> dict:
     return {"CPU": float(os.cpu_count() or 1)}
 
 
 def new_cluster_id() -> str:
     return uuid.uuid4().hex[:10]
-
-
-def _stopped(proc) -> bool:
-    """Whether a local engine's process is stopped (SIGSTOP), a zombie or gone; False when not ours."""
-    if proc is None:
-        return True
-    import psutil
-
-    try:
-        return psutil.Process(proc.pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-    except psutil.Error:
-        return True
 
 
 class _ErrorCount(logging.Handler):

@@ -15,6 +15,15 @@ At most :func:`starting_limit` actor processes start at once (the rest wait in l
 of Python processes importing at the same time on a few cores would starve the head itself,
 which must stay responsive (to stop the cluster, among others). At shutdown every actor
 process is killed at once and waited for together.
+
+Warm spares: once the cluster has started its first actor, the head keeps ``config.actor_spares``
+actor processes started and idle (``actor`` id 0 in their setup). A spare says ActorHello(0) and waits;
+the next actor to start without GPUs takes it (ActorSetup names the actor), so starting an actor
+(or a ``jpar.multiprocessing.Process``) costs a message instead of an interpreter start, and a
+new spare starts in the background. Spares count against the starting limit while they start::
+
+    head --spawn(spare)--> process --ActorHello(0)--> head      (ready, idle)
+    CreateActor -> SpawnActor -> head --ActorSetup(spec)--> spare -> ActorReady    (+ a new spare)
 """
 
 from __future__ import annotations
@@ -46,6 +55,11 @@ class ActorHead:
         self.actor_pids: dict[tuple[int, int], int] = {}
         self.actor_spawns: deque = deque()                       # SpawnActor waiting for a start slot
         self.actor_starting: set = set()                         # (id, incarnation) started, not ready yet
+        self.spares: dict[int, subprocess.Popen] = {}           # pid -> idle spare process (no actor yet)
+        self.spare_ready: dict[int, bytes] = {}                  # pid -> identity of a spare that said hello
+        self.spare_failures = 0                                  # spares that died idle: stop after a few
+        self.spares_wanted = False                               # set by the first actor: clusters without
+                                                                 # actors keep no idle process
         self.sched.head_node = self.setup.get("node") or socket.gethostname()
 
     # ------------------------------------------------------------ messages
@@ -66,18 +80,22 @@ class ActorHead:
         t = type(msg)
         if t is P.ActorCallsDone:
             self._apply(self.sched.actor_calls_done(msg.actor_id, msg.records))
+        elif t is P.CancelTask:   # the actor's process has this cancel (see Scheduler.cancel_call)
+            self._apply(self.sched.cancel_acked(msg.task_id))
         elif t is P.ActorHello:
+            if msg.actor_id == 0:   # a spare is ready
+                if msg.pid not in self.spares or self.stopping:
+                    self.router.send_to(identity, P.Shutdown("this spare is not wanted"))
+                    return
+                self.spare_ready[msg.pid] = identity
+                self._drain_spawns()   # an actor waiting in line takes it
+                return
             key = (msg.actor_id, msg.incarnation)
             actor = self.sched.actors.get(msg.actor_id)
             if actor is None or actor.incarnation != msg.incarnation or actor.state is ActorState.DEAD:
                 self.router.send_to(identity, P.Shutdown("this actor is no longer wanted"))
                 return
-            self.actor_peers[identity] = key
-            self.actor_pids[key] = msg.pid
-            spec = actor.spec
-            self.router.send_to(identity, P.ActorSetup(spec, msg.incarnation, self.functions.get(spec.fn_id, b"")))
-            for tid in [t for t, a in self.sched.cancelled_calls.items() if a == msg.actor_id]:
-                self.router.send_to(identity, P.CancelTask(tid, False))   # a resent call must not run again
+            self._setup_actor(identity, key, msg.pid)
         elif t is P.ActorReady:
             self._actor_started((msg.actor_id, msg.incarnation))
             actor = self.sched.actors.get(msg.actor_id)
@@ -114,7 +132,11 @@ class ActorHead:
                     info["why"] = actor.detail if isinstance(actor.detail, str) else "__init__ raised"
             self.events.append(P.Event(time.time(), "actor", a.actor_id, a.new.value, info))
         elif t is SpawnActor:
-            if not self.stopping:
+            if self.stopping:
+                pass
+            elif not a.gpu_ids and not self.spare_ready and self._spares_starting() > len(self.actor_spawns):
+                self.actor_spawns.append(a)   # a spare about to be ready starts it sooner than a new process
+            else:
                 self._spawn_actor(a)
         elif t is StopActor:
             self._stop_actor(a.actor_id, a.incarnation)
@@ -126,6 +148,19 @@ class ActorHead:
             for ident, k in self.actor_peers.items():
                 if k == key:
                     self.router.send_to(ident, P.CancelTask(a.task_id, False))
+
+    def _setup_actor(self, identity: bytes, key: tuple, pid: int) -> None:
+        """Send an actor process (started for it, or a spare) its actor: class, arguments, cancels."""
+        actor = self.sched.actors.get(key[0])
+        if actor is None or actor.incarnation != key[1] or actor.state is ActorState.DEAD:
+            self.router.send_to(identity, P.Shutdown("this actor is no longer wanted"))
+            return
+        self.actor_peers[identity] = key
+        self.actor_pids[key] = pid
+        spec = actor.spec
+        self.router.send_to(identity, P.ActorSetup(spec, key[1], self.functions.get(spec.fn_id, b"")))
+        for tid in [t for t, a in self.sched.cancelled_calls.items() if a == key[0]]:
+            self.router.send_to(identity, P.CancelTask(tid, False))   # a resent call must not run again
 
     def _actor_info(self, actor_id: int) -> P.ActorInfo:
         actor = self.sched.actors.get(actor_id)
@@ -142,19 +177,61 @@ class ActorHead:
         return P.ActorInfo(actor_id, actor.state.value, actor.incarnation, list(actor.endpoints), actor.host, detail)
 
     def _spawn_actor(self, a: SpawnActor) -> None:
-        if len(self.actor_starting) >= starting_limit():
+        key = (a.actor_id, a.incarnation)
+        self.spares_wanted = True
+        if not a.gpu_ids and self.spare_ready:   # a warm spare: the actor starts with one message
+            pid, identity = self.spare_ready.popitem()
+            self.actor_procs[key] = self.spares.pop(pid)
+            self.actor_starting.add(key)
+            self._setup_actor(identity, key, pid)
+            self._keep_spares()
+            return
+        if self._starting_count() >= starting_limit():
             self.actor_spawns.append(a)
             return
         proc = self._spawn_engine(actor={"id": a.actor_id, "incarnation": a.incarnation,
                                          "gpu_ids": list(a.gpu_ids), "bind_host": self.config.bind_host})
-        self.actor_procs[(a.actor_id, a.incarnation)] = proc
-        self.actor_starting.add((a.actor_id, a.incarnation))
+        self.actor_procs[key] = proc
+        self.actor_starting.add(key)
+
+    def _spares_starting(self) -> int:
+        return len(self.spares) - len(self.spare_ready)
+
+    def _drain_spawns(self) -> None:
+        """Start actors waiting in line: on a ready spare, or as new processes within the starting
+        limit (except as many as the spares now starting will take)."""
+        while self.actor_spawns and not self.stopping and (
+                self.spare_ready and not self.actor_spawns[0].gpu_ids
+                or self._starting_count() < starting_limit() and len(self.actor_spawns) > self._spares_starting()):
+            self._spawn_actor(self.actor_spawns.popleft())
+
+    def _starting_count(self) -> int:
+        """Actor processes starting now: for actors, and spares that have not said hello yet."""
+        return len(self.actor_starting) + len(self.spares) - len(self.spare_ready)
+
+    def _keep_spares(self) -> None:
+        """Reap spares that died idle; start new ones up to ``config.actor_spares`` once an actor
+        was started (clusters that start none keep none), within the starting limit."""
+        for pid, proc in list(self.spares.items()):
+            if proc.poll() is not None:
+                del self.spares[pid]
+                self.spare_ready.pop(pid, None)
+                self.spare_failures += 1
+                log.warning("an idle spare actor process (pid %d) exited with %s", pid, proc.returncode)
+        if self.stopping:
+            return
+        if self.spares_wanted and self.spare_failures < 3:
+            while len(self.spares) < self.config.actor_spares and self._starting_count() < starting_limit():
+                proc = self._spawn_engine(actor={"id": 0, "incarnation": 0, "gpu_ids": [], "spare": True,
+                                                 "bind_host": self.config.bind_host})
+                self.spares[proc.pid] = proc
+        if self.actor_spawns:
+            self._drain_spawns()   # spares that died leave their waiting actors to new processes
 
     def _actor_started(self, key: tuple) -> None:
         """An actor process finished starting (ready, failed or gone): the next in line may start."""
         self.actor_starting.discard(key)
-        while self.actor_spawns and len(self.actor_starting) < starting_limit() and not self.stopping:
-            self._spawn_actor(self.actor_spawns.popleft())
+        self._drain_spawns()
 
     def _stop_actor(self, actor_id: int, incarnation: int) -> None:
         proc = self.actor_procs.get((actor_id, incarnation))
@@ -185,6 +262,7 @@ class ActorHead:
 
     # ------------------------------------------------------------ liveness and stop
     def _check_actor_procs(self) -> None:
+        self._keep_spares()
         for key, proc in list(self.actor_procs.items()):
             rc = proc.poll()
             if rc is None:
@@ -211,7 +289,7 @@ class ActorHead:
 
         self.actor_spawns.clear()
         procs = []
-        for proc in self.actor_procs.values():
+        for proc in list(self.actor_procs.values()) + list(self.spares.values()):
             if proc.poll() is None:
                 try:
                     procs.append(psutil.Process(proc.pid))
@@ -225,6 +303,10 @@ class ActorHead:
             proc.poll()
             self._unlink_actor_files(*key)
         self.actor_procs.clear()
+        for proc in self.spares.values():
+            proc.poll()
+        self.spares.clear()
+        self.spare_ready.clear()
         for name in os.listdir(self.rundir):
             if name.startswith("actor-") and name.endswith(".log"):
                 try:

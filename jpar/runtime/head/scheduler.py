@@ -318,6 +318,8 @@ class Scheduler(ActorScheduling, Rebalancing, Placement):
 
     def _resolve(self, oid: int, obj: Obj, status: int, blob: bytes) -> None:
         if obj.ready:
+            if obj.failure and obj.failure[0] is Failure.OBJECT_FREED and blob is not obj.blob:
+                self.actions.append(FreeObjects((oid,)))   # the value of a ref freed while its task ran
             return
         obj.ready, obj.status, obj.blob = True, status, blob
         if obj.requests:
@@ -337,6 +339,26 @@ class Scheduler(ActorScheduling, Rebalancing, Placement):
                     self._move(task, S.QUEUED, "the last argument became ready")
                     self._enqueue(task)
         self._maybe_free(oid)
+
+    def free(self, records) -> list:
+        """jpar.free: drop objects' values now though refs to them remain. Each ``(oid, status, blob)``
+        record is the error (a pickled ObjectFreedError) the object becomes for every later reader and
+        task: tasks waiting for it fail with it, askers get it, a task dispatched later with it raises it.
+        A pending object settles as that error now while its task runs on; the value that task makes
+        is freed on arrival (:meth:`_resolve`). Unknown ids and objects freed already are skipped."""
+        for oid, status, blob in records:
+            obj = self._obj(oid)
+            if obj is None or (obj.failure and obj.failure[0] is Failure.OBJECT_FREED):
+                continue
+            if obj.ready:
+                obj.status, obj.blob = status, blob
+                self.actions.append(FreeObjects((oid,)))   # its segments, if any
+            else:
+                self._resolve(oid, obj, status, blob)
+            obj.failure = (Failure.OBJECT_FREED, "jpar.free()")
+            self._maybe_free(oid)
+        self._schedule()
+        return self._take()
 
     def _maybe_free(self, oid: int) -> None:
         obj = self.objects.get(oid)

@@ -154,6 +154,8 @@ class ActorScheduling:
         self.seen: dict[int, int] = {}                   # client -> highest object counter registered
         self.parked: dict[int, list] = {}                # object id -> (client, req_id) asked before it existed
         self.cancelled_calls: dict[int, int] = {}        # call task id -> actor id: cancelled, report not in yet
+        self.cancel_acks: dict[int, tuple] = {}          # call task id -> (actor id, SendFailure): told once
+                                                         # the actor's process has the cancel (cancel_acked)
 
     # ---- objects asked for before their owner registered them
     # A caller sends a call straight to an actor and the call's notice (or a task's Submit) to the
@@ -278,6 +280,7 @@ class ActorScheduling:
             actor.endpoints = ()
             self._move_actor(actor, A.RESTARTING, f"process {why}; restart {actor.restarts}")
             self._drop_orphan_calls(actor)
+            self._release_cancel_acks(actor_id)
             self.actions.append(SpawnActor(actor_id, actor.incarnation, actor.gpu_ids))
         self._schedule()
         return self._take()
@@ -354,6 +357,7 @@ class ActorScheduling:
             del self.early_done[tid]
         for tid in [t for t, a in self.cancelled_calls.items() if a == actor_id]:
             del self.cancelled_calls[tid]
+        self._release_cancel_acks(actor_id)
 
     def cancel_call(self, task_id: int) -> bool:
         """``jpar.cancel`` of an actor call (False: not an unfinished call). Its owner's get() raises
@@ -368,10 +372,20 @@ class ActorScheduling:
         detail = (spec.name, "jpar.cancel()")
         ids = tuple(range(task_id, task_id + max(1, spec.num_returns)))
         owner = self.objects[task_id].owner if task_id in self.objects else -1
-        # the actor's process is told before the owner: a call it has not started is then dropped
-        # before the owner's get() raises and the owner's program goes on (and frees the actor up)
+        # the actor's process has the cancel before the owner hears: a call it has not started is
+        # then dropped before the owner's get() raises and the owner's program goes on (and frees
+        # the actor up). A threaded or async actor takes calls on other threads while its main
+        # thread reads the head, so its owner hears only once that process acknowledged the cancel
+        # (a CancelTask sent back); a sync actor reads the head before each call, in order.
         self.actions.append(CancelCall(spec.actor, task_id))
-        self.actions.append(SendFailure(owner, task_id, ids, Failure.CANCELLED, detail))
+        failure = SendFailure(owner, task_id, ids, Failure.CANCELLED, detail)
+        actor = self.actors.get(spec.actor)
+        opts = actor.spec.options if actor is not None else {}
+        concurrent = (opts.get("max_concurrency") or 1) > 1 or bool(opts.get("is_async"))
+        if actor is not None and concurrent and actor.state is A.ALIVE:
+            self.cancel_acks[task_id] = (spec.actor, failure)
+        else:
+            self.actions.append(failure)
         self.actions.append(CallEvent(task_id, "cancelled", None, {"why": "jpar.cancel()"}))
         for oid in ids:
             obj = self.objects.get(oid)
@@ -382,6 +396,19 @@ class ActorScheduling:
         if actor is not None and actor.released:
             self._maybe_end_released(actor)
         return True
+
+    def cancel_acked(self, task_id: int) -> list:
+        """The actor's process has the cancel of ``task_id``: its owner hears now."""
+        waiting = self.cancel_acks.pop(task_id, None)
+        if waiting is not None:
+            self.actions.append(waiting[1])
+        return self._take()
+
+    def _release_cancel_acks(self, actor_id: int) -> None:
+        """The actor's process is gone (restarting or dead): no acknowledgement will come from it,
+        and no call of it can start, so the owners waiting for one hear now."""
+        for tid in [t for t, (a, _) in self.cancel_acks.items() if a == actor_id]:
+            self.actions.append(self.cancel_acks.pop(tid)[1])
 
     def _drop_orphan_calls(self, actor: Actor) -> None:
         """Calls whose caller is gone have nobody to resend them: fail them at a restart."""

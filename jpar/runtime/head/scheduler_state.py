@@ -61,6 +61,7 @@ class Failure(str, enum.Enum):
     ACTOR_DIED = "actor_died"      # an actor call whose actor is dead for good
     DEPENDENCY = "dependency"      # an argument failed: its error blob is propagated
     OBJECT_LOST = "object_lost"
+    OBJECT_FREED = "object_freed"  # jpar.free: marks an object whose value was dropped (its blob: the error)
 
 
 # ---------------------------------------------------------------- actions

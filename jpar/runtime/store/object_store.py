@@ -154,12 +154,24 @@ class ObjectStore:
                     self._wmaps[ino] = m
                 else:
                     m.close()
+            final = os.path.join(self.dir, name)
+            if path == self._writing(final):
+                os.rename(path, final)
+                path = final
         except BaseException:
             _unlink(path)
             raise
         finally:
             os.close(fd)
         return LOCATION_MAGIC + pickle.dumps((self.tag, self.node, name, p.size, self.host, endpoint), protocol=5)
+
+    def _writing(self, path: str) -> str:
+        """Where a fresh segment is written before it takes its name: a "t" (temporary) entry, which
+        the store's figures do not count, so a scan never lists an object that is still being
+        written (it showed as 0 bytes while its file was made and filled)."""
+        head, name = os.path.split(path)
+        kind = len(self.prefix)
+        return os.path.join(head, name[:kind] + "t" + name[kind + 1:])
 
     def _allocate(self, name: str, size: int) -> tuple[int, str]:
         """A file of ``size`` bytes at ``name`` with an exclusive lock: a pooled one if any fits."""
@@ -183,6 +195,7 @@ class ObjectStore:
         if size > self.capacity:
             return self._allocate_on_disk(name, size)
         self._make_room(size)
+        path = self._writing(path)          # renamed to ``name`` once written (see write)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         for attempt in (0, 1):

@@ -22,13 +22,14 @@ replayed or hostile frame never crashes a process and never runs anything twice.
 
 Who sends what (D = driver or any client, H = head, E = engine)::
 
-    D->H  Hello Goodbye Heartbeat RegisterFunction Submit PutObjects Release Cancel GetObjects Query
+    D->H  Hello Goodbye Heartbeat RegisterFunction Submit PutObjects Release Cancel GetObjects Query Free
           CreateActor ActorLookup KillActor ReleaseActor ActorCallsDone (failures the caller decided)
           RemoveEngines AddEngines CancelClientTasks    (cluster operations: the sidebar, `jpar`)
     E->H  EngineHello TaskDone Blocked Metrics Heartbeat
     A->H  ActorHello ActorReady ActorCallsDone       (A = an engine in actor mode: one actor)
+          CancelTask                                 (back: the cancel is in, the call cannot start now)
     H->E  Define DriverInfo Dispatch CancelTask Heartbeat Shutdown
-    H->A  ActorSetup Shutdown
+    H->A  ActorSetup CancelTask Shutdown
     H->D  Welcome Answer Objects TaskFailed ActorInfo
     D->A  Calls                                      (method calls go straight to the actor)
     *->*  FetchObject ObjectChunk                    (a reader pulls a stored object from its writer's node)
@@ -117,6 +118,7 @@ class DoneRecord(NamedTuple):
     status: int           # OK, ERROR, or RETRY (an exception retry_exceptions allows)
     objects: tuple        # ((object_id, status, blob), ...)
     duration: float       # seconds the task ran (sizes the engine's prefetch queue)
+    fetch: float = 0.0    # seconds of it spent resolving ref arguments (the dashboard's transfer phase)
 
 
 RETRY = 2
@@ -242,6 +244,16 @@ class Query(Message):
     req_id: int
     what: str            # "resources", "available", "status", "wait_engines", "engines_gone"...
     arg: Any = None
+
+
+@_msg(19, {"objects": ObjectRecord})
+@dataclass(slots=True)
+class Free(Message):
+    """jpar.free: drop these objects' values now, though refs to them remain. Each record carries the
+    error (a pickled ObjectFreedError) the object becomes for every later reader and task. Answered
+    once the head has freed them (ids it does not know, or freed already, are skipped)."""
+    req_id: int
+    objects: list
 
 
 @_msg(16)
@@ -510,7 +522,7 @@ class ObjectChunk(Message):
 MESSAGES: dict[int, type[Message]] = {
     cls.CODE: cls
     for cls in (
-        Hello, Goodbye, Heartbeat, RegisterFunction, Submit, PutObjects, Release, Cancel, GetObjects, Query,
+        Hello, Goodbye, Heartbeat, RegisterFunction, Submit, PutObjects, Release, Cancel, GetObjects, Query, Free,
         RemoveEngines, AddEngines, CancelClientTasks,
         EngineHello, TaskDone, Blocked, Metrics, Define, DriverInfo, Dispatch, CancelTask, Revoke, Revoked,
         Shutdown,

@@ -14,6 +14,16 @@ as one summary line per :data:`DROP_LOG_INTERVAL_S` per socket. Connections carr
 ZMTP heartbeats, answered by libzmq's own I/O thread, so a peer whose Python thread is
 busy (a task holding the GIL) stays connected, and a peer that is gone (host lost,
 process stopped or killed) is disconnected, which a :class:`Monitor` reports.
+
+Off loopback every socket speaks CurveZMQ (encrypted, and only peers whose public key the
+process's ZAP authenticator knows get in), on top of the HMAC signatures; loopback and
+IPC stay plaintext, so local round trips cost what they did. The process's keys come
+from :mod:`~jpar.runtime.wire.keys` through :func:`configure_security` (loaded on first
+use, so a process that never leaves loopback reads no key file). A listening socket off
+loopback advertises its public key with its address (``tcp://host:port#curve=KEY``, see
+:func:`advertised_endpoint`), so whoever connects to it knows which key to expect
+without another field in any message; the head's own addresses stay plain and its key
+travels beside them (the connection record's ``curve_serverkey``).
 """
 
 from __future__ import annotations
@@ -25,15 +35,17 @@ import socket
 import struct
 import threading
 import time
+from typing import NamedTuple
 
 import zmq
 
 from . import protocol
-from ...errors import ProtocolError
+from ...errors import ProtocolError, SecurityError
 
 __all__ = ["Channel", "Publisher", "Poller", "Waker", "Monitor", "context", "bind_router", "bind_pull", "bind_pub",
            "connect_dealer", "connect_push", "connect_sub", "Again", "callback_host", "advertised_endpoint",
-           "primary_host", "is_wildcard", "LOOPBACK"]
+           "primary_host", "is_wildcard", "LOOPBACK", "CurveIdentity", "configure_security", "curve_available",
+           "curve_keypair", "plain_endpoint", "endpoint_key", "is_loopback_endpoint", "needs_curve"]
 
 log = logging.getLogger("jpar.transport")
 Again = zmq.Again
@@ -295,15 +307,31 @@ def liveness_heartbeat(heartbeat_s: float, dead_after_s: float) -> tuple[float, 
 
 
 def _bind(sock: zmq.Socket, endpoint: str) -> str:
+    """Bind one endpoint; the address it got, with this process's public key when it speaks CURVE.
+
+    libzmq copies a socket's options into each listener when it binds, so one socket can listen
+    plaintext on IPC (local engines, at full speed) and with CURVE on a TCP address off loopback."""
+    key = _server_curve(sock, endpoint)
     if endpoint.startswith("tcp://") and ":" in endpoint[6:].rpartition(":")[0]:
         host, port = _split(endpoint)   # IPv6 (``::`` takes IPv4 clients too): zmq wants it bracketed and enabled
         sock.setsockopt(zmq.IPV6, 1)
         endpoint = f"tcp://[{host}]:{port}"
     if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
         port = sock.bind_to_random_port(endpoint[: endpoint.rindex(":")])
-        return f"{endpoint[: endpoint.rindex(':')]}:{port}"
-    sock.bind(endpoint)
-    return sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        bound = f"{endpoint[: endpoint.rindex(':')]}:{port}"
+    else:
+        sock.bind(endpoint)
+        bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+    return bound + CURVE_MARK + key if key else bound
+
+
+def _bind_all(sock: zmq.Socket, endpoints: list[str]) -> list[str]:
+    """Bind every endpoint, or close the socket and raise (a refused key must not leak a socket)."""
+    try:
+        return [_bind(sock, e) for e in endpoints]
+    except BaseException:
+        sock.close(linger=0)
+        raise
 
 
 LOOPBACK = "127.0.0.1"   # the default bind host (config.bind_host): this host only
@@ -312,8 +340,8 @@ _PROBE = ("10.254.254.254", 9)   # a private address: "connecting" a UDP socket 
 
 
 def _split(endpoint: str) -> tuple[str, str]:
-    """(host, port) of ``tcp://host:port``; an IPv6 host without its brackets."""
-    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    """(host, port) of ``tcp://host:port`` (a ``#curve=`` key ignored); an IPv6 host without its brackets."""
+    host, _, port = plain_endpoint(endpoint)[len("tcp://"):].rpartition(":")
     return host.strip("[]"), port
 
 
@@ -407,29 +435,33 @@ def advertised_endpoint(bound: str, peer: str = "") -> str:
     host, port = _split(bound)
     if not is_wildcard(host):
         return bound
-    return f"tcp://{_route_source(peer) or primary_host()}:{port}"
+    key = endpoint_key(bound)
+    return f"tcp://{_route_source(peer) or primary_host()}:{port}" + (CURVE_MARK + key if key else "")
 
 
 def bind_router(endpoints: list[str], signer) -> tuple[Channel, list[str]]:
     """A listening ROUTER: bounded receive queue per peer, and sends to an absent peer refused.
 
     It sends no heartbeats of its own: its connecting peers ping it (:func:`connect_dealer`) with a
-    TTL, and libzmq drops a connection whose pings stop for that long. (A listening socket that
-    pings while a peer's bounded queue is full trips a libzmq assertion when that peer disconnects:
-    libzmq 4.3.5, stream_engine_base.cpp, out_event after an I/O error.)"""
+    TTL, and libzmq drops a connection whose pings stop for that long, but only if no data came after
+    the last ping (any message cancels the TTL timer; the next ping restarts it): a connection that
+    must be dropped when its peer goes silent carries pings only (an engine's liveness connection,
+    see jpar.runtime.head.controller_liveness). (A listening socket that pings while a peer's bounded
+    queue is full trips a libzmq assertion when that peer disconnects: libzmq 4.3.5,
+    stream_engine_base.cpp, out_event after an I/O error.)"""
     sock = _socket(zmq.ROUTER)
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)   # send_to an unknown/gone peer fails instead of vanishing
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, RCVHWM)
-    bound = [_bind(sock, e) for e in endpoints]
+    bound = _bind_all(sock, endpoints)
     return Channel(sock, signer, bound[0]), bound
 
 
 def bind_pull(endpoints: list[str], signer) -> tuple[Channel, list[str]]:
     sock = _socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, RCVHWM)
-    bound = [_bind(sock, e) for e in endpoints]
+    bound = _bind_all(sock, endpoints)
     return Channel(sock, signer, bound[0]), bound
 
 
@@ -486,11 +518,17 @@ def bind_pub(endpoint: str, signer) -> tuple[Publisher, str]:
     sock.setsockopt(zmq.SNDHWM, 10000)
     sock.setsockopt(zmq.RCVHWM, RCVHWM)
     sock.setsockopt(zmq.XPUB_MANUAL, 1)
-    bound = _bind(sock, endpoint)
+    bound = _bind_all(sock, [endpoint])[0]
     return Publisher(sock, signer, bound), bound
 
 
 def _connect(sock: zmq.Socket, endpoint: str) -> None:
+    try:
+        _client_curve(sock, endpoint)
+    except BaseException:
+        sock.close(linger=0)   # a missing or refused key must not leak a socket
+        raise
+    endpoint = plain_endpoint(endpoint)
     if endpoint.startswith("tcp://["):
         sock.setsockopt(zmq.IPV6, 1)   # an IPv6 peer
     sock.connect(endpoint)
@@ -561,5 +599,167 @@ def raw_socket(kind: str, endpoint: str):
     sock = _socket({"dealer": zmq.DEALER, "push": zmq.PUSH, "sub": zmq.SUB}[kind])
     if kind == "sub":
         sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.connect(endpoint)
+    sock.connect(plain_endpoint(endpoint))
     return sock
+
+
+# ---------------------------------------------------------------- CURVE off loopback
+CURVE_MARK = "#curve="   # tcp://host:port#curve=<Z85 public key>: a listening socket's address and key
+
+
+class CurveIdentity(NamedTuple):
+    """This process's CURVE keys, as Z85 text: its own keypair (it listens and connects with it),
+    the head's public key (for a head address, which carries none) and the directory whose
+    ``*.key`` public keys its listening sockets admit (nobody else gets past the handshake)."""
+
+    public: str
+    secret: str
+    server_public: str
+    allowed_dir: str
+
+
+class _Security:
+    """The process's CURVE state: one per process, like the context its authenticator serves."""
+
+    lock = threading.Lock()
+    loader = None                       # () -> CurveIdentity (keys.secure_process), called on first need
+    identity: CurveIdentity | None = None
+    insecure = False                    # plaintext off loopback: the user asked for it (and was warned)
+    auth = None                         # the ZAP authenticator thread of ``auth_ctx``
+    auth_ctx = None
+    auth_dir = ""
+
+
+def configure_security(loader, *, insecure: bool = False) -> None:
+    """How this process's sockets off loopback are secured from now on: with the
+    :class:`CurveIdentity` that ``loader()`` returns (called when the first such socket is made,
+    so a process that stays on loopback reads no key), or, with ``insecure``, in plaintext."""
+    with _Security.lock:
+        _Security.loader, _Security.identity, _Security.insecure = loader, None, bool(insecure)
+
+
+def curve_available() -> bool:
+    """Whether the libzmq under pyzmq was built with CURVE (libsodium or tweetnacl)."""
+    return bool(zmq.has("curve"))
+
+
+def _require_curve() -> None:
+    if not curve_available():
+        raise SecurityError(
+            f"The libzmq {zmq.zmq_version()} under pyzmq {zmq.__version__} was built without CURVE, which jpar "
+            "needs to encrypt and authenticate connections off loopback. Install a pyzmq wheel (they bundle a "
+            "libzmq with CURVE), or bind on 127.0.0.1, or pass --insecure (JPAR_INSECURE=1) on a trusted network.")
+
+
+def curve_keypair() -> tuple[str, str]:
+    """A new (public, secret) CURVE keypair, as Z85 text."""
+    _require_curve()
+    public, secret = zmq.curve_keypair()
+    return public.decode("ascii"), secret.decode("ascii")
+
+
+def plain_endpoint(endpoint: str) -> str:
+    """``endpoint`` without the public key it may carry (what libzmq binds or connects to)."""
+    return endpoint.partition(CURVE_MARK)[0]
+
+
+def endpoint_key(endpoint: str) -> str:
+    """The public key an advertised endpoint carries, or ""."""
+    return endpoint.partition(CURVE_MARK)[2]
+
+
+def _loopback_host(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        pass
+    if is_wildcard(host):
+        return False
+    try:   # a host name: loopback only if every address it has is
+        addrs = {a[4][0] for a in socket.getaddrinfo(host, None)}
+        return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
+    except (OSError, ValueError):
+        return False   # an interface name or an unknown host: treated as off loopback (the safe side)
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """Whether ``endpoint`` stays on this host: ipc, inproc, or tcp on a loopback address."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    return _loopback_host(_split(endpoint)[0])
+
+
+def needs_curve(endpoint: str) -> bool:
+    """Whether a socket bound or connected at ``endpoint`` speaks CURVE: it carries a key, or it is
+    TCP off loopback (a wildcard included) in a process not told to be insecure."""
+    if CURVE_MARK in endpoint:
+        return True
+    if is_loopback_endpoint(endpoint):
+        return False
+    with _Security.lock:
+        return not _Security.insecure
+
+
+def _identity() -> CurveIdentity:
+    with _Security.lock:
+        if _Security.identity is None:
+            if _Security.loader is None:
+                raise SecurityError(
+                    "This process has no CURVE keys configured, so it cannot open a socket off loopback. Start "
+                    "it through jpar (jpar start, jpar.init) or call jpar.runtime.wire.keys.secure_process first.")
+            _require_curve()
+            _Security.identity = _Security.loader()
+        return _Security.identity
+
+
+def _authenticate(ident: CurveIdentity) -> None:
+    """Run this context's ZAP authenticator, admitting the public keys in ``ident.allowed_dir``.
+    It must run before a CURVE socket listens: with no ZAP handler, libzmq admits any client key."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    with _Security.lock:
+        ctx = context()
+        if _Security.auth is None or _Security.auth_ctx is not ctx:
+            auth = ThreadAuthenticator(ctx, log=logging.getLogger("jpar.zap"))
+            auth.start()
+            _Security.auth, _Security.auth_ctx, _Security.auth_dir = auth, ctx, ""
+        if _Security.auth_dir != ident.allowed_dir:
+            _Security.auth.configure_curve(domain="*", location=ident.allowed_dir)
+            if not _Security.auth.certs.get("*"):
+                raise SecurityError(f"No public key to admit in {ident.allowed_dir}: nothing could connect. "
+                                    "Run `jpar keys` to create the cluster's keys there.")
+            _Security.auth_dir = ident.allowed_dir
+
+
+def _server_curve(sock: zmq.Socket, endpoint: str) -> str:
+    """Make the next bind of ``sock`` CURVE (returns this process's public key) or plaintext ("")."""
+    if not needs_curve(endpoint):
+        if sock.getsockopt(zmq.MECHANISM) != zmq.NULL:
+            sock.setsockopt(zmq.CURVE_SERVER, 0)   # back to NULL for this listener (e.g. IPC after TCP)
+        return ""
+    ident = _identity()
+    _authenticate(ident)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, ident.secret.encode("ascii"))
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, ident.public.encode("ascii"))
+    sock.setsockopt(zmq.CURVE_SERVER, 1)
+    return ident.public
+
+
+def _client_curve(sock: zmq.Socket, endpoint: str) -> None:
+    """Make ``sock`` a CURVE client of ``endpoint`` when it needs one: the server's key is the one
+    the endpoint carries, else the head's (an address given by the user names no key)."""
+    if not needs_curve(endpoint):
+        return
+    ident = _identity()
+    server = endpoint_key(endpoint) or ident.server_public
+    if not server:
+        raise SecurityError(
+            f"{plain_endpoint(endpoint)} is off loopback, so the connection needs the head's public key, and this "
+            f"process has none: copy server.key from the head's key directory into {ident.allowed_dir}, or pass "
+            "the head's connection file (it carries the key) as the address.")
+    sock.setsockopt(zmq.CURVE_SERVERKEY, server.encode("ascii"))
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, ident.public.encode("ascii"))
+    sock.setsockopt(zmq.CURVE_SECRETKEY, ident.secret.encode("ascii"))
