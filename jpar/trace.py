@@ -43,7 +43,7 @@ class _Recorder:
         self.spans: collections.deque = collections.deque(maxlen=KEEP)
         self.open: dict = {}          # task id -> [name, start, engine, ready] of a running task
         self.names: dict = {}         # task id -> name (from its submission event)
-        self.ready: dict = {}         # task id -> when it became ready (its last queued event), until it runs
+        self.ready: dict = {}         # task id -> its first queued event since it last ran
         self.waiting: dict = {}       # task id -> (submitted, deps) of a task submitted waiting, until it runs
         self.nodes: dict = {}         # engine id -> host
         self.lock = threading.Lock()
@@ -114,7 +114,7 @@ class _Recorder:
                         self.open[key] = [self.names.get(key, "?"), t, -1 if eng is None else eng,
                                           self._ready(key)]
                     elif state == "queued":
-                        self.ready[key] = t
+                        self.ready.setdefault(key, t)    # taken back unstarted: ready since the first
                         self.waiting.pop(key, None)
                     elif state in FINISHED:
                         self.names.pop(key, None)
@@ -133,7 +133,7 @@ class _Recorder:
             self.changed.notify_all()
 
     def _ready(self, key: int) -> float:
-        """When a task starting now became ready: its last queued event, else (submitted waiting, on
+        """When a task starting now became ready: its first queued event since it last ran, else (submitted waiting, on
         backends that send no queued event) the end of its last recorded argument or its submission."""
         ready = self.ready.pop(key, 0.0)
         if not ready and key in self.waiting:

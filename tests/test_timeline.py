@@ -116,6 +116,22 @@ def test_chrome_trace_format_from_spans():
     assert check_phases(events) == {"1f": 2_000_000.0}
 
 
+def test_a_task_taken_back_from_a_busy_engine_waited_since_it_first_became_ready():
+    """Queued at 1, prefetched behind a long task, taken back unstarted at 5 and run elsewhere at once:
+    its wait began at 1, not at its second queued event (that read 0 s in a CI run). A retry after it
+    ran waits anew from its requeue."""
+    rec = trace._Recorder()
+    rec.apply([(1.0, "task", 7, "queued", {"name": "f"}), (1.0, "task", 7, "assigned", {"engine": 0}),
+               (5.0, "task", 7, "queued", None), (5.0, "task", 7, "running", {"engine": 1}),
+               (6.0, "task", 7, "queued", None), (8.0, "task", 7, "running", {"engine": 1}),
+               (9.0, "task", 7, "done", None)])
+    assert [s[7] for s in rec.spans] == [6.0]             # the retried run: ready at its requeue
+    rec.apply([(10.0, "task", 8, "queued", {"name": "g"}), (10.0, "task", 8, "assigned", {"engine": 0}),
+               (14.0, "task", 8, "queued", None), (14.0, "task", 8, "running", {"engine": 1}),
+               (15.0, "task", 8, "done", None)])
+    assert rec.spans[-1][7] == 10.0 and rec.spans[-1][0] == 14.0
+
+
 def test_timeline_on_the_native_cluster(cluster, tmp_path):
     engines = {e["id"] for e in jpar.hooks.engines()}
     run_and_export(tmp_path, engines)

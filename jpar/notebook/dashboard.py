@@ -52,10 +52,11 @@ EXPAND_MAX = 200      # tasks shown when a group of the grouped view is expanded
 DEFER_S = 2.0         # longest a task's events wait for its submission to note its call site
 
 # task record fields (a list per task: cheaper than objects at 100,000 tasks). _READY: when it last
-# became ready to run (its queued event; submitted "waiting": provisionally its submission, see
-# _ready_from_deps), 0.0 unknown; _FETCH: seconds its engine spent fetching its ref arguments (native);
-# _ARGS: bytes of its pickled arguments; _DEPS: its ref arguments' object ids; _SIZE: bytes of its
-# result(s); _ERROR: its error, read once it failed (_UNREAD until then)
+# became ready to run (its queued event, kept when taken back unstarted from an engine; submitted
+# "waiting": provisionally its submission, see _ready_from_deps), 0.0 unknown; _FETCH: seconds its
+# engine spent fetching its ref arguments (native); _ARGS: bytes of its pickled arguments; _DEPS: its
+# ref arguments' object ids; _SIZE: bytes of its result(s); _ERROR: its error, read once it failed
+# (_UNREAD until then)
 _STATE, _GROUP, _ENGINE, _START, _END, _NAME, _READY, _FETCH, _ARGS, _DEPS, _SIZE, _ERROR = range(12)
 _UNREAD = object()
 
@@ -161,8 +162,8 @@ class DashboardModel:
                             task[7] = info.get("fetch") or 0.0
                             task[10] = info.get("size")
                         stream.finished(key, task, task[3], t, task[2], task[5], state, task[6], task[7])
-                    elif state == "queued":
-                        task[6] = t
+                    elif state == "queued" and old != "assigned":
+                        task[6] = t      # taken back unstarted (assigned -> queued): still waiting since then
                 elif state == "running":
                     self._timing(key, task, t, state, info)
             elif kind == "metrics":
