@@ -8,8 +8,10 @@ spans every engine of the current cluster, remote hosts included. Data flow::
       |  ~4 per CPU, as the stdlib does)         |  each takes ~TARGET_CHUNK_SECONDS
       v                                          v
     _Submitter ----- at most `window` chunk tasks in flight ----> engines: _run_task()
-      |  the rest wait in a local deque                             |  initializer once per
-      |  (cheap to cancel: terminate, shutdown)                     |  engine process per pool
+      |  the rest wait in a local deque                             |  (_run_batch: calls that
+      |  (cheap to cancel: terminate, shutdown) and leave           |  queued, one task), the
+      |  in batches as the window frees                             |  initializer once per
+      |                                                             |  engine process per pool
       ^                                                             v
     completion thread <-- ref.future() done-callback (receiver thread) <-- result/exception
       |  launch the next pending chunk, then store the chunk's values in its
@@ -69,7 +71,8 @@ class TimeoutError(multiprocessing.TimeoutError, JparError, builtins.TimeoutErro
     ``TimeoutError`` and a ``jpar.JparError``, so every existing ``except`` clause catches it.
     """
 
-from .submitter import MAX_ADAPTIVE_CHUNK, MODE_APPLY, MODE_MAP, MODE_STARMAP, POOL_MIN_WINDOW, PREFETCH_PER_CPU, TARGET_CHUNK_SECONDS, Submitter, cancelled_error, default_chunksize, ship, ensure_cluster
+from .submitter import (MAX_ADAPTIVE_CHUNK, MIN_WINDOW, MODE_APPLY, MODE_MAP, MODE_STARMAP, PREFETCH_PER_CPU,
+                        TARGET_CHUNK_SECONDS, Submitter, cancelled_error, default_chunksize, ensure_cluster, ship)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,12 +270,13 @@ class Pool:
         cpus = ensure_cluster()
         self._processes = processes if processes is not None else cpus
         self._workers = min(self._processes, cpus)
-        window = self._processes if self._processes < cpus else max(PREFETCH_PER_CPU * cpus, POOL_MIN_WINDOW)
+        # calls beyond the window queue here and leave in batches (see Submitter)
+        window = self._processes if self._processes < cpus else max(PREFETCH_PER_CPU * cpus, MIN_WINDOW)
         self._maxtasksperchild = maxtasksperchild
         self._setup = None
         if initializer is not None:
             self._setup = (uuid.uuid4().hex, initializer, tuple(initargs))
-        self._submitter = Submitter(window, RemoteTraceback, "jpar-pool")
+        self._submitter = Submitter(window, RemoteTraceback, "jpar-pool", batch_over=self._workers)
         self._feeders: set[threading.Thread] = set()
         self._feeders_lock = threading.Lock()
         self._stop_feeding = threading.Event()

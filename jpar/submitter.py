@@ -25,15 +25,18 @@ from jpar.errors import JparError
 
 _log = logging.getLogger("jpar.pool")
 RemoteTraceback = _mp_pool.RemoteTraceback
+MaybeEncodingError = _mp_pool.MaybeEncodingError
 
 #: chunk tasks in flight per cluster CPU when the pool may use the whole cluster (prefetch)
 PREFETCH_PER_CPU = 4
 #: ... and never fewer than this many in flight, so small clusters still pipeline
 MIN_WINDOW = 16
-#: a Pool (unlike an Executor, whose shutdown(cancel_futures=True) should find calls still
-#: queued locally) keeps many more in flight: each launch from the completion thread costs
-#: a thread hop, so a deep window is what makes 10,000 apply_async calls fast
-POOL_MIN_WINDOW = 1024
+#: a Pool batches the calls that queue up behind its window (see Submitter): a batch of queued
+#: calls is one task, sized so it runs about this long on an engine ...
+TARGET_BATCH_SECONDS = 0.02
+#: ... holding at most this many calls, and this many until the pool has timed a batch
+MAX_BATCH = 1024
+FIRST_BATCH = 8
 #: imap over an iterable of unknown length: grow chunks until one takes about this long
 TARGET_CHUNK_SECONDS = 0.01
 #: ... but never beyond this many items per chunk
@@ -77,12 +80,51 @@ def _run_task(setup: tuple | None, func: Callable, payload: Any, mode: int) -> A
     if mode == MODE_APPLY:
         args, kwds = payload
         return func(*args, **kwds)
+    if mode < 0:
+        return None
     t0 = time.perf_counter()
     if mode == MODE_MAP:
         out = list(map(func, payload))
     else:
         out = list(itertools.starmap(func, payload))
     return time.perf_counter() - t0, out
+
+
+def _run_batch(setup: tuple | None, items: list) -> tuple[float, bytes]:
+    """Run several queued calls of one pool as one task (a batch: see :class:`Submitter`).
+
+    Each call's outcome is kept apart, as if it had been a task of its own: ``(True, value)`` or
+    ``(False, (exception, traceback text))``; a call whose value or exception cannot be pickled
+    gets its own error (``MaybeEncodingError``, as the stdlib pool gives) and its neighbours keep
+    theirs. Returns the engine seconds of the calls (the driver sizes later batches from them) and
+    the outcomes pickled once."""
+    _run_task(setup, None, ((), {}), -1)            # the pool's initializer, once per engine process
+    out = []
+    t0 = time.perf_counter()
+    for func, payload, mode in items:
+        try:
+            out.append((True, _run_task(None, func, payload, mode)))
+        except Exception as exc:
+            out.append((False, (exc, pickling.remote_traceback(exc, 2))))
+    seconds = time.perf_counter() - t0
+    try:
+        return seconds, pickling.cloud_dumps(out)
+    except Exception:
+        return seconds, pickling.cloud_dumps([_picklable(o) for o in out])
+
+
+def _picklable(outcome: tuple) -> tuple:
+    """One call's outcome as it can travel: an unpicklable value becomes MaybeEncodingError, an
+    unpicklable exception a RemoteException naming its type and message."""
+    ok, value = outcome
+    try:
+        pickle.loads(pickling.cloud_dumps(value))   # an exception whose __init__ rejects its args fails on load
+        return outcome
+    except Exception as err:
+        if ok:
+            return False, (MaybeEncodingError(err, value), "")
+        exc, tb = value
+        return False, (pickling.RemoteException(type(exc).__qualname__, str(exc)), tb)
 
 
 #: engine side: functions of map calls already unpickled here, by digest of their pickle
@@ -140,6 +182,19 @@ def remote_run_task():
 
         _remote_run_task = jpar.remote(_run_task)
     return _remote_run_task
+
+
+_remote_run_batch = None
+
+
+def remote_run_batch():
+    """The RemoteFunction for ``_run_batch`` (made once, as :func:`remote_run_task`)."""
+    global _remote_run_batch
+    if _remote_run_batch is None:
+        import jpar
+
+        _remote_run_batch = jpar.remote(_run_batch)
+    return _remote_run_batch
 
 
 def ensure_cluster() -> int:
@@ -204,16 +259,18 @@ class Ticket:
 
     inline: ``on_done`` runs no user code, so it may run on jpar's receiver thread."""
 
-    __slots__ = ("args", "on_done", "ref", "state", "inline")
+    __slots__ = ("args", "on_done", "ref", "state", "inline", "batch")
 
     PENDING, INFLIGHT, DONE, CANCELLED = range(4)
 
-    def __init__(self, args: tuple, on_done: Callable[[bool, Any], None], inline: bool = False):
+    def __init__(self, args: tuple, on_done: Callable[[bool, Any], None], inline: bool = False,
+                 batch: list | None = None):
         self.args = args
         self.on_done = on_done
         self.ref = None
         self.state = Ticket.PENDING
         self.inline = inline
+        self.batch = batch          # a batch's own ticket: the calls' tickets it carries
 
 
 _PUMP = object()   # completion-thread message: launch queued tasks
@@ -224,10 +281,21 @@ class Submitter:
 
     Completions are handed from jpar's receiver thread to this submitter's own thread
     (started lazily), which submits the next queued task and then runs ``on_done(ok, value)``.
+
+    With ``batch_over`` engines (a Pool's), calls that queued up behind the window leave as
+    batches: one task runs several of them (:func:`_run_batch`), as many as take about
+    TARGET_BATCH_SECONDS by the pool's own timing, and never so many that fewer than
+    ``batch_over`` batches share what is queued. A call submitted while the window has room still
+    leaves at once, alone: batching adds no latency, it only amortises a task's cost over the
+    calls that were waiting anyway. (An Executor does not batch: its futures cancel one call,
+    and a call in a batch could only be cancelled with its batch.)
     """
 
-    def __init__(self, window: int, traceback_type: type = RemoteTraceback, name: str = "jpar-pool"):
+    def __init__(self, window: int, traceback_type: type = RemoteTraceback, name: str = "jpar-pool",
+                 batch_over: int = 0):
         self.window = window
+        self.batch_over = batch_over
+        self._per_call: float | None = None     # engine seconds per batched call, as last timed
         self._traceback_type = traceback_type
         self._name = name
         self._lock = threading.Lock()
@@ -256,16 +324,22 @@ class Submitter:
     def _launch(self, t: Ticket) -> None:
         args, t.args = t.args, None          # the task owns its (pickled) arguments now
         try:
-            ref = remote_run_task().remote(*args)
+            ref = (remote_run_task() if t.batch is None else remote_run_batch()).remote(*args)
             del args
             fut = ref.future()
         except BaseException as exc:         # e.g. an unpicklable argument: fail this task only
             if self._traceback_type is RemoteTraceback:
                 exc = _original_pickling_error(exc)
+            if t.batch is not None:          # which call could not be pickled: send them one by one
+                self._unbatch(t)
+                return
             self._ensure_thread()
             self._queue.put((t, None, exc))
             return
         t.ref = ref
+        if t.batch is not None:
+            for m in t.batch:
+                m.ref, m.args = ref, None
         self.launched += 1
         if t.inline:
             fut.add_done_callback(lambda f, t=t: self._finish(t, f, None, False))
@@ -295,18 +369,14 @@ class Submitter:
                 value, ok = unwrap_error(e, self._traceback_type), False
         else:
             value, ok = exc, False
-        nxt = []
+        nxt: list = []
         pump = False
         with self._lock:
             self._inflight.discard(t)
             t.state = Ticket.DONE
             if self._pending and len(self._inflight) < self.window:
                 if on_thread:
-                    while self._pending and len(self._inflight) < self.window:
-                        n = self._pending.popleft()
-                        n.state = Ticket.INFLIGHT
-                        self._inflight.add(n)
-                        nxt.append(n)
+                    nxt = self._take_pending()
                 else:
                     pump = True
         for n in nxt:
@@ -325,15 +395,72 @@ class Submitter:
                     self._queue.put(None)     # wake the completion thread so it can exit
 
     def _pump(self) -> None:
-        nxt = []
         with self._lock:
-            while self._pending and len(self._inflight) < self.window:
-                n = self._pending.popleft()
-                n.state = Ticket.INFLIGHT
-                self._inflight.add(n)
-                nxt.append(n)
+            nxt = self._take_pending()
         for n in nxt:
             self._launch(n)
+
+    def _take_pending(self) -> list[Ticket]:
+        """Move queued calls in flight while the window has room (lock held): one task each, or
+        with ``batch_over``, batches of the calls queued for the same pool setup."""
+        out = []
+        pending, inflight = self._pending, self._inflight
+        while pending and len(inflight) < self.window:
+            n = pending.popleft()
+            n.state = Ticket.INFLIGHT
+            if self.batch_over and pending:
+                size = self._batch_size(len(pending) + 1)
+                setup = n.args[0]
+                calls = [n]
+                while pending and len(calls) < size and pending[0].args[0] is setup:
+                    m = pending.popleft()
+                    m.state = Ticket.INFLIGHT
+                    calls.append(m)
+                if len(calls) > 1:
+                    n = Ticket((setup, [m.args[1:] for m in calls]),
+                               lambda ok, v, calls=calls: self._fan_out(ok, v, calls),
+                               all(m.inline for m in calls), calls)
+                    n.state = Ticket.INFLIGHT
+            inflight.add(n)
+            out.append(n)
+        return out
+
+    def _batch_size(self, queued: int) -> int:
+        per = self._per_call
+        size = FIRST_BATCH if per is None else int(TARGET_BATCH_SECONDS / max(per, 1e-7))
+        return max(1, min(size, MAX_BATCH, -(-queued // self.batch_over)))
+
+    def _fan_out(self, ok: bool, value: Any, batch: list) -> None:
+        """A batch's outcome, handed to each of its calls as if each had been a task."""
+        if ok:
+            try:
+                seconds, blob = value
+                outcomes = pickle.loads(blob)
+            except Exception as exc:          # e.g. a value whose class this process cannot import
+                ok, value = False, exc
+        if not ok:
+            outcomes = [(False, value)] * len(batch)
+        else:
+            per = seconds / len(batch)
+            self._per_call = per if self._per_call is None else 0.5 * (self._per_call + per)
+        for m, (m_ok, v) in zip(batch, outcomes):
+            if not m_ok and ok:               # the call raised on the engine: (exception, traceback)
+                v, tb = v
+                if tb:
+                    v.__cause__ = self._traceback_type('\n"""\n%s"""' % tb.rstrip("\n"))
+            m.state = Ticket.DONE
+            on_done, m.on_done = m.on_done, None
+            if on_done is not None:
+                self._call(on_done, m_ok, v)
+
+    def _unbatch(self, t: Ticket) -> None:
+        """A batch could not be submitted (a call's arguments cannot be pickled): each of its calls
+        goes alone instead, so only the guilty one fails, with the error that names it."""
+        with self._lock:
+            self._inflight.discard(t)
+            self._inflight.update(t.batch)
+        for m in t.batch:
+            self._launch(m)
 
     def _run(self) -> None:
         q = self._queue

@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -244,6 +245,88 @@ def test_unpicklable_argument_raises_the_pickling_error(pool):
     with pytest.raises(RuntimeError, match="cannot pickle"):
         pool.map(sqr, [Unpicklable()] * 4)
     assert pool.map(sqr, [2]) == [4]        # the pool keeps working
+
+
+# -- calls queued behind the window leave in batches --------------------------------------------
+
+def some_fail(x):
+    if x % 101 == 7:
+        raise KeyError(f"item {x}")
+    return -x
+
+
+def odd_outcome(x):
+    if x == 5:
+        return threading.Lock()            # neither pickle nor cloudpickle can send a lock
+    if x == 6:
+        raise PickyError(x, "six")
+    return x
+
+
+class PickyError(Exception):
+    def __init__(self, a, b):               # unpickling calls PickyError(message): it fails there
+        super().__init__(f"{a} and {b}")
+
+
+def fill_window(pool) -> list:
+    """Calls that keep the pool's window full for a while, so what follows queues and batches."""
+    return [pool.apply_async(sqr, (1, 0.3)) for _ in range(pool._submitter.window)]
+
+
+def test_queued_apply_calls_leave_in_batches_each_with_its_own_outcome(pool):
+    n = 3000
+    launched = pool._submitter.launched
+    rs = [pool.apply_async(some_fail, (i,)) for i in range(n)]
+    for i, r in enumerate(rs):
+        if i % 101 == 7:
+            with pytest.raises(KeyError) as info:
+                r.get(timeout=30)
+            assert type(info.value) is KeyError and info.value.args == (f"item {i}",)
+            assert isinstance(info.value.__cause__, multiprocessing.pool.RemoteTraceback)
+            assert "raise KeyError" in info.value.__cause__.tb and "in some_fail" in info.value.__cause__.tb
+            assert not r.successful()
+        else:
+            assert r.get(timeout=30) == -i and r.successful()
+    tasks = pool._submitter.launched - launched
+    assert tasks < n / 10, f"{n} queued calls took {tasks} tasks: they were not batched"
+
+
+def test_a_batched_call_whose_value_or_error_cannot_be_pickled_fails_alone(pool):
+    busy = fill_window(pool)
+    rs = [pool.apply_async(odd_outcome, (i,)) for i in range(10)]
+    with pytest.raises(multiprocessing.pool.MaybeEncodingError, match="lock"):
+        rs[5].get(timeout=30)
+    with pytest.raises(Exception, match="PickyError: 6 and six"):
+        rs[6].get(timeout=30)
+    assert [r.get(timeout=30) for i, r in enumerate(rs) if i not in (5, 6)] == [0, 1, 2, 3, 4, 7, 8, 9]
+    assert [r.get(timeout=30) for r in busy] == [1] * len(busy)
+    assert rs[0]._value == 0 and rs[0].successful()
+
+
+def test_a_batched_call_with_an_unpicklable_argument_fails_alone_with_the_pickling_error(pool):
+    busy = fill_window(pool)
+    rs = [pool.apply_async(sqr, (Unpicklable() if i == 3 else i,)) for i in range(8)]
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        rs[3].get(timeout=30)
+    assert [r.get(timeout=30) for i, r in enumerate(rs) if i != 3] == [0, 1, 4, 16, 25, 36, 49]
+    assert [r.get(timeout=30) for r in busy] == [1] * len(busy)
+
+
+def test_a_batch_runs_the_initializer_once_and_a_failing_one_fails_each_call(tmp_path):
+    log = tmp_path / "init.log"
+    with Pool(initializer=record_init, initargs=(str(log), "x")) as p:
+        busy = fill_window(p)
+        assert [r.get(timeout=30) for r in [p.apply_async(sqr, (i,)) for i in range(50)]] == \
+            [i * i for i in range(50)]
+        assert [r.get(timeout=30) for r in busy] == [1] * len(busy)
+    pids = log.read_text().split()[1::2]
+    assert len(pids) == len(set(pids)) <= 2, pids
+    with Pool(initializer=fail_on, initargs=(3,)) as p:
+        busy = fill_window(p)
+        rs = [p.apply_async(sqr, (i,)) for i in range(20)]
+        for r in busy + rs:
+            with pytest.raises(KeyError, match="item 3"):
+                r.get(timeout=30)
 
 
 def test_closed_pool_raises_value_error():
