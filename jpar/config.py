@@ -35,6 +35,7 @@ class Config:
     start_timeout_s: float = _setting(30.0, "JPAR_START_TIMEOUT_S", "How long init() waits for the head and engines.")
     prefetch: int = _setting(64, "JPAR_PREFETCH", "Most tasks queued on an engine beyond the running one (hides dispatch latency).")
     spin_s: float = _setting(0.0, "JPAR_SPIN_S", "Seconds a head or engine keeps polling after a message before it sleeps; 0 on small machines (on 2 cores spinning slowed round trips 10-40%), try 0.0002 where cores outnumber busy processes.")
+    chain: bool = _setting(True, "JPAR_CHAIN", "Send a task whose last missing argument is being made on an engine to that engine at once, behind its producer, so it starts there without a round trip to the head (a chain of dependent tasks then costs one engine-side step per link); 0 keeps such tasks waiting at the head until the argument is ready.")
     prefetch_s: float = _setting(0.002, "JPAR_PREFETCH_S", "Seconds of work an engine keeps queued: short tasks queue deep, long ones one at a time.")
     actor_spares: int = _setting(1, "JPAR_ACTOR_SPARES", "Actor processes the head keeps started and idle once the cluster has started its first actor, each taken by the next actor (or jpar.multiprocessing.Process) that starts, so that start is a message, not an interpreter start; 0 starts every actor process on demand.")
     max_retries: int = _setting(3, "JPAR_MAX_RETRIES", "Default retries of a task whose engine died under it.")

@@ -329,6 +329,20 @@ def test_a_task_taken_back_from_a_busy_engine_waited_since_it_first_became_ready
     assert st["1"][6] == 4.0 and st["2"][6] == 0.5, (st["1"], st["2"])
 
 
+def test_a_chained_task_was_ready_when_its_argument_ended():
+    """A chained task (waiting -> assigned on its argument's engine -> running) has no queued event: its
+    wait starts when its argument's task ended, not at its submission."""
+    m = DashboardModel()
+    now = 1000.0
+    m.apply([ev("task", 1, "queued", {"name": "a", "deps": (), "parent": 0, "owner": 1, "args": 40}, t=now - 9),
+             ev("task", 1, "running", {"engine": 0}, t=now - 9),
+             ev("task", 2, "waiting", {"name": "b", "deps": (1,), "parent": 0, "owner": 1, "args": 40}, t=now - 9),
+             ev("task", 2, "assigned", {"engine": 0}, t=now - 9),
+             ev("task", 1, "done", None, t=now - 5), ev("task", 2, "running", {"engine": 0}, t=now - 4.5),
+             ev("task", 2, "done", None, t=now - 4)])
+    assert m.snapshot_states(now)["2"][6] == 0.5
+
+
 def test_waits_transfers_and_argument_sizes_from_events():
     """The phases Dask's task stream shows: a task's wait runs from its last queued event to its start,
     its transfer is the finished event's ``fetch``; its details give its pickled arguments' bytes
@@ -609,7 +623,7 @@ def test_dashboard_shows_tasks_actor_calls_and_engines(board):
     call = c.incr.remote()
     ids = {f"{r.id:x}" for r in (a, b, call)}
     assert wait_for(d, lambda: ids <= set(d.states) and d.states[f"{a.id:x}"][0] == "running"), d.states
-    assert d.states[f"{b.id:x}"][0] == "waiting"
+    assert d.states[f"{b.id:x}"][0] == "assigned"     # chained: on a's engine, to start when a returns
     jpar.get([b, call])
     assert wait_for(d, lambda: all(d.states.get(i, [""])[0] == "done" for i in ids)), d.states
     nodes = {n[0]: n for n in d.graph["nodes"]}

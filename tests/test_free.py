@@ -127,7 +127,7 @@ def test_the_scheduler_frees_ready_and_pending_objects_with_no_processes():
     """Scheduler.free (pure): a ready object becomes its error record and its segments are freed; a
     pending one settles as the error now (its waiting dependents fail with it), its task runs on, and
     the value it makes later is freed on arrival; unknown and freed-again ids change nothing."""
-    from jpar.runtime.head.scheduler import FreeObjects, Failure, Scheduler, SendFailure, TaskState
+    from jpar.runtime.head.scheduler import CancelOnEngine, FreeObjects, Failure, Scheduler, SendFailure, TaskState
     from jpar.runtime.wire import protocol as P
 
     def spec(tid, deps=()):
@@ -144,11 +144,12 @@ def test_the_scheduler_frees_ready_and_pending_objects_with_no_processes():
     assert FreeObjects((50,)) in acts and (s.objects[50].status, s.objects[50].blob) == (P.ERROR, b"freed-50")
     assert s.free([(50, P.ERROR, b"again")]) == [] and s.objects[50].blob == b"freed-50"
 
-    s.submit(1, [spec(1), spec(2, deps=[1])])           # 1 runs; 2 waits for it
-    assert s.tasks[1].state is TaskState.RUNNING and s.tasks[2].state is TaskState.WAITING
+    s.submit(1, [spec(1), spec(2, deps=[1])])           # 1 runs; 2 waits for it, chained on 1's engine
+    assert s.tasks[1].state is TaskState.RUNNING and s.tasks[2].state is TaskState.ASSIGNED and s.tasks[2].chained
     acts = s.free([(1, P.ERROR, b"freed-1")])
     fails = [a for a in acts if isinstance(a, SendFailure)]
     assert [(f.task_id, f.kind, f.detail) for f in fails] == [(2, Failure.DEPENDENCY, b"freed-1")]
+    assert CancelOnEngine(0, 2, False) in acts           # its engine must not run it on the freed value
     assert s.tasks[1].state is TaskState.RUNNING         # not cancelled
     acts = done(s, 1, b"\x00JPL-late-value")
     assert FreeObjects((1,)) in acts and s.objects[1].blob == b"freed-1"

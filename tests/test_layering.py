@@ -36,6 +36,7 @@ FORBIDDEN = {
     "jpar.runtime.head.scheduler_actors": PURE_HEAD,
     "jpar.runtime.head.scheduler_rebalance": PURE_HEAD,
     "jpar.runtime.head.scheduler_placement": PURE_HEAD,
+    "jpar.runtime.head.scheduler_chaining": PURE_HEAD,
     "jpar.runtime.wire.protocol": {"zmq"},
     "jpar.runtime.wire.serialization": {"zmq"},
     "jpar.runtime.store.segments": {"zmq"},

@@ -33,7 +33,17 @@ def sched():
     return s
 
 
-def test_every_transition_taken_is_in_the_table(sched):
+@pytest.fixture
+def unchained():
+    """The head's own rules for a task waiting for its arguments: with chaining off, a dependant waits at
+    the head even where it could be chained (as it does where it cannot: fan-out, another shape)."""
+    s = Scheduler(prefetch=0, chain=False)
+    s.client_added(1)
+    return s
+
+
+def test_every_transition_taken_is_in_the_table(unchained):
+    sched = unchained
     acts = sched.engine_added(0, "n", {"CPU": 1})
     acts += sched.submit(1, [spec(10), spec(11, deps=[10])])
     acts += done(sched, 0, 10)
@@ -56,7 +66,8 @@ def test_queued_until_an_engine_joins(sched):
     assert sched.tasks[1].state is S.RUNNING
 
 
-def test_dependency_waits_then_runs_and_failure_propagates(sched):
+def test_dependency_waits_then_runs_and_failure_propagates(unchained):
+    sched = unchained
     sched.engine_added(0, "n", {"CPU": 1})
     sched.submit(1, [spec(1), spec(2, deps=[1]), spec(3, deps=[2])])
     assert sched.tasks[2].state is S.WAITING
@@ -401,7 +412,8 @@ def test_the_last_engine_and_unknown_engines_are_refused_and_nothing_changes(sch
     assert of(sched.drain_engines(engine_ids=[1]), DrainEngine) == [DrainEngine(1)]   # asking again is harmless
 
 
-def test_tasks_pinned_to_a_removed_engine_fail_saying_so(sched):
+def test_tasks_pinned_to_a_removed_engine_fail_saying_so(unchained):
+    sched = unchained
     sched.engine_added(0, "n", {"CPU": 2})
     sched.engine_added(1, "n", {})
     sched.submit(1, [spec(1, placement=1), spec(2, placement=1), spec(3, deps=[1], placement=1)])
@@ -418,7 +430,8 @@ def test_tasks_pinned_to_a_removed_engine_fail_saying_so(sched):
     assert fail.kind is Failure.INFEASIBLE and "was removed on request" in fail.detail
 
 
-def test_cancel_client_cancels_only_that_clients_tasks_and_counts_them(sched):
+def test_cancel_client_cancels_only_that_clients_tasks_and_counts_them(unchained):
+    sched = unchained
     sched.engine_added(0, "n", {"CPU": 2})
     sched.engine_added(1, "n", {})
     sched.client_added(2)
@@ -544,7 +557,8 @@ def test_a_ready_task_waits_in_the_compact_form_until_placed(sched):
         q.state = S.DONE                                                  # read-only: a change needs the full record
 
 
-def test_a_compact_queued_task_is_found_by_cancel_get_release_and_dependents(sched):
+def test_a_compact_queued_task_is_found_by_cancel_get_release_and_dependents(unchained):
+    sched = unchained
     sched.submit(1, [spec(1), spec(2), spec(3), spec(4), spec(5)])
     acts = sched.cancel(1, force=False, recursive=True)
     assert [(f.task_id, f.object_ids, f.kind) for f in of(acts, SendFailure)] == [(1, (1,), Failure.CANCELLED)]
@@ -570,3 +584,95 @@ def test_cancelling_a_client_reaches_its_compact_tasks_in_submit_order(sched):
     acts = sched.cancel_client(1)
     assert [f.task_id for f in of(acts, SendFailure)] == [3, 1, 2]
     assert sched.tasks == {} and all(o.status == 1 for o in sched.objects.values())
+
+
+# ---------------------------------------------------------------- chaining (scheduler_chaining)
+def moves(acts):
+    return [(a.task_id, a.old, a.new) for a in of(acts, Transition)]
+
+
+def test_a_chain_is_sent_at_once_behind_its_first_task_and_runs_there(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.engine_added(1, "n", {"CPU": 1})
+    acts = sched.submit(1, [spec(1), spec(2, deps=[1]), spec(3, deps=[2])])
+    assert (2, S.WAITING, S.ASSIGNED) in moves(acts) and (3, S.WAITING, S.ASSIGNED) in moves(acts)
+    assert [(d.engine_id, d.task_id) for d in of(acts, DispatchTask)] == [(0, 1), (0, 2), (0, 3)]
+    assert "chained" in next(a.stimulus for a in of(acts, Transition) if a.task_id == 2 and a.new is S.ASSIGNED)
+    assert (sched.tasks[2].chained, sched.tasks[3].chained) == (1, 2)
+    assert list(sched.engines[0].queue) == [1, 2, 3] and sched.engines[1].queue == {}
+    assert sorted(moves(done(sched, 0, 1))) == [(1, S.RUNNING, S.DONE), (2, S.ASSIGNED, S.RUNNING)]
+    done(sched, 0, 2)
+    done(sched, 0, 3)
+    assert sched.tasks == {} and sched.counts[S.DONE] == 3
+
+
+def test_a_task_submitted_after_its_argument_was_placed_is_chained_too(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1)])
+    acts = sched.submit(1, [spec(2, deps=[1])])
+    assert moves(acts) == [(2, None, S.WAITING), (2, S.WAITING, S.ASSIGNED)] and of(acts, DispatchTask)
+
+
+def test_only_one_waiter_per_value_and_only_of_the_same_shape_is_chained(sched):
+    sched.engine_added(0, "n", {"CPU": 2})
+    sched.submit(1, [spec(1), spec(2, deps=[1]), spec(3, deps=[1]), spec(4, deps=[1], cpus=2.0)])
+    assert [sched.tasks[t].state for t in (2, 3, 4)] == [S.ASSIGNED, S.WAITING, S.WAITING]
+    acts = done(sched, 0, 1)                   # the others spread once the value is ready
+    assert (3, S.WAITING, S.QUEUED) in moves(acts) and (4, S.WAITING, S.QUEUED) in moves(acts)
+
+
+def test_a_failed_producer_fails_its_chained_tasks_at_once_and_stops_them_on_the_engine(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2, deps=[1]), spec(3, deps=[2])])
+    acts = done(sched, 0, 1, status=P.ERROR, blob=b"boom")
+    fails = {f.task_id: f.detail for f in of(acts, SendFailure)}
+    assert fails == {2: b"boom", 3: b"boom"}
+    assert CancelOnEngine(0, 2, False) in acts and CancelOnEngine(0, 3, False) in acts
+    assert sched.given_back(0, [2, 3]) == [] and sched.tasks == {}     # the engine's word comes late: no-op
+
+
+def test_a_retried_producer_gets_its_chained_task_back_waiting(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2, deps=[1])])
+    acts = sched.tasks_done(0, [P.DoneRecord(1, 0, 2, (), 0.1)])      # RETRY
+    assert (1, S.RUNNING, S.QUEUED) in moves(acts)
+    assert sched.tasks[2].state is S.RUNNING    # the head takes it to follow 1 on its engine, which is full
+    acts = sched.given_back(0, [2])             # the engine had no value for it: 1 goes there, 2 chains again
+    assert moves(acts) == [(2, S.RUNNING, S.WAITING), (1, S.QUEUED, S.RUNNING), (2, S.WAITING, S.ASSIGNED)]
+    assert of(acts, DispatchTask) == [DispatchTask(0, 1, ()), DispatchTask(0, 2, ())]
+    done(sched, 0, 1)
+    done(sched, 0, 2)
+    assert sched.tasks == {}
+
+
+def test_chained_tasks_survive_their_engine_dying_and_chain_again(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2, deps=[1]), spec(3, deps=[2])])
+    acts = sched.engine_removed(0, "exit code -9")
+    assert sorted(moves(acts)) == [(1, S.RUNNING, S.QUEUED), (2, S.ASSIGNED, S.WAITING), (3, S.ASSIGNED, S.WAITING)]
+    acts = sched.engine_added(5, "n", {"CPU": 1})
+    assert [d.task_id for d in of(acts, DispatchTask)] == [1, 2, 3]
+    assert sched.tasks[3].chained == 2 and sched.tasks[3].engine == 5
+
+
+def test_a_chained_task_is_never_stolen_but_goes_back_with_a_leaving_engine():
+    s = Scheduler(prefetch=8, prefetch_s=0.002)
+    s.client_added(1)
+    s.engine_added(0, "n", {"CPU": 2})
+    s.engine_added(1, "n", {})
+    for eng in s.engines.values():
+        eng.avg_s, eng.depth = 1e-4, 9
+    s.submit(1, [spec(1), spec(2, deps=[1]), spec(3, deps=[2])])
+    e = s.tasks[1].engine
+    s.now = 50.0
+    assert of(s.tick(), RevokeOnEngine) == []   # an idle engine, but the chain could run nowhere sooner
+    acts = s.drain_engines(engine_ids=[e])
+    assert RevokeOnEngine(e, (2, 3)) in acts
+    acts = s.revoked(e, (2, 3))
+    assert sorted(moves(acts)) == [(2, S.ASSIGNED, S.WAITING), (3, S.ASSIGNED, S.WAITING)]
+
+
+def test_with_chaining_off_dependants_wait_at_the_head(unchained):
+    unchained.engine_added(0, "n", {"CPU": 1})
+    unchained.submit(1, [spec(1), spec(2, deps=[1])])
+    assert unchained.tasks[2].state is S.WAITING and unchained.tasks[2].engine == -1

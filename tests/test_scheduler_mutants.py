@@ -58,6 +58,14 @@ def s():
     return sched
 
 
+@pytest.fixture
+def unchained():
+    """With chaining off: the head's rules for dependants waiting at the head (see test_scheduler.py)."""
+    sched = Scheduler(prefetch=0, chain=False)
+    sched.client_added(1)
+    return sched
+
+
 # ---------------------------------------------------------------- the books must add up
 def check(s: Scheduler) -> None:
     """Invariants that hold between any two events."""
@@ -193,6 +201,9 @@ class Sim:
         elif x < 0.7:
             if runnable:
                 t = rng.choice(runnable)
+                if t.chained and not s._made(t.chained):   # as an engine does: its argument was not made there
+                    self.apply(s.given_back(t.engine, [t.spec.task_id]))
+                    return
                 status = rng.choice([P.OK, P.OK, P.OK, P.ERROR, 2])
                 objs = tuple((oid, P.ERROR if status == P.ERROR else P.OK, b"v") for oid in t.return_ids)
                 r = P.DoneRecord(t.spec.task_id, t.attempt, status, objs, rng.uniform(0, 0.01))
@@ -207,6 +218,8 @@ class Sim:
                 if b not in s.tasks and e in s.engines:
                     self.apply(s.blocked(e, b, False))
         elif x < 0.9 and s.engines:
+            # a chained task whose argument was not made is not really running (its engine gives it back)
+            running = [t for t in running if not t.chained or s._made(t.chained)]
             t = rng.choice(running) if running else None
             if t is not None:
                 self.apply(s.blocked(t.engine, t.spec.task_id, not t.blocked))
@@ -235,6 +248,9 @@ class Sim:
                     break
                 continue
             t = running[0]
+            if t.chained and not s._made(t.chained):
+                self.apply(s.given_back(t.engine, [t.spec.task_id]))
+                continue
             objs = tuple((oid, P.OK, b"v") for oid in t.return_ids)
             self.apply(s.tasks_done(t.engine, [P.DoneRecord(t.spec.task_id, t.attempt, P.OK, objs, 0.001)]))
 
@@ -344,7 +360,8 @@ def test_pinned_ready_task_fails_when_its_engine_leaves(s):
                                                    "engine 0, which it was pinned to, died")
 
 
-def test_submit_stories_and_rejections(s):
+def test_submit_stories_and_rejections(unchained):
+    s = unchained
     s.engine_added(0, "n", {"CPU": 2})
     s.put(1, [500], 0, [b"p"])
     acts = s.submit(1, [spec(1), spec(4, deps=[1]), spec(7, deps=[500])])
@@ -396,7 +413,8 @@ def test_retryable_exception_story_and_stale_reports_are_ignored(s):
     assert of(acts, SendFailure) == []                          # the engine told the owner itself
 
 
-def test_a_failed_argument_fails_its_waiters_with_the_error_blob(s):
+def test_a_failed_argument_fails_its_waiters_with_the_error_blob(unchained):
+    s = unchained
     s.engine_added(0, "n", {"CPU": 1})
     s.submit(1, [spec(1), spec(4, deps=[1]), spec(7, deps=[4])])
     acts = done(s, 0, 1, status=P.ERROR, blob=b"boom")
@@ -406,7 +424,8 @@ def test_a_failed_argument_fails_its_waiters_with_the_error_blob(s):
         (4, Failure.DEPENDENCY, b"boom"), (7, Failure.DEPENDENCY, b"boom")]
 
 
-def test_a_cancelled_argument_cancels_nothing_but_fails_its_waiters_with_the_cancel_reason(s):
+def test_a_cancelled_argument_cancels_nothing_but_fails_its_waiters_with_the_cancel_reason(unchained):
+    s = unchained
     s.engine_added(0, "n", {"CPU": 1})
     s.submit(1, [spec(1), spec(4, deps=[1])])
     s.get_objects(1, 77, [1])

@@ -149,8 +149,8 @@ class DashboardModel:
                         if info:
                             eng = info.get("engine")
                             task[2] = eng if eng is not None else -1
-                        if old == "waiting":        # ready with no queued event (Dask, Ray)
-                            self._ready_from_deps(task)
+                        if old == "waiting" or old == "assigned" and task[_DEPS]:
+                            self._ready_from_deps(task)   # no queued event: Dask, Ray, a chained task
                         stream.running[key] = task
                     elif state in finished:
                         task[4] = t

@@ -190,6 +190,11 @@ class Engine:
         self.running: list = []                  # stack of DispatchRecords (nested runs)
         self.done: list = []                     # TaskDone records not yet sent
         self.results: dict[int, list] = {}       # owner -> ObjectRecords not yet sent
+        # chaining (see scheduler_chaining): a queued task may wait for a value made here by the task
+        # ahead; wanted counts such tasks per object, produced keeps those values until they ran
+        self.wanted: dict[int, int] = {}
+        self.produced: dict[int, tuple] = {}     # object id -> (status, blob)
+        self.given_back: list = []               # chained task ids whose value was not made here
         self.output: list = []                   # (owner, OutputRecord) not yet sent
         self.output_lock = threading.Lock()
         self.stop = False
@@ -313,6 +318,12 @@ class Engine:
         t = type(msg)
         if t is P.Dispatch:
             self.queue.extend(msg.tasks)
+            wanted = self.wanted
+            for rec in msg.tasks:
+                if rec.deps:
+                    for d in rec.deps:
+                        if d[1] == P.LOCAL:
+                            wanted[d[0]] = wanted.get(d[0], 0) + 1
         elif t is P.Define:
             self.blobs[msg.fn_id] = msg.blob
         elif t is P.DriverInfo:
@@ -328,7 +339,13 @@ class Engine:
     def _run(self, rec: P.DispatchRecord) -> None:
         if rec.task_id in self.cancelled:
             self.cancelled.discard(rec.task_id)
+            if rec.deps and self.wanted:
+                self._chained_values(rec)   # what it waited for here is wanted by one task fewer
             return
+        if rec.deps and self.wanted and any(d[1] == P.LOCAL for d in rec.deps):
+            rec = self._chained_values(rec)
+            if rec is None:
+                return
         with self.start_lock:
             if self.revoked and rec.task_id in self.revoked:
                 self.revoked.discard(rec.task_id)
@@ -384,7 +401,37 @@ class Engine:
             return
         if status != P.RETRY:
             self.results.setdefault(rec.owner, []).extend(P.ObjectRecord(*o) for o in objects)
+            if self.wanted:
+                for o in objects:
+                    if o[0] in self.wanted:
+                        self.produced[o[0]] = (o[1], o[2])
         self.done.append(P.DoneRecord(rec.task_id, rec.attempt, status, objects, took, fetch))
+
+    def _chained_values(self, rec: P.DispatchRecord):
+        """A chained task reached (or skipped): its LOCAL arguments from the values made here, each
+        kept only until the last task wanting it has it. None, and the task given back to the head,
+        where a value was not made here or failed (the head then does what it would have)."""
+        deps, here = [], True
+        for d in rec.deps:
+            if d[1] != P.LOCAL:
+                deps.append(d)
+                continue
+            oid = d[0]
+            got = self.produced.get(oid)
+            left = self.wanted.get(oid, 0) - 1
+            if left > 0:
+                self.wanted[oid] = left
+            else:
+                self.wanted.pop(oid, None)
+                self.produced.pop(oid, None)
+            if got is None or got[0] != P.OK:
+                here = False
+            else:
+                deps.append((oid, got[0], got[1]))
+        if not here:
+            self.given_back.append(rec.task_id)
+            return None
+        return rec._replace(deps=tuple(deps))
 
     def _function(self, fn_id: int):
         fn = self.functions.get(fn_id)
@@ -466,6 +513,9 @@ class Engine:
         if self.done:
             done, self.done = self.done, []
             self.work.send(P.TaskDone(done))
+        if self.given_back:              # after the TaskDone of the task ahead: the head knows its end first
+            back, self.given_back = self.given_back, []
+            self.work.send(P.GiveBack(back))
 
     def _owner_channel(self, owner: int):
         ch = self.push.get(owner)

@@ -89,7 +89,7 @@ class Head(ActorHead, EngineMembership, Liveness):
         self.key = bytes.fromhex(setup["key"])
         self.signer = P.Signer(self.key)
         self.rundir = setup["rundir"]
-        self.sched = Scheduler(prefetch=self.config.prefetch, prefetch_s=self.config.prefetch_s)
+        self.sched = Scheduler(prefetch=self.config.prefetch, prefetch_s=self.config.prefetch_s, chain=self.config.chain)
         self.sched.transitions = False           # until a dashboard or sidebar subscribes (see _update_listeners)
         self.functions: dict[int, bytes] = {}
         self.clients: dict[bytes, Client] = {}
@@ -280,6 +280,8 @@ class Head(ActorHead, EngineMembership, Liveness):
                 self.done_info = task_events.finished(msg.results, self.stores.locations) if self.pub.listened else None
                 self._apply(self.sched.tasks_done(eng.id, msg.results))
                 self.done_info = None
+            elif t is P.GiveBack:
+                self._apply(self.sched.given_back(eng.id, msg.task_ids))
             elif t is P.Blocked:
                 self._apply(self.sched.blocked(eng.id, msg.task_id, msg.blocked))
             return
@@ -489,7 +491,8 @@ class Head(ActorHead, EngineMembership, Liveness):
                 e.outbox.append(P.DriverInfo(c.no, c.endpoint))
                 e.owners.add(task.owner)
         objs = self.sched.objects
-        deps = tuple((oid, objs[oid].status, objs[oid].blob) for oid in spec.deps)
+        # a dep not ready yet: the task is chained behind the one making it on this engine (LOCAL)
+        deps = tuple((oid, o.status, o.blob) if (o := objs[oid]).ready else (oid, P.LOCAL, b"") for oid in spec.deps)
         e.outbox.append(P.DispatchRecord(spec.task_id, spec.fn_id, spec.name, spec.args, deps, spec.num_returns,
                                          task.owner, task.attempt, spec.max_retries, spec.retry_exceptions,
                                          a.gpu_ids, spec.actor))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from ..wire.protocol import TaskSpec
 from .scheduler_actors import ACTOR_TRANSITIONS, ActorScheduling, ActorState  # noqa: F401  (actors: see there)
+from .scheduler_chaining import Chaining
 from .scheduler_placement import Placement
 from .scheduler_rebalance import Rebalancing
 from .scheduler_state import (PER_ENGINE, TERMINAL, TRANSITIONS, CancelOnEngine, DispatchTask,  # noqa: F401
@@ -43,12 +44,13 @@ __all__ = ["Scheduler", "TaskState", "TRANSITIONS", "DispatchTask", "SendFailure
 
 
 # ---------------------------------------------------------------- the state machine
-class Scheduler(ActorScheduling, Rebalancing, Placement):
+class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement):
     """All scheduling state of one cluster; every public method is one event (actor events: scheduler_actors)."""
 
-    def __init__(self, prefetch: int = 64, prefetch_s: float = 0.002):
+    def __init__(self, prefetch: int = 64, prefetch_s: float = 0.002, chain: bool = True):
         self.prefetch = prefetch
         self.prefetch_s = prefetch_s
+        self.chain = chain                               # send dependants to their argument's engine (Chaining)
         self.tasks: dict[int, Task | Queued] = {}       # live tasks (Queued: waiting ready, compact)
         self.objects: dict[int, Obj | Queued] = {}      # known objects (Queued: its task's, pending)
         self.engines: dict[int, Engine] = {}
@@ -175,11 +177,16 @@ class Scheduler(ActorScheduling, Rebalancing, Placement):
             self._feasible_cache.clear()
         died = f"engine {engine_id} died ({why})" if why else f"engine {engine_id} died"
         front: dict = {}   # shape -> how many went back to its front: they keep the order they had here
-        for tid in eng.queue:
-            task = self.tasks[tid]
+        for tid in list(eng.queue):
+            task = self.tasks.get(tid)
+            if task is None or task.engine != engine_id:
+                continue     # failed meanwhile: chained behind a task of this queue that failed just now
             self._release_gpus(task, node)
             task.engine, task.revoking = -1, False
-            if task.state is S.ASSIGNED and not task.started:
+            if task.chained and not (task.started and self._made(task.chained)):
+                task.started = False
+                self._unchain(task, "chained, and its engine died before starting it", front)
+            elif task.state is S.ASSIGNED and not task.started:
                 self._move(task, S.QUEUED, "its engine died before starting it")
                 self._enqueue(task, front=front)
             elif task.spec.placement == engine_id:
@@ -189,6 +196,7 @@ class Scheduler(ActorScheduling, Rebalancing, Placement):
             elif task.attempt < task.spec.max_retries:
                 task.attempt += 1
                 task.started = task.blocked = False
+                task.chained = 0
                 self._move(task, S.QUEUED, f"engine {engine_id} died under it; retry {task.attempt}")
                 self._enqueue(task, front=front)
             else:
@@ -330,6 +338,10 @@ class Scheduler(ActorScheduling, Rebalancing, Placement):
         for tid in waiters:
             task = self.tasks.get(tid)
             if task is None or task.state is not S.WAITING:
+                if status and task is not None and self._chained_behind(task):
+                    if task.engine in self.engines:
+                        self.actions.append(CancelOnEngine(task.engine, tid, False))
+                    self._fail(task, Failure.DEPENDENCY, blob, f"argument {oid} failed")
                 continue
             if status:
                 self._fail(task, Failure.DEPENDENCY, blob, f"argument {oid} failed")
@@ -432,9 +444,22 @@ class Scheduler(ActorScheduling, Rebalancing, Placement):
             self._fail(task, Failure.DEPENDENCY, failed, "an argument had failed")
         elif task.missing:
             self._move(task, S.WAITING, "submitted; some arguments are not ready")
+            if task.missing == 1:
+                self._chain_on_submit(task)
         else:
             self._move(task, S.QUEUED, "submitted")
             self._enqueue(task)
+
+    @staticmethod
+    def _chained_behind(task) -> bool:
+        """A chained task still on its engine, not started (a blocked one runs: its argument was made)."""
+        return bool(task.chained) and task.engine >= 0 and not task.blocked and task.state in (S.ASSIGNED,
+                                                                                                  S.RUNNING)
+
+    def _made(self, oid: int) -> bool:
+        """Whether an object is ready and did not fail."""
+        obj = self.objects.get(oid)
+        return obj is not None and obj.ready and not obj.status
 
     def _args_ready(self, deps) -> bool:
         """Every argument exists, is ready and did not fail (a Queued task's return is never ready)."""
@@ -609,7 +634,9 @@ class Scheduler(ActorScheduling, Rebalancing, Placement):
         waiters, obj.waiters = obj.waiters, ()
         for tid in waiters:
             t = self.tasks.get(tid)
-            if t is not None and t.state is S.WAITING:
+            if t is not None and (t.state is S.WAITING or self._chained_behind(t)):
+                if t.engine in self.engines:   # chained: its engine must not start it (it would run on the value)
+                    self.actions.append(CancelOnEngine(t.engine, tid, False))
                 if obj.blob:
                     self._fail(t, Failure.DEPENDENCY, obj.blob, "an argument failed")
                 else:

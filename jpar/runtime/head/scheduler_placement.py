@@ -153,6 +153,7 @@ class Placement:
         else:
             self._move(task, S.ASSIGNED, f"prefetched on engine {eng.engine_id}")
         self.actions.append(DispatchTask(eng.engine_id, task.spec.task_id, task.gpu_ids))
+        self._chain_after(task, eng)
 
     def _gpus_for(self, node: Node, amount: float) -> tuple:
         if amount < 1:

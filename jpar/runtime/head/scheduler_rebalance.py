@@ -48,7 +48,8 @@ class Rebalancing:
         if is_blocked:
             back = tuple(tid for tid in eng.queue
                          if tid != task_id and (t := self.tasks[tid]).state is S.ASSIGNED and not t.started
-                         and not t.revoking and not t.blocked and t.spec.parent != task_id and t.spec.placement < 0)
+                         and not t.revoking and not t.blocked and t.spec.parent != task_id and t.spec.placement < 0
+                         and not t.chained)
             if back:   # queued behind it, and not its own children: they would wait for it to finish
                 for tid in back:
                     self.tasks[tid].revoking = True
@@ -137,7 +138,7 @@ class Rebalancing:
             if eng.active > 1 and self.now - eng.running_since > max(4 * eng.avg_s, 0.005):
                 ids = tuple(tid for tid in eng.queue
                             if (t := self.tasks[tid]).state is S.ASSIGNED and not t.started and not t.revoking
-                            and t.spec.placement < 0)
+                            and t.spec.placement < 0 and not t.chained)
                 if ids:
                     for tid in ids:
                         self.tasks[tid].revoking = True
@@ -166,6 +167,9 @@ class Rebalancing:
                 continue
             self._off_engine(task)
             task.started = False
+            if task.chained:
+                self._unchain(task, why, front)
+                continue
             self._move(task, S.QUEUED, why)
             self._enqueue(task, front=front)
         self._schedule()

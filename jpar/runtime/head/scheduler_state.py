@@ -34,6 +34,7 @@ TRANSITIONS: dict[tuple[TaskState | None, TaskState], str] = {
     (S.WAITING, S.QUEUED): "the last argument became ready",
     (S.WAITING, S.FAILED): "an argument failed, or its owner left",
     (S.WAITING, S.CANCELLED): "cancelled before it could run",
+    (S.WAITING, S.ASSIGNED): "chained: sent to the engine making its last missing argument, behind that task",
     (S.QUEUED, S.ASSIGNED): "placed behind another task on an engine (prefetch)",
     (S.QUEUED, S.RUNNING): "placed on an idle engine",
     (S.QUEUED, S.FAILED): "the last node able to run it left",
@@ -41,6 +42,8 @@ TRANSITIONS: dict[tuple[TaskState | None, TaskState], str] = {
     (S.ASSIGNED, S.RUNNING): "the engine finished the task ahead of it",
     (S.ASSIGNED, S.QUEUED): "taken back unstarted: its engine died, is being removed, or was busy far longer "
                             "than usual",
+    (S.ASSIGNED, S.WAITING): "chained, and taken back unstarted before its argument was ready (its engine gave "
+                             "it back, died, or is being removed)",
     (S.ASSIGNED, S.CANCELLED): "cancelled while prefetched",
     (S.ASSIGNED, S.DONE): "finished (run while the task ahead was blocked)",
     (S.ASSIGNED, S.FAILED): "raised (run while the task ahead was blocked)",
@@ -49,6 +52,8 @@ TRANSITIONS: dict[tuple[TaskState | None, TaskState], str] = {
     (S.RUNNING, S.QUEUED): "retried: its engine died, or it raised an exception retry_exceptions allows; "
                            "or its engine gave it back unstarted (revoked as the task ahead finished)",
     (S.RUNNING, S.CANCELLED): "cancelled while running",
+    (S.RUNNING, S.WAITING): "chained, and given back by its engine: the task ahead of it, which the head took it "
+                            "to follow, did not make its argument there (it raised, was retried or cancelled)",
 }
 
 
@@ -148,6 +153,7 @@ class Task:
     started: bool = False
     blocked: bool = False
     revoking: bool = False
+    chained: int = 0                                 # the argument it waits for on its engine (scheduler_chaining)
     children: list | tuple = ()                      # ids of the tasks it submitted (a list once it has any)
 
     @property
@@ -210,6 +216,7 @@ class Queued:
     started = False
     blocked = False
     revoking = False
+    chained = 0
     children = ()
     # as its return object (an Obj not ready yet, held by its owner, asked for by no one)
     ready = False

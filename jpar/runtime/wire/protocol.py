@@ -25,7 +25,7 @@ Who sends what (D = driver or any client, H = head, E = engine)::
     D->H  Hello Goodbye Heartbeat RegisterFunction Submit PutObjects Release Cancel GetObjects Query Free
           CreateActor ActorLookup KillActor ReleaseActor ActorCallsDone (failures the caller decided)
           RemoveEngines AddEngines CancelClientTasks    (cluster operations: the sidebar, `jpar`)
-    E->H  EngineHello TaskDone Blocked Metrics Heartbeat
+    E->H  EngineHello TaskDone GiveBack Blocked Metrics Heartbeat
     A->H  ActorHello ActorReady ActorCallsDone       (A = an engine in actor mode: one actor)
           CancelTask                                 (back: the cancel is in, the call cannot start now)
     H->E  Define DriverInfo Dispatch CancelTask Heartbeat Shutdown
@@ -69,6 +69,7 @@ REPLAY_WINDOW_S = 300.0            # a message older than this is refused (also 
 # Result status codes carried in records.
 OK = 0
 ERROR = 1
+LOCAL = 3    # in a Dispatch's deps: the value is being made on this engine, by the task ahead (chaining)
 
 
 # ---------------------------------------------------------------- records
@@ -301,6 +302,14 @@ class TaskDone(Message):
     results: list
 
 
+@_msg(27)
+@dataclass(slots=True)
+class GiveBack(Message):
+    """Engine to head, after the TaskDone of the task ahead: these chained tasks did not run here, as
+    the argument each waited for on this engine was not made here (see scheduler_chaining)."""
+    task_ids: list
+
+
 @_msg(22)
 @dataclass(slots=True)
 class Blocked(Message):
@@ -524,7 +533,7 @@ MESSAGES: dict[int, type[Message]] = {
     for cls in (
         Hello, Goodbye, Heartbeat, RegisterFunction, Submit, PutObjects, Release, Cancel, GetObjects, Query, Free,
         RemoveEngines, AddEngines, CancelClientTasks,
-        EngineHello, TaskDone, Blocked, Metrics, Define, DriverInfo, Dispatch, CancelTask, Revoke, Revoked,
+        EngineHello, TaskDone, GiveBack, Blocked, Metrics, Define, DriverInfo, Dispatch, CancelTask, Revoke, Revoked,
         Shutdown,
         EngineWelcome, Welcome, Answer, Objects, TaskFailed, Results, Output, Events,
         CreateActor, ActorLookup, KillActor, ReleaseActor, ActorCallsDone, ActorHello, ActorReady, ActorSetup,
