@@ -676,3 +676,15 @@ def test_with_chaining_off_dependants_wait_at_the_head(unchained):
     unchained.engine_added(0, "n", {"CPU": 1})
     unchained.submit(1, [spec(1), spec(2, deps=[1])])
     assert unchained.tasks[2].state is S.WAITING and unchained.tasks[2].engine == -1
+
+
+def test_a_task_whose_other_arguments_are_ready_chains_behind_its_last_one(sched):
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.engine_added(1, "m", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2), spec(3, deps=[1, 2])])
+    assert {sched.tasks[1].state, sched.tasks[2].state} == {S.RUNNING}
+    assert sched.tasks[3].state is S.WAITING and sched.tasks[3].missing == 2
+    other = sched.tasks[2].engine
+    acts = done(sched, sched.tasks[1].engine, 1)
+    assert (3, S.WAITING, S.ASSIGNED) in moves(acts) and DispatchTask(other, 3, ()) in acts
+    assert sched.tasks[3].chained == 2

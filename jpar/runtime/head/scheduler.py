@@ -350,6 +350,8 @@ class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement):
                 if task.missing == 0:
                     self._move(task, S.QUEUED, "the last argument became ready")
                     self._enqueue(task)
+                elif task.missing == 1:
+                    self._chain_to_producer(task)
         self._maybe_free(oid)
 
     def free(self, records) -> list:
@@ -445,7 +447,7 @@ class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement):
         elif task.missing:
             self._move(task, S.WAITING, "submitted; some arguments are not ready")
             if task.missing == 1:
-                self._chain_on_submit(task)
+                self._chain_to_producer(task)
         else:
             self._move(task, S.QUEUED, "submitted")
             self._enqueue(task)

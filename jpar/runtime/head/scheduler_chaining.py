@@ -45,8 +45,9 @@ class Chaining:
                         todo.append(waiter)
                         break          # one per object: its other waiters spread once it is ready
 
-    def _chain_on_submit(self, task) -> None:
-        """A task submitted waiting for one value whose task is placed already: chain it there."""
+    def _chain_to_producer(self, task) -> None:
+        """A task waiting for one value (submitted so, or its other arguments just became ready) whose
+        task is placed already: chain it there."""
         if not self.chain:
             return
         for oid in task.spec.deps:
