@@ -85,8 +85,9 @@ def test_a_chain_runs_on_its_engine_without_waiting_at_the_head():
 
 
 def test_each_link_runs_where_its_argument_was_made():
-    """With two idle engines, a chain's links all run in the engine process of its first link."""
-    x = step.remote((0, ()))
+    """A chain submitted while its first link runs: every link runs in that link's engine process
+    (a link submitted after its argument was made is placed like any ready task)."""
+    x = step.remote((0, ()), 0.5)
     for _ in range(30):
         x = step.remote(x)
     n, pids = jpar.get(x, timeout=30)
@@ -157,4 +158,5 @@ def test_a_chain_survives_its_engine_being_killed():
     _, (pid,) = jpar.get(first, timeout=30)
     os.kill(pid, signal.SIGKILL)
     n, pids = jpar.get(x, timeout=60)
-    assert n == 41 and pids[0] == pid and pids[-1] != pid, pids
+    # (the first link itself may run again: its engine can die before the head hears it finished)
+    assert n == 41 and pids[-1] != pid, pids

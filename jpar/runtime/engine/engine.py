@@ -44,6 +44,7 @@ log = logging.getLogger("jpar.engine")
 
 # Frames of the engine itself above the user's function in a traceback.
 _ENGINE_FRAMES = 1
+RECENT_VALUES = 64   # values of the last tasks run here, kept for chained tasks whose Dispatch comes late
 
 
 class _Cancel(BaseException):
@@ -194,6 +195,9 @@ class Engine:
         # ahead; wanted counts such tasks per object, produced keeps those values until they ran
         self.wanted: dict[int, int] = {}
         self.produced: dict[int, tuple] = {}     # object id -> (status, blob)
+        # ... and the last few values made here, wanted or not: a chained task's Dispatch is read only
+        # between tasks, so it may arrive after the producer (busy in its run) has returned
+        self.recent: dict[int, tuple] = {}
         self.given_back: list = []               # chained task ids whose value was not made here
         self.output: list = []                   # (owner, OutputRecord) not yet sent
         self.output_lock = threading.Lock()
@@ -401,10 +405,13 @@ class Engine:
             return
         if status != P.RETRY:
             self.results.setdefault(rec.owner, []).extend(P.ObjectRecord(*o) for o in objects)
-            if self.wanted:
-                for o in objects:
-                    if o[0] in self.wanted:
-                        self.produced[o[0]] = (o[1], o[2])
+            recent, wanted = self.recent, self.wanted
+            for o in objects:
+                recent[o[0]] = (o[1], o[2])
+                if wanted and o[0] in wanted:
+                    self.produced[o[0]] = (o[1], o[2])
+            while len(recent) > RECENT_VALUES:
+                del recent[next(iter(recent))]
         self.done.append(P.DoneRecord(rec.task_id, rec.attempt, status, objects, took, fetch))
 
     def _chained_values(self, rec: P.DispatchRecord):
@@ -417,7 +424,7 @@ class Engine:
                 deps.append(d)
                 continue
             oid = d[0]
-            got = self.produced.get(oid)
+            got = self.produced.get(oid) or self.recent.get(oid)
             left = self.wanted.get(oid, 0) - 1
             if left > 0:
                 self.wanted[oid] = left
