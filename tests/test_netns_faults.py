@@ -144,7 +144,8 @@ class Site:
         else:
             os.environ["JPAR_KEY_DIR"] = self._saved_key_dir
         procs = netns.tree(self.head["pid"]) if self.head["pid"] else []   # engines it respawned too
-        procs += [p for p in self.procs if p not in procs]
+        for p in self.procs:                # and what the engines started since (actor processes)
+            procs += [q for q in netns.tree(p.pid) or [p] if q not in procs]
         left = netns.stop(procs)
         if self.head["conn"]:
             sweep_cluster(bytes.fromhex(self.head["conn"]["key"]))
