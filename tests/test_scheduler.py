@@ -262,13 +262,19 @@ def test_no_prefetch_behind_a_task_that_runs_far_longer_than_usual():
     assert {a.engine_id for a in of(acts, DispatchTask)} == {1 - slow}
 
 
-def test_idle_engine_takes_back_tasks_queued_behind_a_long_one():
+def two_fast_engines() -> Scheduler:
+    """Two engines on one 2-CPU node, each with a deep prefetch queue of tasks taking 0.1 ms."""
     s = Scheduler(prefetch=8, prefetch_s=0.002)
     s.client_added(1)
     s.engine_added(0, "n", {"CPU": 2})
     s.engine_added(1, "n", {})
     for eng in s.engines.values():
         eng.avg_s, eng.depth = 1e-4, 9
+    return s
+
+
+def test_idle_engine_takes_back_tasks_queued_behind_a_long_one():
+    s = two_fast_engines()
     s.now = 10.0
     s.submit(1, [spec(1), spec(2), spec(3), spec(4)])     # 1 turns out long; 3 is prefetched behind it
     slow = s.tasks[1].engine
@@ -656,12 +662,7 @@ def test_chained_tasks_survive_their_engine_dying_and_chain_again(sched):
 
 
 def test_a_chained_task_is_never_stolen_but_goes_back_with_a_leaving_engine():
-    s = Scheduler(prefetch=8, prefetch_s=0.002)
-    s.client_added(1)
-    s.engine_added(0, "n", {"CPU": 2})
-    s.engine_added(1, "n", {})
-    for eng in s.engines.values():
-        eng.avg_s, eng.depth = 1e-4, 9
+    s = two_fast_engines()
     s.submit(1, [spec(1), spec(2, deps=[1]), spec(3, deps=[2])])
     e = s.tasks[1].engine
     s.now = 50.0
