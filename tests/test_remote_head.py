@@ -19,7 +19,6 @@ import glob
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import time
@@ -45,26 +44,11 @@ WILD_PORT = PORT + 1  # the second head's, bound on 0.0.0.0
 NODE = "remote-ns"    # the engines' node name: another node than this process's
 
 
-def _skip_reason() -> str | None:
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return "needs root to create a network namespace"
-    if shutil.which("ip") is None:
-        return "needs iproute2's `ip` (apt-get install -y iproute2)"
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=20)
-    if out.returncode:
-        return f"`ip netns` is unavailable: {out.stderr.strip()}"
-    return None
-
-
-_SKIP = _skip_reason()
+_SKIP = netns.netns_unavailable()
 if _SKIP:
     pytest.skip(_SKIP, allow_module_level=True)
 
-
-def _env(**extra: str) -> dict:
-    """This environment with no JPAR_* setting (nothing configured by hand), jpar importable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JPAR_")}
-    return dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])), **extra)
+_env = netns.env      # this environment with no JPAR_* setting (nothing configured by hand), jpar importable
 
 
 def _cluster_procs(head_pid: int) -> list[psutil.Process]:
