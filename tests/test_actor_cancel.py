@@ -11,6 +11,7 @@ import os
 import pytest
 
 import jpar
+from jpar.backends.native import current_driver
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -131,6 +132,38 @@ def test_cancelled_call_of_a_threaded_actor_not_started_is_dropped(cluster, tmp_
         _release(fifo)
     assert jpar.get([b1, b2], timeout=30) == ["block", "block"]
     assert "queued" not in jpar.get(a.entries.remote(), timeout=30)
+
+
+@jpar.remote
+class SlowStart(Sync):
+    def __init__(self, gate):
+        super().__init__()
+        with open(gate) as f:        # the actor stays starting until the test writes to the FIFO
+            f.read()
+
+
+def test_a_call_cancelled_while_its_actor_starts_never_runs(cluster, tmp_path):
+    """The caller hears of the cancel at once while the actor's process is not up (the head tells
+    that process only once it is), so the call must not leave the caller at all: sent when the actor
+    came up, it raced the cancel there and ran in about 1 of 200 runs under load, after get() had raised."""
+    gate, fifos = _fifo(tmp_path, "gate"), [_fifo(tmp_path, "one"), _fifo(tmp_path, "two")]
+    a = SlowStart.options(max_concurrency=2).remote(gate)
+    b1 = a.block.remote(fifos[0])
+    b2 = a.block.remote(fifos[1])
+    queued = a.record.remote("queued")
+    jpar.cancel(queued)
+    with pytest.raises(jpar.TaskCancelledError):
+        jpar.get(queued, timeout=30)
+    conn = current_driver()._actor_client.conns[a._actor_id]
+    assert queued.id not in [c.task_id for c in [*conn.waiting, *conn.ready]]   # it never leaves
+    assert {b1.id, b2.id} <= {c.task_id for c in conn.waiting}                  # the others wait for the actor
+    _release(gate)
+    for fifo in fifos:
+        _release(fifo)
+    assert jpar.get([b1, b2], timeout=30) == ["block", "block"]
+    assert jpar.get(a.entries.remote(), timeout=30) == ["block", "block"]
+    with pytest.raises(jpar.TaskCancelledError):   # and its outcome stays the cancel
+        jpar.get(queued, timeout=5)
 
 
 def test_cancelling_a_finished_call_changes_nothing(cluster):

@@ -216,6 +216,27 @@ class ActorClient:
                 recs.append((c.task_id, c.method, c.args, c.deps, c.num_returns, c.attempt))
             conn.chan.send(P.Calls(d.client_no, d.endpoint, recs))
 
+    def withdraw(self, task_ids) -> dict:
+        """(no lock) Take calls among ``task_ids`` that have not left this process out of line, for
+        ``jpar.cancel``: they never reach their actor. The head tells an actor's process about a cancel
+        before the caller hears only once that process is up; a call cancelled while its actor is
+        still starting would otherwise be sent once it is alive, race the cancel there, and could run
+        after ``get()`` had raised. Returns {actor id: [records to report as cancelled]}."""
+        if not self.conns:
+            return {}
+        wanted = set(task_ids)
+        out: dict[int, list] = {}
+        with self.driver.lock:
+            for conn in self.conns.values():
+                for queue in (conn.waiting, conn.ready):
+                    gone = [c for c in queue if c.task_id in wanted]
+                    for c in gone:
+                        queue.remove(c)
+                        out.setdefault(conn.actor_id, []).append(c)
+                if not conn.waiting:
+                    self.blocked.discard(conn)
+        return out
+
     # ---- events from the receiver thread
     def on_results(self, records) -> None:
         inflight = self.inflight

@@ -32,7 +32,7 @@ from typing import Any, Callable
 from ..wire import protocol as P
 from ..wire import keys, serialization, transport
 from ...config import Config, key_dir
-from ...errors import ClusterError, GetTimeoutError, HeadDiedError, ObjectLostError
+from ...errors import ClusterError, GetTimeoutError, HeadDiedError, ObjectLostError, TaskCancelledError
 from ...refs import ObjectRef, check_cluster
 
 __all__ = ["Driver", "default_output_handler"]
@@ -212,8 +212,16 @@ class Driver:
         self.cancel_ids([ref.id], force, recursive)
 
     def cancel_ids(self, task_ids, force: bool = False, recursive: bool = True) -> None:
+        withdrawn = self._actor_client.withdraw(task_ids) if self._actor_client is not None else {}
         for tid in task_ids:
             self._send(P.Cancel(tid, force, recursive))
+        for actor_id, calls in withdrawn.items():   # after the Cancel: the head settled them as cancelled
+            records = []
+            for c in calls:
+                blob = serialization.dumps_error(TaskCancelledError(f"{c.conn.class_name}.{c.method}", "jpar.cancel()"))
+                objs = tuple((c.task_id + i, P.ERROR, blob) for i in range(c.num_returns))
+                records.append(P.CallDoneRecord(c.task_id, c.attempt, P.ERROR, objs, 0.0, 0.0))
+            self._send(P.ActorCallsDone(actor_id, records))
 
     def free(self, refs: list, timeout: float = 30.0) -> None:
         """jpar.free: each ref's value becomes an ObjectFreedError here at once (a result that arrives

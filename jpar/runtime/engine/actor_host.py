@@ -186,13 +186,13 @@ class ActorHost:
             if self.waker in ready:
                 with self.lock:
                     self.waker.drain()
+            if head in ready:   # first: a cancel that came with the setup is known before its call comes
+                self._from_head()
             msg = pull.recv_nowait()
             while msg is not None:
                 if type(msg) is P.Calls:
                     self._take(msg)
                 msg = pull.recv_nowait()
-            if head in ready:
-                self._from_head()
             if sync:
                 if not queue:
                     reap_children()   # no call runs: what calls started and left exited can be collected
