@@ -6,8 +6,10 @@
                                                        a head (and N local engines), detached; off
                                                        loopback its sockets use CurveZMQ (keys made
                                                        if missing) unless --insecure
-    jpar start --address tcp://HOST:PORT [-n N]        N engines joining that head (with this host's
-                                                       client keys when it is on another host)
+    jpar start --address tcp://HOST:PORT [-n N] [--resources JSON]
+                                                       N engines joining that head (with this host's
+                                                       client keys when it is on another host); the
+                                                       host advertises JSON's resources too
     jpar keys [--dir DIR] [--force]                    make the cluster's CurveZMQ keys (0600, in 0700)
     jpar status [--address A]                          engines, resources, tasks
     jpar add-engines [--address A] [-n N]              N more engines on the head's host, each bringing a CPU
@@ -50,11 +52,26 @@ def _backend_of(driver):
     return NativeBackend(driver)
 
 
+def _resources(text: str) -> dict:
+    """``--resources``: a JSON object of names to non-negative amounts."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}); write e.g. '{{\"bigmem\": 1}}'") from None
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for k, v in value.items()):
+        raise argparse.ArgumentTypeError("a JSON object of resource names to non-negative numbers, e.g. '{\"bigmem\": 1}'")
+    if {"CPU", "GPU"} & set(value):
+        raise argparse.ArgumentTypeError("CPU and GPU are counted by jpar: set JPAR_NUM_CPUS / JPAR_NUM_GPUS instead")
+    return {k: float(v) for k, v in value.items()}
+
+
 def cmd_start(args, config: Config) -> int:
     if args.head:
         config = config.replace(bind_host=args.bind or config.bind_host, head_port=args.port or config.head_port)
         conn, proc = start_head(config, engine_count(config, args.num_engines), owner=False, detach=True,
-                                node=args.node or "")
+                                node=args.node or "", resources=args.resources)
         path = next((c["file"] for c in find_clusters(config) if c["cluster_id"] == conn["cluster_id"]), "")
         bound = conn.get("bound", conn["head"])   # the head advertises a concrete address for a wildcard bind
         listening = f" (listening on {bound})" if bound != conn["head"] else ""
@@ -77,7 +94,7 @@ def cmd_start(args, config: Config) -> int:
     conn = resolve_address(args.connection_file or args.address, config)
     n = engine_count(config, args.num_engines)
     node = args.node or socket.gethostname()
-    pids = start_engines(conn, config, n, node, wait=True)   # a ClusterError says why one did not join
+    pids = start_engines(conn, config, n, node, wait=True, resources=args.resources)   # a ClusterError says why one did not join
     print(f"started {n} engine(s) (pids {', '.join(map(str, pids))}) that joined {conn['head']} as node {node}")
     return 0
 
@@ -231,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                    "and the head then advertises this host's main address. Off loopback every connection "
                    "uses CurveZMQ keys (see `jpar keys`) unless --insecure")
     p.add_argument("--node", help="node name the engines report (default: the host name)")
+    p.add_argument("--resources", type=_resources, default=None, metavar="JSON",
+                   help="custom resources this host advertises, e.g. '{\"bigmem\": 1}': tasks and actors asking for "
+                   "them (.options(resources=...)) run here")
     p.add_argument("--key-dir", help="directory of the CurveZMQ keys used off loopback (default "
                    "JPAR_KEY_DIR, else ~/.jpar/keys); a head off loopback makes them there if missing")
     p.add_argument("--insecure", action="store_true", help="off loopback, run in plaintext without CurveZMQ "

@@ -20,11 +20,15 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
 
 import jpar
+from jpar import hooks
+from jpar.config import Config
+from jpar.runtime.store.object_store import sweep_cluster
 
 ROOT = pathlib.Path(jpar.__file__).parent.parent
 JOIN_FILES = ("server.key", "client.key", "client.key_secret")   # what a joining host gets, never the server secret
@@ -154,3 +158,74 @@ def veth_pair(tag: str, second: int, unique: bool = False):
     finally:
         ip("netns", "del", ns, check=False)          # takes the veth pair with it
         ip("link", "del", here_dev, check=False)     # in case the pair outlived the namespace
+
+
+# ---------------------------------------------------------------- a head here, engines there
+NEAR, FAR = "near", "far"     # node names: the head's host, the namespace
+
+
+class Site:
+    """A head on this side of ``pair`` (CURVE, or plaintext with ``secure=False``), engines joining it
+    from the namespace, and this process's driver; :meth:`close` stops all of it by pid."""
+
+    def __init__(self, pair: dict, base: pathlib.Path, secure: bool):
+        self.pair, self.base, self.secure = pair, base, secure
+        self.head: dict = {"conn": None, "pid": 0}
+        self.procs: list = []
+        self.far_procs: list = []   # the engines in the namespace (and what they started)
+        self._saved_key_dir = os.environ.get("JPAR_KEY_DIR")
+
+    def start_head(self) -> dict:
+        extra = ["--node", NEAR] + ([] if self.secure else ["--insecure"])
+        info = start_head(self.base / "run", self.base / "keys", self.pair["here"], 0, *extra)
+        self.head = info
+        self.procs += info["procs"]
+        assert info["rc"] == 0 and info["conn"], f"jpar start --head failed:\n{info['out']}{info['err']}"
+        return info["conn"]
+
+    def join(self, n: int, *extra: str) -> None:
+        """``n`` engines of node FAR in the namespace (with the 3 key files a joining host gets);
+        ``extra``: more ``jpar start`` arguments (``--resources``...)."""
+        if self.secure:
+            theirs = self.base / "far-keys"
+            if not theirs.exists():
+                copy_join_keys(self.base / "keys", theirs)
+            procs, out = start_engines(self.head["conn"], self.pair["ns"], n, FAR, *extra, JPAR_KEY_DIR=str(theirs))
+        else:
+            procs, out = start_engines(self.head["conn"], self.pair["ns"], n, FAR, "--insecure", *extra)
+        self.procs += procs
+        self.far_procs += procs
+        assert len(procs) >= n, out
+
+    def connect(self, engines: int, settle: bool = False) -> None:
+        """This process's driver, by address and key; returns once ``engines`` engines have joined
+        (with ``settle``, once they are past the first pings on their liveness connections, which
+        start the head's timer for them: see jpar.runtime.head.controller_liveness)."""
+        conn = self.head["conn"]
+        if self.secure:
+            os.environ["JPAR_KEY_DIR"] = str(self.base / "keys")
+        jpar.shutdown()
+        jpar.init(address=conn["head"], cluster_key=conn["key"], insecure=not self.secure)
+        deadline = time.monotonic() + 60
+        while len(hooks.engines()) < engines:
+            assert time.monotonic() < deadline, f"only {hooks.engines()} joined in 60 s"
+            time.sleep(0.1)
+        if settle:
+            time.sleep(2 * Config().heartbeat_s + 0.5)   # a new engine's liveness TTL runs from its first ping
+
+    def engine_ids(self, node: str) -> list[int]:
+        return [e["id"] for e in hooks.engines() if e["node"] == node]
+
+    def close(self) -> None:
+        jpar.shutdown()
+        if self._saved_key_dir is None:
+            os.environ.pop("JPAR_KEY_DIR", None)
+        else:
+            os.environ["JPAR_KEY_DIR"] = self._saved_key_dir
+        procs = tree(self.head["pid"]) if self.head["pid"] else []   # engines it respawned too
+        for p in self.procs:                # and what the engines started since (actor processes)
+            procs += [q for q in tree(p.pid) or [p] if q not in procs]
+        left = stop(procs)
+        if self.head["conn"]:
+            sweep_cluster(bytes.fromhex(self.head["conn"]["key"]))
+        assert not left, f"processes survived being stopped: {[p.pid for p in left]}"

@@ -538,3 +538,16 @@ def test_actor_processes_are_listed_and_statistics_count_actors():
     assert pid in [a["pid"] for a in st["actors"]]
     assert st["scheduler"]["actors"]["alive"] >= 1
     _remember_actor_pids()
+
+
+def test_the_runtime_context_inside_an_actor_names_the_actor_and_its_node():
+    @jpar.remote
+    class Where:
+        def ids(self):
+            ctx = jpar.get_runtime_context()
+            return ctx.get_actor_id(), ctx.get_node_id()
+
+    a = Where.remote()
+    actor_id, node = jpar.get(a.ids.remote(), timeout=60)
+    assert actor_id == f"{a._actor_id:016x}"
+    assert node == jpar.nodes()[0]["NodeID"]

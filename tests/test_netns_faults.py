@@ -47,7 +47,7 @@ _SKIP = netns.netns_unavailable()
 if _SKIP:
     pytest.skip(_SKIP, allow_module_level=True)
 
-NEAR, FAR = "near", "far"     # node names: the head's host, the namespace
+NEAR, FAR = netns.NEAR, netns.FAR   # node names: the head's host, the namespace
 DETECT_S = 10.0               # DESIGN.md: a lost host is declared dead within 10 s
 SETTLE_S = 2 * Config().heartbeat_s + 0.5   # a new engine's liveness TTL runs from its first ping
 
@@ -87,71 +87,6 @@ def _by_value():
 where, hold, tick, hold_gil = _by_value()
 
 
-# ---------------------------------------------------------------- a head here, engines there
-class Site:
-    """A head on this side of ``pair`` (CURVE, or plaintext with ``secure=False``), engines joining it
-    from the namespace, and this process's driver; :meth:`close` stops all of it by pid."""
-
-    def __init__(self, pair: dict, base: pathlib.Path, secure: bool):
-        self.pair, self.base, self.secure = pair, base, secure
-        self.head: dict = {"conn": None, "pid": 0}
-        self.procs: list = []
-        self.far_procs: list = []   # the engines in the namespace (and what they started)
-        self._saved_key_dir = os.environ.get("JPAR_KEY_DIR")
-
-    def start_head(self) -> dict:
-        extra = ["--node", NEAR] + ([] if self.secure else ["--insecure"])
-        info = netns.start_head(self.base / "run", self.base / "keys", self.pair["here"], 0, *extra)
-        self.head = info
-        self.procs += info["procs"]
-        assert info["rc"] == 0 and info["conn"], f"jpar start --head failed:\n{info['out']}{info['err']}"
-        return info["conn"]
-
-    def join(self, n: int) -> None:
-        """``n`` engines of node FAR in the namespace (with the 3 key files a joining host gets)."""
-        if self.secure:
-            theirs = netns.copy_join_keys(self.base / "keys", self.base / "far-keys")
-            procs, out = netns.start_engines(self.head["conn"], self.pair["ns"], n, FAR, JPAR_KEY_DIR=str(theirs))
-        else:
-            procs, out = netns.start_engines(self.head["conn"], self.pair["ns"], n, FAR, "--insecure")
-        self.procs += procs
-        self.far_procs += procs
-        assert len(procs) >= n, out
-
-    def connect(self, engines: int, settle: bool = False) -> None:
-        """This process's driver, by address and key; returns once ``engines`` engines have joined
-        (with ``settle``, once they are past the first pings on their liveness connections, which
-        start the head's timer for them: see jpar.runtime.head.controller_liveness)."""
-        conn = self.head["conn"]
-        if self.secure:
-            os.environ["JPAR_KEY_DIR"] = str(self.base / "keys")
-        jpar.shutdown()
-        jpar.init(address=conn["head"], cluster_key=conn["key"], insecure=not self.secure)
-        deadline = time.monotonic() + 60
-        while len(hooks.engines()) < engines:
-            assert time.monotonic() < deadline, f"only {hooks.engines()} joined in 60 s"
-            time.sleep(0.1)
-        if settle:
-            time.sleep(SETTLE_S)
-
-    def engine_ids(self, node: str) -> list[int]:
-        return [e["id"] for e in hooks.engines() if e["node"] == node]
-
-    def close(self) -> None:
-        jpar.shutdown()
-        if self._saved_key_dir is None:
-            os.environ.pop("JPAR_KEY_DIR", None)
-        else:
-            os.environ["JPAR_KEY_DIR"] = self._saved_key_dir
-        procs = netns.tree(self.head["pid"]) if self.head["pid"] else []   # engines it respawned too
-        for p in self.procs:                # and what the engines started since (actor processes)
-            procs += [q for q in netns.tree(p.pid) or [p] if q not in procs]
-        left = netns.stop(procs)
-        if self.head["conn"]:
-            sweep_cluster(bytes.fromhex(self.head["conn"]["key"]))
-        assert not left, f"processes survived being stopped: {[p.pid for p in left]}"
-
-
 @pytest.fixture
 def no_shm_left():
     """Fails the test if it leaves a jpar shared-memory segment (set up first, so checked last)."""
@@ -165,7 +100,7 @@ def no_shm_left():
 def site(no_shm_left, tmp_path):
     """A fresh namespace and veth pair, and a :class:`Site` on it (CURVE unless the test says)."""
     with netns.veth_pair("jpf", 253, unique=True) as pair:
-        s = Site(pair, tmp_path, secure=True)
+        s = netns.Site(pair, tmp_path, secure=True)
         try:
             yield s
         finally:

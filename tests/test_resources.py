@@ -142,3 +142,15 @@ def test_num_cpus_sets_how_many_tasks_run_at_once(fresh):
 def test_num_engines_given_wins_over_num_cpus(fresh):
     jpar.init(num_cpus=3, num_engines=1)
     assert len(jpar.hooks.engines()) == 1 and jpar.cluster_resources() == {"CPU": 3.0}
+
+
+def test_jpar_start_resources_take_a_json_object_of_amounts():
+    from jpar.cli import _resources
+
+    assert _resources('{"bigmem": 1, "ssd": 0.5}') == {"bigmem": 1.0, "ssd": 0.5}
+    assert node_resources(Config(num_cpus=2), 1, {"bigmem": 1.0}) == {"CPU": 2.0, "bigmem": 1.0}
+    for bad, why in [("bigmem", "not JSON"), ("[1]", "JSON object"), ('{"x": -1}', "non-negative"),
+                     ('{"x": true}', "non-negative"), ('{"CPU": 4}', "JPAR_NUM_CPUS")]:
+        out = subprocess.run([sys.executable, "-m", "jpar.cli", "start", "--address", "tcp://127.0.0.1:9",
+                              "--resources", bad], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and why in out.stderr, (bad, out.stderr)

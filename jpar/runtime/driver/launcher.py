@@ -100,7 +100,8 @@ def start_head(config: Config, num_engines: int, *, owner: bool, resources: dict
     return conn, proc
 
 
-def start_engines(conn: dict, config: Config, n: int, node: str, wait: bool = False) -> list[int]:
+def start_engines(conn: dict, config: Config, n: int, node: str, wait: bool = False,
+                  resources: dict | None = None) -> list[int]:
     """Start ``n`` engines on this host joining the head of ``conn`` (detached, each in a session of
     its own, so they outlive the command or ssh session that started them); returns their pids.
     Missing or exposed CURVE keys fail here, clearly, not in an engine's silent exit. ``wait``: return
@@ -113,7 +114,7 @@ def start_engines(conn: dict, config: Config, n: int, node: str, wait: bool = Fa
     security = keys.settings(config, server_public=conn.get("curve_serverkey", ""))
     if transport.needs_curve(head) and not config.insecure:
         keys.load_identity(security["key_dir"], server_public=security["server_public"])
-    setup = {"key": conn["key"], "head": head, "node": node, "resources": node_resources(config, n),
+    setup = {"key": conn["key"], "head": head, "node": node, "resources": node_resources(config, n, resources),
              "parent_pid": 0, "rundir": conn.get("rundir", ""), "log_level": config.log_level,
              "metrics_interval_s": config.metrics_interval_s, "start_timeout_s": config.start_timeout_s,
              "security": security}

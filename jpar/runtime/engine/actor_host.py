@@ -39,7 +39,9 @@ from collections import deque
 
 from ..wire import protocol as P
 from ..wire import serialization, transport
-from .engine import TaskStream, exit_if_forked, reap_children, stop_descendants
+from .engine import TaskStream
+from .processes import exit_if_forked, reap_children, stop_descendants
+from ... import context
 from ...errors import ActorDiedError, TaskCancelledError
 
 log = logging.getLogger("jpar.actor")
@@ -120,6 +122,7 @@ class ActorHost:
 
         backends.set_engine_client(self._make_client)
         backends.set_blocking_check(self._blocking_check)
+        context.set_current(actor_id=self.actor_id, node=self.setup.get("node") or socket.gethostname())
         threading.Thread(target=self._control_loop, name="jpar-actor-ctl", daemon=True).start()
         token = _current_call.set((self.owner[0], self.actor_id, f"{self.name}.__init__"))
         try:

@@ -39,6 +39,8 @@ from ..wire import protocol as P
 from ... import context
 from ..wire import keys, serialization, transport
 from ...errors import JparError, SerializationError
+from .processes import (_PR_SET_PDEATHSIG, ActorProcesses, _prctl, exit_if_forked, guard_process, reap_children,
+                        stop_descendants)
 
 log = logging.getLogger("jpar.engine")
 
@@ -49,92 +51,6 @@ RECENT_VALUES = 64   # values of the last tasks run here, kept for chained tasks
 
 class _Cancel(BaseException):
     """Raised in the main thread by the control thread's SIGINT to stop a cancelled task."""
-
-
-# ---------------------------------------------------------------- processes that tasks start
-# A task may start processes (subprocess, multiprocessing, os.fork()). The engine is their
-# subreaper, so even the ones whose parent exits (double forks, `cmd &`) stay its descendants;
-# it reaps them while idle and stops every descendant when it exits. A forked copy of the
-# engine never runs the engine: it exits when the task function returns in it, and dies with
-# the engine (PR_SET_PDEATHSIG).
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-_process_pid = 0      # the engine (or actor) process; another pid means a forked copy
-
-
-def _prctl(option: int, arg: int) -> bool:
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0) == 0
-    except (OSError, AttributeError):   # not Linux: no prctl
-        return False
-
-
-def _after_fork_in_child() -> None:
-    if _process_pid and os.getpid() != _process_pid:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def guard_process() -> None:
-    """Make this process the keeper of what its tasks start (call once, at the engine's start)."""
-    global _process_pid
-    if not _process_pid:
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-    _process_pid = os.getpid()
-    become_subreaper()
-
-
-def become_subreaper() -> bool:
-    """Orphaned descendants of this process are re-parented to it, not to init (Linux 3.4+)."""
-    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-
-
-def exit_if_forked(returned: bool) -> None:
-    """In a copy of the engine forked by a task, the task function has returned: end that copy here."""
-    if _process_pid and os.getpid() != _process_pid:
-        os._exit(0 if returned else 1)
-
-
-def reap_children() -> None:
-    """Collect exited child processes (call only while no task runs: a task may wait on its own)."""
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
-
-
-def stop_descendants(grace_s: float = 1.0) -> None:
-    """Stop every process this one's tasks left behind: SIGTERM, then SIGKILL after ``grace_s``."""
-    import psutil
-
-    try:
-        procs = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return
-    if not procs:
-        return
-    for p in procs:
-        try:
-            p.kill() if grace_s <= 0 else p.terminate()
-        except psutil.Error:
-            pass
-    kill_survivors(procs, max(grace_s, 0.2), 1.0)
-
-
-def kill_survivors(procs: list, wait_s: float, then_s: float) -> None:
-    """Wait for ``procs`` (psutil processes) together for ``wait_s``, SIGKILL those still alive, and
-    wait ``then_s`` more for them to go."""
-    import psutil
-
-    _, alive = psutil.wait_procs(procs, timeout=wait_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=then_s)
 
 
 class TaskStream:
@@ -208,6 +124,7 @@ class Engine:
         self.parent_pid = setup.get("parent_pid") or 0
         self.last_from_head = time.monotonic()
         self.client = None
+        self.actor_procs = ActorProcesses(setup)      # actors of the head started on this host (control thread)
 
     # ------------------------------------------------------------ life cycle
     def _report(self, line: str) -> None:
@@ -586,10 +503,16 @@ class Engine:
                             given = [t for t in msg.task_ids if t not in self.started]
                             self.revoked.update(given)
                         ctl.send(P.Revoked(given))
+                    elif isinstance(msg, P.StartActorProcess):
+                        self.actor_procs.start(msg.actor, ctl)
+                    elif isinstance(msg, P.StopActorProcess):
+                        self.actor_procs.stop(msg.actor_id, msg.incarnation)
                     elif isinstance(msg, P.Shutdown):
                         self.sweep_on_exit = msg.cluster_over
                         self.stop = True
                         break
+                if self.actor_procs.procs:
+                    self.actor_procs.report_exits(ctl)
                 if self.output:
                     self.flush_output()
                 now = time.monotonic()

@@ -294,6 +294,8 @@ class Head(ActorHead, EngineMembership, Liveness):
                 self._flush_ctl(eng)
             if t is P.Revoked:
                 self._apply(self.sched.revoked(eng.id, msg.task_ids))
+            elif t is P.ActorProcessExited:
+                self._remote_actor_exited(eng, msg)
             elif t is P.Metrics:
                 eng.metrics = msg
                 if self.pub.listened:
@@ -567,6 +569,7 @@ class Head(ActorHead, EngineMembership, Liveness):
         self.ctl_ids.pop(eng.identity + b"/ctl", None)
         self.events.append(P.Event(time.time(), "engine", eng.id, state, {"why": why}))
         self._apply(self.sched.engine_removed(eng.id, why))
+        self._remote_actors_lost(eng)
         if self.wait_gone:
             self._answer_gone_waits()
 
@@ -596,7 +599,7 @@ class Head(ActorHead, EngineMembership, Liveness):
         whatever their tasks left running (this process is their subreaper, so they are ours)."""
         import psutil
 
-        from ..engine.engine import kill_survivors, stop_descendants
+        from ..engine.processes import kill_survivors, stop_descendants
 
         procs = []
         for proc in self.children.values():
@@ -686,7 +689,7 @@ def main() -> None:
     logging.basicConfig(level=setup.get("config", {}).get("log_level", "WARNING"),
                         format=f"%(asctime)s head[{os.getpid()}] %(levelname)s %(message)s")
     logging.getLogger().addHandler(_errors_logged)
-    from ..engine.engine import become_subreaper
+    from ..engine.processes import become_subreaper
 
     become_subreaper()   # what engines' tasks leave behind outlives them as our descendants: swept at shutdown
     head = Head(setup)

@@ -24,6 +24,13 @@ new spare starts in the background. Spares count against the starting limit whil
 
     head --spawn(spare)--> process --ActorHello(0)--> head      (ready, idle)
     CreateActor -> SpawnActor -> head --ActorSetup(spec)--> spare -> ActorReady    (+ a new spare)
+
+An actor placed on another node (its resources fit only there) is started by one of that node's
+engines, which is its parent, reports its exit and takes it along when it dies; from its ActorHello
+on it is like any other actor process (:class:`RemoteActorProcess` stands for it here)::
+
+    SpawnActor(node) -> head --StartActorProcess--> engine there --spawn--> process --ActorHello--> head
+    engine --ActorProcessExited--> head;  engine lost -> its actor processes count as dead
 """
 
 from __future__ import annotations
@@ -44,6 +51,27 @@ log = logging.getLogger("jpar.head")
 
 ACTOR_ACTIONS = (ActorTransition, CallEvent, CancelCall, NotifyActor, ReplyActor, SpawnActor, StopActor)
 ACTOR_CLIENT_MESSAGES = (P.CreateActor, P.ActorLookup, P.KillActor, P.ReleaseActor, P.ActorCallsDone)
+
+
+class RemoteActorProcess:
+    """An actor process on another host, started by engine ``engine_id`` there: what the head keeps of
+    a local actor process (a Popen) for one it cannot see, fed by that engine's reports."""
+
+    def __init__(self, head, engine_id: int, key: tuple):
+        self.head, self.engine_id, self.key = head, engine_id, key
+        self.pid = 0                  # known from its ActorHello
+        self.returncode = None
+        self.why = ""                 # set when its engine was lost: why it counts as dead
+
+    def poll(self):
+        return self.returncode
+
+    def kill(self) -> None:
+        eng = self.head.engines_by_id.get(self.engine_id)
+        if eng is not None:
+            self.head._send_ctl(eng, P.StopActorProcess(*self.key))
+        elif self.returncode is None:
+            self.returncode, self.why = -9, "was stopped, its engine being gone"
 
 
 class ActorHead:
@@ -157,6 +185,9 @@ class ActorHead:
             return
         self.actor_peers[identity] = key
         self.actor_pids[key] = pid
+        proc = self.actor_procs.get(key)
+        if isinstance(proc, RemoteActorProcess):
+            proc.pid = pid
         spec = actor.spec
         self.router.send_to(identity, P.ActorSetup(spec, key[1], self.functions.get(spec.fn_id, b"")))
         for tid in [t for t, a in self.sched.cancelled_calls.items() if a == key[0]]:
@@ -178,6 +209,9 @@ class ActorHead:
 
     def _spawn_actor(self, a: SpawnActor) -> None:
         key = (a.actor_id, a.incarnation)
+        if a.node and a.node != self.sched.head_node:
+            self._spawn_remote_actor(a)
+            return
         self.spares_wanted = True
         if not a.gpu_ids and self.spare_ready:   # a warm spare: the actor starts with one message
             pid, identity = self.spare_ready.popitem()
@@ -193,6 +227,40 @@ class ActorHead:
                                          "gpu_ids": list(a.gpu_ids), "bind_host": self.config.bind_host})
         self.actor_procs[key] = proc
         self.actor_starting.add(key)
+
+    def _spawn_remote_actor(self, a: SpawnActor) -> None:
+        """Ask an engine of the actor's node to start its process (the one with the fewest such)."""
+        key = (a.actor_id, a.incarnation)
+        engines = [e for e in self.engines_by_id.values() if e.node == a.node]
+        if not engines:
+            self._apply(self.sched.actor_process_died(
+                a.actor_id, a.incarnation, f"could not start: node {a.node!r} has no engine left to start it"))
+            return
+        load = {e.id: 0 for e in engines}
+        for proc in self.actor_procs.values():
+            if isinstance(proc, RemoteActorProcess) and proc.engine_id in load:
+                load[proc.engine_id] += 1
+        eng = min(engines, key=lambda e: (load[e.id], e.id))
+        self.actor_procs[key] = RemoteActorProcess(self, eng.id, key)
+        self.actor_starting.add(key)
+        self._send_ctl(eng, P.StartActorProcess({"id": a.actor_id, "incarnation": a.incarnation,
+                                                 "gpu_ids": list(a.gpu_ids)}))
+
+    def _remote_actor_exited(self, eng, msg: P.ActorProcessExited) -> None:
+        proc = self.actor_procs.get((msg.actor_id, msg.incarnation))
+        if isinstance(proc, RemoteActorProcess) and proc.engine_id == eng.id:
+            proc.returncode = msg.returncode
+            self._check_actor_procs()
+
+    def _remote_actors_lost(self, eng) -> None:
+        """Engine ``eng`` is gone: the actor processes it started went with it (or cannot be seen)."""
+        lost = False
+        for proc in self.actor_procs.values():
+            if isinstance(proc, RemoteActorProcess) and proc.engine_id == eng.id and proc.returncode is None:
+                proc.returncode, proc.why = -1, f"was lost with the engine that started it on node {eng.node!r}"
+                lost = True
+        if lost:
+            self._check_actor_procs()
 
     def _spares_starting(self) -> int:
         return len(self.spares) - len(self.spare_ready)
@@ -255,7 +323,7 @@ class ActorHead:
         out = []
         for key, proc in self.actor_procs.items():
             actor = self.sched.actors.get(key[0])
-            out.append({"id": key[0], "incarnation": key[1], "pid": proc.pid,
+            out.append({"id": key[0], "incarnation": key[1], "pid": proc.pid, "node": actor.node if actor else "",
                         "class": actor.spec.class_name if actor else "?", "name": actor.spec.name if actor else "",
                         "state": actor.state.value if actor and actor.incarnation == key[1] else "dead"})
         return out
@@ -273,7 +341,7 @@ class ActorHead:
             for ident in [i for i, k in self.actor_peers.items() if k == key]:
                 del self.actor_peers[ident]
             self._unlink_actor_files(*key)
-            why = "was killed (SIGKILL)" if rc == -9 else f"exited with code {rc}"
+            why = getattr(proc, "why", "") or ("was killed (SIGKILL)" if rc == -9 else f"exited with code {rc}")
             self._apply(self.sched.actor_process_died(key[0], key[1], why))
 
     def _unlink_actor_files(self, actor_id: int, incarnation: int) -> None:
@@ -290,7 +358,9 @@ class ActorHead:
         self.actor_spawns.clear()
         procs = []
         for proc in list(self.actor_procs.values()) + list(self.spares.values()):
-            if proc.poll() is None:
+            if isinstance(proc, RemoteActorProcess):
+                proc.kill()    # its engine also stops it when the cluster's Shutdown reaches it
+            elif proc.poll() is None:
                 try:
                     procs.append(psutil.Process(proc.pid))
                     proc.kill()

@@ -1,8 +1,9 @@
 """The actor half of the scheduler: actor states, their transition table, and actor calls' objects.
 
 Pure like :mod:`jpar.runtime.head.scheduler` (which mixes this in): events in, actions out, no sockets,
-threads or clocks. An actor is one process on the head's host; while it lives it holds
-its resources (``num_cpus=0`` by default, so it blocks no task)::
+threads or clocks. An actor is one process, on the head's host when its resources fit there (or it
+asks for none), else on the first other node where they fit; while it lives it holds its resources
+(``num_cpus=0`` by default, so it blocks no task)::
 
     (new) --> PENDING --process up, __init__ ok--> ALIVE --process died, restarts left--> RESTARTING
                  |                                   |                                       |
@@ -66,6 +67,7 @@ class SpawnActor(NamedTuple):
     actor_id: int
     incarnation: int
     gpu_ids: tuple
+    node: str = ""       # where: the head's node starts it itself, another node through one of its engines
 
 
 class StopActor(NamedTuple):
@@ -149,7 +151,7 @@ class ActorScheduling:
         self.calls_by_actor: dict[int, set] = {}
         self.early_done: dict[int, tuple] = {}           # call task id -> (actor id, CallDoneRecord)
         self.actor_waiters: dict[int, set] = {}          # unknown actor id -> clients waiting to hear of it
-        self.head_node = ""                              # actor processes run on the head's host
+        self.head_node = ""                              # the head's own node: actors start here when they fit
         self.actor_counts: dict[ActorState, int] = {s: 0 for s in ActorState}
         self.seen: dict[int, int] = {}                   # client -> highest object counter registered
         self.parked: dict[int, list] = {}                # object id -> (client, req_id) asked before it existed
@@ -227,8 +229,9 @@ class ActorScheduling:
         if demand and self.nodes and not self._actor_feasible(actor):
             have = "; ".join(f"{n.name}: {n.total}" for n in self.nodes.values())
             self._end_actor(actor, (
-                f"{spec.class_name} asks for {demand}, which the head's host can never provide (nodes: {have}). "
-                "Lower num_cpus/num_gpus/resources in .options(). Actors run on the head's host."),
+                f"{spec.class_name} asks for {demand}, which no node of the cluster can ever provide (nodes: {have}). "
+                "Lower num_cpus/num_gpus/resources in .options(), or join a host that has them "
+                "(jpar start --address ... --resources '{...}')."),
                 "no node can ever hold it")
         else:
             self.actor_queue.append(spec.actor_id)
@@ -281,7 +284,7 @@ class ActorScheduling:
             self._move_actor(actor, A.RESTARTING, f"process {why}; restart {actor.restarts}")
             self._drop_orphan_calls(actor)
             self._release_cancel_acks(actor_id)
-            self.actions.append(SpawnActor(actor_id, actor.incarnation, actor.gpu_ids))
+            self.actions.append(SpawnActor(actor_id, actor.incarnation, actor.gpu_ids, actor.node))
         self._schedule()
         return self._take()
 
@@ -420,9 +423,15 @@ class ActorScheduling:
                 self._fail_call(spec, "its actor's process died")
 
     # ---- placement
+    def _actor_nodes(self) -> list:
+        """Where an actor may start, in order of preference: the head's node (the head starts its
+        processes there, from warm spares), then every other node that has an engine to start them."""
+        head = self.nodes.get(self.head_node)
+        return ([head] if head is not None else []) + [
+            n for name, n in sorted(self.nodes.items()) if name != self.head_node and n.engines]
+
     def _actor_feasible(self, actor: Actor) -> bool:
-        nodes = [self.nodes[self.head_node]] if self.head_node in self.nodes else list(self.nodes.values())
-        return any(all(n.total.get(k, 0.0) >= v for k, v in actor.demand.items()) for n in nodes)
+        return any(all(n.total.get(k, 0.0) >= v for k, v in actor.demand.items()) for n in self._actor_nodes())
 
     def _place_actors(self) -> None:
         """Reserve resources for pending actors (oldest first) and start their processes."""
@@ -447,12 +456,11 @@ class ActorScheduling:
             else:
                 actor.node = self.head_node
             actor.placed = True
-            self.actions.append(SpawnActor(actor_id, actor.incarnation, actor.gpu_ids))
+            self.actions.append(SpawnActor(actor_id, actor.incarnation, actor.gpu_ids, actor.node))
         self.actor_queue = still
 
     def _actor_node(self, actor: Actor):
-        nodes = [self.nodes[self.head_node]] if self.head_node in self.nodes else list(self.nodes.values())
-        for node in nodes:
+        for node in self._actor_nodes():
             if all(node.total.get(k, 0.0) - node.used.get(k, 0.0) >= v - 1e-9 for k, v in actor.demand.items()):
                 if "GPU" in actor.demand and not self._gpus_for(node, actor.demand["GPU"]):
                     continue

@@ -25,10 +25,11 @@ Who sends what (D = driver or any client, H = head, E = engine)::
     D->H  Hello Goodbye Heartbeat RegisterFunction Submit PutObjects Release Cancel GetObjects Query Free
           CreateActor ActorLookup KillActor ReleaseActor ActorCallsDone (failures the caller decided)
           RemoveEngines AddEngines CancelClientTasks    (cluster operations: the sidebar, `jpar`)
-    E->H  EngineHello TaskDone GiveBack Blocked Metrics Heartbeat
+    E->H  EngineHello TaskDone GiveBack Blocked Metrics Heartbeat ActorProcessExited
     A->H  ActorHello ActorReady ActorCallsDone       (A = an engine in actor mode: one actor)
           CancelTask                                 (back: the cancel is in, the call cannot start now)
     H->E  Define DriverInfo Dispatch CancelTask Heartbeat Shutdown
+          StartActorProcess StopActorProcess         (actors on the engine's host, not the head's)
     H->A  ActorSetup CancelTask Shutdown
     H->D  Welcome Answer Objects TaskFailed ActorInfo
     D->A  Calls                                      (method calls go straight to the actor)
@@ -310,6 +311,15 @@ class GiveBack(Message):
     task_ids: list
 
 
+@_msg(28)
+@dataclass(slots=True)
+class ActorProcessExited(Message):
+    """Engine to head (control connection): an actor process it started for the head has exited."""
+    actor_id: int
+    incarnation: int
+    returncode: int
+
+
 @_msg(22)
 @dataclass(slots=True)
 class Blocked(Message):
@@ -358,6 +368,22 @@ class CancelTask(Message):
 class Revoke(Message):
     """Head to an engine's control thread: give back these prefetched tasks if not started."""
     task_ids: list
+
+
+@_msg(38)
+@dataclass(slots=True)
+class StartActorProcess(Message):
+    """Head to an engine's control thread on another host: start a process there for this actor
+    (``actor``: its id, incarnation and GPU ids), as the head starts those of its own host."""
+    actor: dict
+
+
+@_msg(39)
+@dataclass(slots=True)
+class StopActorProcess(Message):
+    """Head to the engine that started an actor's process: kill it (jpar.kill, or the actor ended)."""
+    actor_id: int
+    incarnation: int
 
 
 @_msg(26)
@@ -534,7 +560,7 @@ MESSAGES: dict[int, type[Message]] = {
         Hello, Goodbye, Heartbeat, RegisterFunction, Submit, PutObjects, Release, Cancel, GetObjects, Query, Free,
         RemoveEngines, AddEngines, CancelClientTasks,
         EngineHello, TaskDone, GiveBack, Blocked, Metrics, Define, DriverInfo, Dispatch, CancelTask, Revoke, Revoked,
-        Shutdown,
+        Shutdown, StartActorProcess, StopActorProcess, ActorProcessExited,
         EngineWelcome, Welcome, Answer, Objects, TaskFailed, Results, Output, Events,
         CreateActor, ActorLookup, KillActor, ReleaseActor, ActorCallsDone, ActorHello, ActorReady, ActorSetup,
         ActorInfo, Calls, FetchObject, ObjectChunk,

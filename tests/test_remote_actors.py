@@ -1,0 +1,147 @@
+"""Actors on another host: placed by resources like tasks, started by an engine there.
+
+The other host is a network namespace joined to this one by a veth pair (tests/netns.py): the head
+runs on this side (node "near", one engine), engines join from the namespace (node "far") with
+``jpar start --address ... --resources '{"far": 1}'``, CurveZMQ on (off loopback); this process's
+driver connects by address and key. An actor asking for the "far" resource can only start there:
+one of that host's engines starts its process, which joins the head like any actor process. The
+tests check where it runs (its network namespace), that its calls, a large argument and a named
+lookup work across the link, and what its end looks like: ``jpar.kill``, a crash (restarted there),
+and the loss of its host's engines (a clear error naming the node). Every process is stopped by
+pid and the namespace deleted, whatever a test did.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+import jpar
+from jpar import hooks
+
+from . import netns
+from .conftest import shm_segments
+
+pytestmark = pytest.mark.timeout(240)
+
+_SKIP = netns.netns_unavailable()
+if _SKIP:
+    pytest.skip(_SKIP, allow_module_level=True)
+
+FAR_ONLY = {"resources": {"far": 1}}
+
+
+def _by_value():
+    class Probe:
+        def __init__(self):
+            self.calls = []
+
+        def where(self):
+            return os.readlink("/proc/self/ns/net"), jpar.get_runtime_context().get_node_id(), os.getpid()
+
+        def add(self, i):
+            self.calls.append(i)
+            return list(self.calls)
+
+        def total(self, arr):
+            return float(arr.sum()), arr.shape
+
+        def crash(self):
+            os._exit(7)
+
+    return jpar.remote(Probe)
+
+
+Probe = _by_value()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """One namespace, a head here and two engines there advertising {"far": 1}, for the module."""
+    before = set(shm_segments())
+    with netns.veth_pair("jpa", 252, unique=True) as pair:
+        s = netns.Site(pair, tmp_path_factory.mktemp("remote-actors"), secure=True)
+        try:
+            s.start_head()
+            s.join(2, "--resources", '{"far": 1}')
+            s.connect(engines=3)
+            yield s
+        finally:
+            s.close()
+    left = set(shm_segments()) - before
+    assert not left, f"shared-memory segments left behind: {sorted(left)}"
+
+
+def _far_pids(site) -> set:
+    """Pids of the processes running in the namespace now (the far engines and what they started)."""
+    out = set()
+    for p in site.far_procs:
+        out |= {q.pid for q in netns.tree(p.pid)}
+    return out
+
+
+def _ends(proc: psutil.Process, timeout: float) -> bool:
+    """Whether ``proc`` (not this process's child, so no wait() for it) exits within ``timeout``
+    seconds: gone, or a zombie whose parent has not collected it yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_an_actor_whose_resources_only_another_host_has_runs_there(site):
+    here = os.readlink("/proc/self/ns/net")
+    a = Probe.options(name="far-probe", **FAR_ONLY).remote()
+    ns, node, pid = jpar.get(a.where.remote(), timeout=60)
+    assert (node, ns != here) == (netns.FAR, True), (node, ns, here)
+    assert pid in _far_pids(site)                       # a child of one of that host's engines
+    assert jpar.get([a.add.remote(i) for i in range(20)], timeout=60)[-1] == list(range(20))   # in order
+    arr = np.arange(1_000_000, dtype=np.float64)        # 8 MB: through the object store and across the link
+    assert jpar.get(a.total.remote(jpar.put(arr)), timeout=60) == (float(arr.sum()), arr.shape)
+    same = jpar.get_actor("far-probe")                  # found by name from this (third) host
+    assert jpar.get(same.where.remote(), timeout=30)[2] == pid
+    status = {x["id"]: x for x in hooks.status()["actors"]}
+    assert status[a._actor_id]["node"] == netns.FAR and status[a._actor_id]["pid"] == pid, status
+    jpar.kill(a)
+    assert _ends(psutil.Process(pid), 30)                # its process is gone
+    with pytest.raises(jpar.ActorDiedError):
+        jpar.get(a.where.remote(), timeout=30)
+
+
+def test_a_remote_actor_that_crashes_restarts_on_its_host(site):
+    a = Probe.options(max_restarts=1, **FAR_ONLY).remote()
+    _, node, pid = jpar.get(a.where.remote(), timeout=60)
+    with pytest.raises(jpar.ActorDiedError):
+        jpar.get(a.crash.remote(), timeout=60)
+    _, node2, pid2 = jpar.get(a.where.remote(), timeout=60)   # the restarted process answers
+    assert (node, node2) == (netns.FAR, netns.FAR) and pid2 != pid and pid2 in _far_pids(site)
+    with pytest.raises(jpar.ActorDiedError):
+        jpar.get(a.crash.remote(), timeout=60)                 # no restart left: dead,
+    with pytest.raises(jpar.ActorDiedError, match="exited with code 7"):   # saying how
+        jpar.get(a.where.remote(), timeout=60)
+
+
+def test_an_actor_whose_host_engines_are_lost_dies_saying_where(site):
+    """Last in the module: it kills the far engines."""
+    a = Probe.options(**FAR_ONLY).remote()
+    _, _, pid = jpar.get(a.where.remote(), timeout=60)
+    engine = psutil.Process(pid).parent()
+    for p in site.far_procs:                            # every engine of that host, by pid
+        if p.is_running() and p.pid != pid:
+            p.send_signal(signal.SIGKILL)
+    with pytest.raises(jpar.ActorDiedError, match=f"node {netns.FAR!r}"):
+        jpar.get(a.where.remote(), timeout=60)
+    assert _ends(engine, 30) and _ends(psutil.Process(pid), 30)   # it went with its engine
+    b = Probe.options(**FAR_ONLY).remote()              # no host has "far" any more
+    with pytest.raises(jpar.ActorDiedError, match="no node of the cluster can ever provide"):
+        jpar.get(b.where.remote(), timeout=30)
