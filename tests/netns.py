@@ -183,19 +183,20 @@ class Site:
         assert info["rc"] == 0 and info["conn"], f"jpar start --head failed:\n{info['out']}{info['err']}"
         return info["conn"]
 
-    def join(self, n: int, *extra: str) -> None:
-        """``n`` engines of node FAR in the namespace (with the 3 key files a joining host gets);
-        ``extra``: more ``jpar start`` arguments (``--resources``...)."""
+    def join(self, n: int, *extra: str, node: str = FAR) -> list:
+        """``n`` engines of ``node`` in the namespace (with the 3 key files a joining host gets);
+        ``extra``: more ``jpar start`` arguments (``--resources``...). Returns their processes."""
         if self.secure:
             theirs = self.base / "far-keys"
             if not theirs.exists():
                 copy_join_keys(self.base / "keys", theirs)
-            procs, out = start_engines(self.head["conn"], self.pair["ns"], n, FAR, *extra, JPAR_KEY_DIR=str(theirs))
+            procs, out = start_engines(self.head["conn"], self.pair["ns"], n, node, *extra, JPAR_KEY_DIR=str(theirs))
         else:
-            procs, out = start_engines(self.head["conn"], self.pair["ns"], n, FAR, "--insecure", *extra)
+            procs, out = start_engines(self.head["conn"], self.pair["ns"], n, node, "--insecure", *extra)
         self.procs += procs
         self.far_procs += procs
         assert len(procs) >= n, out
+        return procs
 
     def connect(self, engines: int, settle: bool = False) -> None:
         """This process's driver, by address and key; returns once ``engines`` engines have joined

@@ -7,8 +7,8 @@ driver connects by address and key. An actor asking for the "far" resource can o
 one of that host's engines starts its process, which joins the head like any actor process. The
 tests check where it runs (its network namespace), that its calls, a large argument and a named
 lookup work across the link, and what its end looks like: ``jpar.kill``, a crash (restarted there),
-and the loss of its host's engines (a clear error naming the node). Every process is stopped by
-pid and the namespace deleted, whatever a test did.
+the loss of its host's engines (a clear error naming the node, or, with restarts left, a restart on
+another host that fits). Every process is stopped by pid and the namespace deleted, whatever a test did.
 """
 
 from __future__ import annotations
@@ -132,16 +132,31 @@ def test_a_remote_actor_that_crashes_restarts_on_its_host(site):
 
 
 def test_an_actor_whose_host_engines_are_lost_dies_saying_where(site):
-    """Last in the module: it kills the far engines."""
+    """It kills node "far"'s engines (the next test joins others)."""
     a = Probe.options(**FAR_ONLY).remote()
     _, _, pid = jpar.get(a.where.remote(), timeout=60)
     engine = psutil.Process(pid).parent()
     for p in site.far_procs:                            # every engine of that host, by pid
         if p.is_running() and p.pid != pid:
             p.send_signal(signal.SIGKILL)
+    assert _ends(engine, 30) and _ends(psutil.Process(pid), 30)   # it went with its engine
     with pytest.raises(jpar.ActorDiedError, match=f"node {netns.FAR!r}"):
         jpar.get(a.where.remote(), timeout=60)
-    assert _ends(engine, 30) and _ends(psutil.Process(pid), 30)   # it went with its engine
     b = Probe.options(**FAR_ONLY).remote()              # no host has "far" any more
     with pytest.raises(jpar.ActorDiedError, match="no node of the cluster can ever provide"):
         jpar.get(b.where.remote(), timeout=30)
+
+
+def test_an_actor_whose_host_is_lost_restarts_on_another_host_that_fits(site):
+    """After the test above: node "far" has no engine left. Two more "hosts" (node names) join in the
+    namespace, each advertising {"far": 1}; the actor starts on the first, which is then lost."""
+    first = site.join(1, "--resources", '{"far": 1}', node="far-b")
+    site.join(1, "--resources", '{"far": 1}', node="far-c")
+    a = Probe.options(max_restarts=1, max_task_retries=1, **FAR_ONLY).remote()
+    _, node, pid = jpar.get(a.where.remote(), timeout=60)
+    assert node == "far-b"
+    for p in first:
+        p.send_signal(signal.SIGKILL)
+    assert _ends(psutil.Process(pid), 30)               # the actor's process went with its engine
+    _, node2, pid2 = jpar.get(a.where.remote(), timeout=60)   # sent before or after the restart: it runs there
+    assert (node2, pid2 != pid) == ("far-c", True)

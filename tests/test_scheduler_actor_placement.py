@@ -69,3 +69,30 @@ def test_a_restart_stays_on_the_actors_node():
     assert _spawned(s.create_actor(1, 0, spec)) == [(10, FAR)]
     s.actor_ready(10, 0, True, ("tcp://x",), FAR)
     assert _spawned(s.actor_process_died(10, 0, "exited with code 1")) == [(10, FAR)]
+
+
+def test_an_actor_whose_node_lost_its_engines_restarts_wherever_it_fits_now():
+    s = _cluster()
+    spec = P.ActorSpec(10, 1, "A", b"", (), (("bigmem", 1.0),), {"max_restarts": 2}, "")
+    s.create_actor(1, 0, spec)
+    s.actor_ready(10, 0, True, ("tcp://x",), FAR)
+    s.engine_removed(2, "lost")                      # far-host has no engine left: its actor died with it
+    assert _spawned(s.actor_process_died(10, 0, "was lost with its engine")) == [(10, OTHER)]
+    assert FAR not in s.nodes and s.nodes[OTHER].used == {"bigmem": 1.0}
+    s.actor_ready(10, 1, True, ("tcp://y",), OTHER)
+    s.engine_removed(3, "lost")                      # and now no host has room: it waits, restarting
+    assert _spawned(s.actor_process_died(10, 1, "was lost with its engine")) == []
+    assert s.actors[10].state.value == "restarting"
+    assert _spawned(s.engine_added(4, "new-host", {"CPU": 1.0, "bigmem": 1.0})) == [(10, "new-host")]
+
+
+def test_killing_an_actor_that_waits_for_a_node_ends_it():
+    s = _cluster()
+    spec = P.ActorSpec(10, 1, "A", b"", (), (("bigmem", 1.0),), {"max_restarts": 2}, "")
+    s.create_actor(1, 0, spec)
+    s.actor_ready(10, 0, True, ("tcp://x",), FAR)
+    s.engine_removed(2, "lost")
+    s.engine_removed(3, "lost")
+    s.actor_process_died(10, 0, "was lost with its engine")
+    s.kill_actor(10, no_restart=False)               # restarts left, but nothing to kill: it ends
+    assert s.actors[10].state.value == "dead"

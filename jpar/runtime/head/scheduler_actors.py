@@ -284,7 +284,12 @@ class ActorScheduling:
             self._move_actor(actor, A.RESTARTING, f"process {why}; restart {actor.restarts}")
             self._drop_orphan_calls(actor)
             self._release_cancel_acks(actor_id)
-            self.actions.append(SpawnActor(actor_id, actor.incarnation, actor.gpu_ids, actor.node))
+            node = self.nodes.get(actor.node)
+            if actor.node != self.head_node and (node is None or not node.engines):
+                self._unplace_actor(actor)      # its host is gone: it starts wherever it fits now
+                self.actor_queue.append(actor_id)
+            else:
+                self.actions.append(SpawnActor(actor_id, actor.incarnation, actor.gpu_ids, actor.node))
         self._schedule()
         return self._take()
 
@@ -292,7 +297,7 @@ class ActorScheduling:
         actor = self.actors.get(actor_id)
         if actor is None or actor.state is A.DEAD:
             return self._take()
-        if no_restart or not self._restarts_left(actor) or actor.state is A.PENDING and not actor.placed:
+        if no_restart or not self._restarts_left(actor) or not actor.placed and actor.state in (A.PENDING, A.RESTARTING):
             self._end_actor(actor, "it was killed with jpar.kill()", "jpar.kill()")
             self._schedule()
         else:
@@ -438,8 +443,8 @@ class ActorScheduling:
         still = []
         for actor_id in self.actor_queue:
             actor = self.actors.get(actor_id)
-            if actor is None or actor.state is not A.PENDING or actor.placed:
-                continue
+            if actor is None or actor.state not in (A.PENDING, A.RESTARTING) or actor.placed:
+                continue   # (RESTARTING and not placed: its node was lost, see actor_process_died)
             if actor.demand:
                 node = self._actor_node(actor)
                 if node is None:
