@@ -32,6 +32,7 @@ class Config:
     head_port: int = _setting(0, "JPAR_HEAD_PORT", "TCP port of the head; 0 picks a free port.")
     heartbeat_s: float = _setting(1.0, "JPAR_HEARTBEAT_S", "Seconds between heartbeats among head, engines and drivers.")
     dead_after_s: float = _setting(10.0, "JPAR_DEAD_AFTER_S", "A peer silent this long is declared dead.")
+    rejoin_s: float = _setting(300.0, "JPAR_REJOIN_S", "How long an engine of another host (started by `jpar start --address`, its head's address off loopback) keeps trying to join its head again after losing it (a cut link, a head restarting): it restarts as a new engine in the same process and joins once the head answers; the head had declared it dead and moved its work, so nothing runs twice. 0 makes it exit at once.")
     start_timeout_s: float = _setting(30.0, "JPAR_START_TIMEOUT_S", "How long init() waits for the head and engines.")
     prefetch: int = _setting(64, "JPAR_PREFETCH", "Most tasks queued on an engine beyond the running one (hides dispatch latency).")
     spin_s: float = _setting(0.0, "JPAR_SPIN_S", "Seconds a head or engine keeps polling after a message before it sleeps; 0 on small machines (on 2 cores spinning slowed round trips 10-40%), try 0.0002 where cores outnumber busy processes.")

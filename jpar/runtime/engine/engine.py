@@ -92,7 +92,8 @@ class Engine:
         self.setup = setup
         self.signer = P.Signer(bytes.fromhex(setup["key"]))
         self.identity = os.urandom(8).hex().encode()
-        self.work = transport.connect_dealer(setup["head"], self.signer, identity=self.identity)
+        self.work = transport.connect_dealer(setup["head"], self.signer, identity=self.identity,
+                                             immediate=bool(setup.get("rejoin_until")))
         self.engine_id = -1
         self.functions: dict[int, object] = {}
         self.blobs: dict[int, bytes] = {}
@@ -142,9 +143,12 @@ class Engine:
 
     def run(self) -> None:
         res = self.setup.get("resources", {})
-        self.work.send(P.EngineHello(self.pid, self.hostname, self.setup.get("node") or self.hostname, res))
-        welcome = None
-        deadline = time.monotonic() + float(self.setup.get("start_timeout_s", 30))
+        hello = P.EngineHello(self.pid, self.hostname, self.setup.get("node") or self.hostname, res)
+        until = float(self.setup.get("rejoin_until", 0))
+        welcome = self._hello_again(hello, until) if until else None
+        if not until:
+            self.work.send(hello)
+        deadline = time.monotonic() + (0 if until else float(self.setup.get("start_timeout_s", 30)))
         while welcome is None and time.monotonic() < deadline:
             msg = self.work.recv(timeout_ms=200)
             if isinstance(msg, P.EngineWelcome):
@@ -208,6 +212,38 @@ class Engine:
 
     def _orphaned(self) -> bool:
         return bool(self.parent_pid) and os.getppid() != self.parent_pid
+
+    # ------------------------------------------------------------ rejoining after a lost link
+    # An engine of another host (started by `jpar start --address`, no parent to follow, its head off
+    # loopback) whose head went silent was declared dead there, its work moved elsewhere. It becomes a new engine in the
+    # same process (exec: whoever started it still knows its pid) that joins again once the head
+    # answers, for up to rejoin_s; nothing of the old engine's state survives, so nothing runs twice.
+    def _rejoin(self) -> None:
+        setup = {k: v for k, v in self.setup.items() if k != "status_fd"}
+        setup["rejoin_until"] = time.time() + float(setup["rejoin_s"])
+        try:
+            r, w = os.pipe()
+            os.write(w, (json.dumps(setup) + "\n").encode())
+            os.close(w)
+            os.dup2(r, 0)
+            log.warning("engine %d lost its head; trying to join it again for %g s", self.engine_id, setup["rejoin_s"])
+            os.execv(sys.executable, [sys.executable, "-m", "jpar.runtime.engine.engine"])
+        except OSError as exc:
+            log.error("cannot rejoin (%s); engine exits", exc)
+
+    def _hello_again(self, hello: P.EngineHello, until: float):
+        """A rejoining engine's hello, sent only onto a live connection (the socket queues nothing
+        while the link is down, so the head gets one hello, not a backlog), repeated until a welcome."""
+        while time.time() < until:
+            if not self.work.send(hello, nowait=True):
+                time.sleep(0.2)
+                continue
+            deadline = time.monotonic() + float(self.setup.get("start_timeout_s", 30))
+            while time.monotonic() < deadline:
+                msg = self.work.recv(timeout_ms=200)
+                if isinstance(msg, P.EngineWelcome):
+                    return msg
+        return None
 
     def _attach_store(self):
         """This node's object store; mappings stay cached, so tasks reusing a ref pay no page faults."""
@@ -531,6 +567,9 @@ class Engine:
                     log.error("head gone (silent %.1fs); engine exits", now - self.last_from_head)
                     self.store.sweep_node()
                     stop_descendants(grace_s=0)
+                    if not self.parent_pid and float(self.setup.get("rejoin_s", 0)) > 0 \
+                            and transport.needs_curve(self.setup["head"]):   # a network between them
+                        self._rejoin()
                     os._exit(3)
         finally:
             ctl.close()

@@ -535,10 +535,14 @@ def _connect(sock: zmq.Socket, endpoint: str) -> None:
 
 
 def connect_dealer(endpoint: str, signer, identity: bytes | None = None,
-                   heartbeat: tuple[float, float] | None = HEARTBEAT) -> Channel:
+                   heartbeat: tuple[float, float] | None = HEARTBEAT, immediate: bool = False) -> Channel:
+    """``immediate``: a send while no connection is up fails (``send(nowait=True)`` is False) instead
+    of waiting in a queue for one."""
     sock = _socket(zmq.DEALER)
     if identity:
         sock.setsockopt(zmq.IDENTITY, identity)
+    if immediate:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     _heartbeat(sock, heartbeat)
