@@ -54,10 +54,16 @@ def _by_value():
         def crash(self):
             os._exit(7)
 
-    return jpar.remote(Probe)
+    def ones(n):
+        return np.ones(n)
+
+    def total(arr):
+        return float(arr.sum())
+
+    return jpar.remote(Probe), jpar.remote(ones), jpar.remote(total)
 
 
-Probe = _by_value()
+Probe, ones, total = _by_value()
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +137,13 @@ def test_a_remote_actor_that_crashes_restarts_on_its_host(site):
         jpar.get(a.where.remote(), timeout=60)
 
 
-def test_an_actor_whose_host_engines_are_lost_dies_saying_where(site):
-    """It kills node "far"'s engines (the next test joins others)."""
-    a = Probe.options(**FAR_ONLY).remote()
+def test_what_lived_on_a_lost_host_says_where_it_was(site):
+    """An actor there dies naming the node; a value stored only there raises ObjectLostError at once,
+    naming the node and the task that made it, in get() and in a task given it. It kills node
+    "far"'s engines (the next test joins others)."""
+    value = ones.options(**FAR_ONLY).remote(1_000_000)   # 8 MB: in node "far"'s store only
+    assert jpar.wait([value], timeout=60)[0] == [value]
+    a = Probe.options(**FAR_ONLY).remote()               # (the task gave "far" back: the actor takes it)
     _, _, pid = jpar.get(a.where.remote(), timeout=60)
     engine = psutil.Process(pid).parent()
     for p in site.far_procs:                            # every engine of that host, by pid
@@ -142,6 +152,14 @@ def test_an_actor_whose_host_engines_are_lost_dies_saying_where(site):
     assert _ends(engine, 30) and _ends(psutil.Process(pid), 30)   # it went with its engine
     with pytest.raises(jpar.ActorDiedError, match=f"node {netns.FAR!r}"):
         jpar.get(a.where.remote(), timeout=60)
+    while any(e["node"] == netns.FAR for e in hooks.engines()):   # each call a round trip to the head
+        pass
+    t0 = time.monotonic()
+    with pytest.raises(jpar.ObjectLostError, match=f"task ones.*node {netns.FAR!r}"):
+        jpar.get(value, timeout=60)
+    assert time.monotonic() - t0 < 5, "get tried to pull from a node that is gone"
+    with pytest.raises(jpar.ObjectLostError, match=f"node {netns.FAR!r}"):
+        jpar.get(total.remote(value), timeout=60)     # runs here, given the lost value
     b = Probe.options(**FAR_ONLY).remote()              # no host has "far" any more
     with pytest.raises(jpar.ActorDiedError, match="no node of the cluster can ever provide"):
         jpar.get(b.where.remote(), timeout=30)

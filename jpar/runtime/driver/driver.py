@@ -232,20 +232,25 @@ class Driver:
 
         records = {r.id: P.ObjectRecord(r.id, P.ERROR, serialization.dumps_error(ObjectFreedError(repr(r))))
                    for r in refs}
+        self._overwrite(records.values())
+        self.request(P.Free, list(records.values()), timeout=timeout)
+
+    def _overwrite(self, records) -> None:
+        """Error records that replace what this process holds for those objects (unlike _store, where
+        the first arrival wins): freed here, or lost with their node (the head's ObjectsLost)."""
         callbacks = []
         with self.cond:
-            for oid, rec in records.items():
-                self.results[oid] = (P.ERROR, rec.blob)
+            for oid, status, blob in records:
+                self.results[oid] = (status, blob)
                 self._requested.discard(oid)
                 cbs = self._futures.pop(oid, None)
                 if cbs:
-                    callbacks.append((cbs, rec.blob))
+                    callbacks.append((cbs, status, blob))
             self.errors_seen += 1
             self.cond.notify_all()
-        for cbs, blob in callbacks:
+        for cbs, status, blob in callbacks:
             for fut in cbs:
-                _complete(fut, P.ERROR, blob)
-        self.request(P.Free, list(records.values()), timeout=timeout)
+                _complete(fut, status, blob)
 
     def query(self, what: str, arg: Any = None, timeout: float | None = None) -> Any:
         """Ask the head something and wait for the answer."""
@@ -367,6 +372,8 @@ class Driver:
                         origin[rec.object_id] = (name, msg.engine)
         elif t is P.TaskFailed or t is P.Objects:
             self._store(msg.objects)
+        elif t is P.ObjectsLost:
+            self._overwrite(msg.objects)
         elif t is P.Output:
             for chunk in msg.chunks:
                 try:

@@ -245,7 +245,7 @@ class Head(ActorHead, EngineMembership, Liveness):
             elif t is P.PutObjects:
                 for rec in msg.objects:
                     self._apply(self.sched.put(client.no, (rec.object_id,), rec.status, (rec.blob,)))
-                self.stores.note(msg.objects, self.sched.objects)
+                self.stores.note(msg.objects, self.sched.objects, f"a put() of client {client.no} ({client.host})")
             elif t is P.Release:
                 self._apply(self.sched.release(client.no, msg.ids))
             elif t is P.GetObjects:
@@ -276,7 +276,7 @@ class Head(ActorHead, EngineMembership, Liveness):
                 self.tasks_finished += len(msg.results)
                 for r in msg.results:   # first: a value the scheduler frees on arrival (jpar.free) is known
                     if r.objects:
-                        self.stores.note(r.objects, self.sched.objects)
+                        self.stores.note(r.objects, self.sched.objects, self._maker(r.task_id))
                 self.done_info = task_events.finished(msg.results, self.stores.locations) if self.pub.listened else None
                 self._apply(self.sched.tasks_done(eng.id, msg.results))
                 self.done_info = None
@@ -570,6 +570,8 @@ class Head(ActorHead, EngineMembership, Liveness):
         self.events.append(P.Event(time.time(), "engine", eng.id, state, {"why": why}))
         self._apply(self.sched.engine_removed(eng.id, why))
         self._remote_actors_lost(eng)
+        if eng.node not in self.sched.nodes and eng.node != self.sched.head_node:
+            self._objects_lost_with(eng.node, why)
         if self.wait_gone:
             self._answer_gone_waits()
 

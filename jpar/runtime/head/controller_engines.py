@@ -6,6 +6,11 @@ Mixed into :class:`jpar.runtime.head.controller.Head`. Adding starts engines as 
 the resources they brought; a node with a declared, fixed CPU count gets none and is told
 why. Removing drains engines through the scheduler (no new work, prefetched work given back,
 running task finished) and answers with the resources given back.
+
+When a node other than the head's has no engine left (lost, or its last engine removed), the
+values stored only there cannot be pulled any more: each becomes an ObjectLostError naming the
+node and what made it, in the head's table (tasks taking it fail at once) and at its owner (its
+``get`` raises at once instead of waiting for a server that is gone).
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..wire import protocol as P
-from ...errors import ResourceError
-from .scheduler_state import DrainEngine
+from ..wire import serialization
+from ...errors import ObjectLostError, ResourceError
+from .scheduler_state import DrainEngine, Queued
 
 if TYPE_CHECKING:
     from .controller import Client
@@ -110,3 +116,34 @@ class EngineMembership:
                         "engine_ids": ids, "pids": [self.engines_by_id[i].pid for i in ids if i in self.engines_by_id],
                         "resources": added, "node": self.setup.get("node", ""), "fixed": ""})
                 return
+
+    # ------------------------------------------------------------ values lost with their node
+    def _maker(self, task_id: int) -> str:
+        task = self.sched.tasks.get(task_id)
+        name = getattr(getattr(task, "spec", None), "name", "") if task is not None else ""
+        return f"the result of task {name}" if name else "a task's result"
+
+    def _objects_lost_with(self, node: str, why: str) -> None:
+        lost = self.stores.only_on(node)
+        if not lost:
+            return
+        by_owner: dict[int, list] = {}
+        for oid in lost:
+            maker = self.stores.makers.get(oid) or "a value"
+            blob = serialization.dumps_error(ObjectLostError(
+                f"Object {oid:#x} ({maker}) was stored only on node {node!r}, which has no engine left ({why}): "
+                "its value is gone. Compute it again; jpar does not rebuild lost objects from their tasks yet. "
+                "Values that must outlive a host belong on the head's host (get() them there, or put() them from "
+                "a driver on it)."))
+            self.stores.locations.pop(oid, None)
+            self.stores.makers.pop(oid, None)
+            obj = self.sched.objects.get(oid)
+            if obj is None or type(obj) is Queued or not obj.ready or obj.status:
+                continue
+            obj.status, obj.blob = P.ERROR, blob   # tasks given it from now on fail with this error
+            by_owner.setdefault(obj.owner, []).append(P.ObjectRecord(oid, P.ERROR, blob))
+        for owner, records in by_owner.items():
+            client = self.clients_by_no.get(owner)
+            if client is not None:
+                client.push.send(P.ObjectsLost(records), nowait=True)
+        log.warning("%d object(s) stored only on node %r are lost with it", len(lost), node)

@@ -620,18 +620,26 @@ class HeadStores:
         self.host = socket.gethostname()
         self.stores: dict[str, ObjectStore] = {}       # node -> store (nodes on this host)
         self.locations: dict[int, list] = {}           # object id -> [Location, ...]
+        self.makers: dict[int, str] = {}               # object id -> what made it ("task f", "a put()")
         self.next_sweep = 0.0
 
-    def note(self, records, live: dict) -> None:
+    def note(self, records, live: dict, maker: str = "") -> None:
         """Remember segments named in (object_id, status, blob) records; free those already dead."""
         for oid, _, blob in records:
             if blob[:4] == LOCATION_MAGIC:
                 self.locations.setdefault(oid, []).append(decode_location(blob))
+                if maker:
+                    self.makers[oid] = maker
                 if oid not in live:
                     self.free((oid,))
 
+    def only_on(self, node: str) -> list:
+        """Ids of the objects whose every stored copy is on ``node``."""
+        return [oid for oid, locs in self.locations.items() if locs and all(loc.node == node for loc in locs)]
+
     def free(self, object_ids) -> None:
         for oid in object_ids:
+            self.makers.pop(oid, None)
             for loc in self.locations.pop(oid, ()):
                 store = self._store(loc)
                 if store is not None:

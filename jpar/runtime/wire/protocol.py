@@ -31,7 +31,7 @@ Who sends what (D = driver or any client, H = head, E = engine)::
     H->E  Define DriverInfo Dispatch CancelTask Heartbeat Shutdown
           StartActorProcess StopActorProcess         (actors on the engine's host, not the head's)
     H->A  ActorSetup CancelTask Shutdown
-    H->D  Welcome Answer Objects TaskFailed ActorInfo
+    H->D  Welcome Answer Objects TaskFailed ActorInfo ObjectsLost
     D->A  Calls                                      (method calls go straight to the actor)
     *->*  FetchObject ObjectChunk                    (a reader pulls a stored object from its writer's node)
     E->D  Results Output                             (A->D too: method results)
@@ -516,6 +516,14 @@ class ActorSetup(Message):
     class_blob: bytes
 
 
+@_msg(45, {"objects": ObjectRecord})
+@dataclass(slots=True)
+class ObjectsLost(Message):
+    """Head to an owner: these values lived only on a node that left the cluster; each record's error
+    replaces the value the owner held (a location it can no longer pull from)."""
+    objects: list
+
+
 @_msg(44)
 @dataclass(slots=True)
 class ActorInfo(Message):
@@ -563,7 +571,7 @@ MESSAGES: dict[int, type[Message]] = {
         Shutdown, StartActorProcess, StopActorProcess, ActorProcessExited,
         EngineWelcome, Welcome, Answer, Objects, TaskFailed, Results, Output, Events,
         CreateActor, ActorLookup, KillActor, ReleaseActor, ActorCallsDone, ActorHello, ActorReady, ActorSetup,
-        ActorInfo, Calls, FetchObject, ObjectChunk,
+        ActorInfo, Calls, FetchObject, ObjectChunk, ObjectsLost,
     )
 }
 _FIELDS = {code: tuple(f.name for f in dataclasses.fields(cls)) for code, cls in MESSAGES.items()}
