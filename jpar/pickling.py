@@ -77,16 +77,20 @@ class RemoteException(Exception):
         return (RemoteException, (self.type_name, self.message))
 
 
+def portable_exception(exc: BaseException) -> BaseException:
+    """``exc`` if it survives a pickle round trip, else a RemoteException naming its type and message
+    (an exception whose ``__init__`` rejects its own args pickles but fails to load)."""
+    try:
+        pickle.loads(cloud_dumps(exc))
+        return exc
+    except Exception:
+        return RemoteException(type(exc).__qualname__, str(exc))
+
+
 def dumps_exception(exc: BaseException, function_name: str, skip_frames: int = 0) -> bytes:
     """A task's exception as a pickled TaskError carrying the remote traceback."""
     tb = remote_traceback(exc, skip_frames)
-    cause: BaseException = exc
-    try:
-        blob = cloud_dumps(cause)
-        pickle.loads(blob)  # an exception whose __init__ rejects its own args fails here
-    except Exception:
-        cause = RemoteException(type(exc).__qualname__, str(exc))
-    err = TaskError(function_name, tb, cause)
+    err = TaskError(function_name, tb, portable_exception(exc))
     try:
         return cloud_dumps(err)
     except Exception:

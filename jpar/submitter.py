@@ -117,14 +117,14 @@ def _picklable(outcome: tuple) -> tuple:
     """One call's outcome as it can travel: an unpicklable value becomes MaybeEncodingError, an
     unpicklable exception a RemoteException naming its type and message."""
     ok, value = outcome
+    if not ok:
+        exc, tb = value
+        return False, (pickling.portable_exception(exc), tb)
     try:
-        pickle.loads(pickling.cloud_dumps(value))   # an exception whose __init__ rejects its args fails on load
+        pickle.loads(pickling.cloud_dumps(value))
         return outcome
     except Exception as err:
-        if ok:
-            return False, (MaybeEncodingError(err, value), "")
-        exc, tb = value
-        return False, (pickling.RemoteException(type(exc).__qualname__, str(exc)), tb)
+        return False, (MaybeEncodingError(err, value), "")
 
 
 #: engine side: functions of map calls already unpickled here, by digest of their pickle
