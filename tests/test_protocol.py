@@ -116,3 +116,29 @@ def test_the_docs_state_the_current_version():
 def test_empty_key_refused():
     with pytest.raises(ProtocolError):
         P.Signer(b"")
+
+
+def test_an_object_chunk_carries_its_bytes_as_a_signed_frame_of_their_own():
+    data = bytes(range(256)) * 4096                      # 1 MiB
+    frames = P.encode(P.ObjectChunk(7, 4096, 1 << 30, memoryview(data)[16:]), KEY)
+    assert len(frames) == 4 and bytes(frames[3]) == data[16:] and len(frames[2]) < 200   # not in the pickle
+    back = P.decode([*frames[:3], memoryview(bytes(frames[3]))], KEY)
+    assert (back.req_id, back.offset, back.total, bytes(back.data)) == (7, 4096, 1 << 30, data[16:])
+
+
+def test_attachment_frames_are_checked():
+    chunk = P.encode(P.ObjectChunk(1, 0, 3, b"abc"), KEY)
+    with pytest.raises(ProtocolError, match="signature"):    # the attachment is signed
+        P.decode([*chunk[:3], b"abd"], KEY)
+    sig, header, body, att = chunk
+    with pytest.raises(ProtocolError, match="signature"):    # bytes moved from the body into it: refused
+        P.decode([sig, header, body[:-1], body[-1:] + att], KEY)
+    with pytest.raises(ProtocolError, match="needs attachment"):   # a chunk without one
+        P.decode(signed(pickle.dumps((P.PROTOCOL_VERSION, P.ObjectChunk.CODE, [1, 0, 3, b""]))), KEY)
+    hb = P.encode(P.Heartbeat(), KEY)                      # a message that takes none, given one
+    header, body, extra = hb[1], hb[2], b"x"
+    forged = [KEY.sign([header, body, P._BODY_LEN.pack(len(body)), extra]), header, body, extra]
+    with pytest.raises(ProtocolError, match="takes no attachment"):
+        P.decode(forged, KEY)
+    with pytest.raises(ProtocolError, match="got 5 frame"):
+        P.decode([*chunk, b"more"], KEY)

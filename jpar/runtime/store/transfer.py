@@ -7,6 +7,10 @@
                       <--ObjectChunk(off, total, data)--   maps the segment (shared lock) and slices it
       (up to _WINDOW requests in flight; the chunks land in one private buffer: one copy)
 
+A chunk's bytes travel as a frame of their own (the message's attachment, see protocol.encode): the
+server hands ZeroMQ a slice of the mapped segment, the reader takes the frame without a copy, so the
+only passes over the data in Python are the HMAC on each side and the reader's copy into its buffer.
+
 Messages go through the cluster's signed transport like every other message: a request
 replayed from another socket is refused, and junk sent to the server is dropped in bounded
 slices (see :mod:`jpar.runtime.wire.transport`). The value
@@ -74,7 +78,7 @@ class ObjectServer:
             return P.ObjectChunk(msg.req_id, msg.offset, -1, str(exc).encode())
         self._open[msg.name] = (view, time.monotonic())
         end = min(msg.offset + msg.length, len(view))
-        return P.ObjectChunk(msg.req_id, msg.offset, len(view), bytes(view[msg.offset:end]))
+        return P.ObjectChunk(msg.req_id, msg.offset, len(view), view[msg.offset:end])   # no copy: ZeroMQ sends it
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -92,6 +96,7 @@ def fetch(loc, key: bytes) -> bytearray:
         raise ObjectLostError(f"Object segment {loc.name} lives on node {loc.node!r} and has no server to pull it "
                               "from. Run the task on that node, or get() it there.")
     ch = transport.connect_dealer(loc.endpoint, P.Signer(key))
+    ch.zero_copy = True
     try:
         buf = bytearray(loc.size)
         offsets = list(range(0, loc.size, CHUNK))
@@ -112,7 +117,7 @@ def fetch(loc, key: bytes) -> bytearray:
                 continue
             del pending[msg.req_id]
             if msg.total < 0:
-                raise ObjectLostError(msg.data.decode(errors="replace"))
+                raise ObjectLostError(bytes(msg.data).decode(errors="replace"))
             buf[msg.offset:msg.offset + len(msg.data)] = msg.data
             got += len(msg.data)
         return buf

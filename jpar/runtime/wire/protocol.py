@@ -10,9 +10,11 @@ one per sending socket), its sequence number (1, 2, 3... per session) and the wa
 time it was sent. ``body`` is ``pickle((PROTOCOL_VERSION, CODE, fields...))`` where fields
 holding records (NamedTuples, e.g. :class:`TaskSpec`) travel as plain tuples: pickling a
 NamedTuple costs ten times a tuple, and a batch holds thousands of them. ``signature``
-is HMAC-SHA256 over header and body with the per-cluster key.
+is HMAC-SHA256 over header and body with the per-cluster key. One message, the object
+chunk (``ATTACH``), has a fourth frame, its raw bytes, signed with the rest (see :func:`encode`).
 
-A receiver checks, cheapest first and before unpickling anything: three frames, a
+A receiver checks, cheapest first and before unpickling anything: three frames (four for a
+chunk), a
 32-byte signature and header, the signature, then (with a :class:`ReplayGuard`, one per
 receiving socket) that the sequence number is higher than the last one seen from that
 session and that the message is not older than the replay window, then the version, then
@@ -166,6 +168,7 @@ class CallDoneRecord(NamedTuple):
 class Message:
     CODE: ClassVar[int] = 0
     RECORDS: ClassVar[dict[str, type]] = {}
+    ATTACH: ClassVar[str] = ""    # a bytes field that travels as a frame of its own (see encode)
 
 
 def _msg(code: int, records: dict[str, type] | None = None):
@@ -556,6 +559,7 @@ class FetchObject(Message):
 @_msg(71)
 @dataclass(slots=True)
 class ObjectChunk(Message):
+    ATTACH: ClassVar[str] = "data"   # megabytes: a frame of its own, never pickled, received without a copy
     req_id: int
     offset: int
     total: int           # segment size; -1 when the segment is gone (data is then the reason)
@@ -658,17 +662,31 @@ class ReplayGuard:
         return len(self._last)
 
 
+_BODY_LEN = struct.Struct("<Q")
+
+
 def encode(msg: Message, signer: Signer, session: Session | None = None) -> list:
-    """A message as frames ``[signature, header, body]`` (a one-off session when none is given)."""
+    """A message as frames ``[signature, header, body]`` (a one-off session when none is given).
+
+    A message class with ``ATTACH`` (an object chunk) sends that bytes-like field as a fourth frame,
+    ``[signature, header, body, attachment]``, instead of inside the pickled body: megabytes are then
+    neither copied into a pickle nor out of one, and a receiver can take the frame without a copy. The
+    signature covers it too, with the body's length, so frames cannot be re-split between the two."""
     code = msg.CODE
     values = [getattr(msg, name) for name in _FIELDS[code]]
     if msg.RECORDS:
         for i, name in enumerate(_FIELDS[code]):
             if name in msg.RECORDS:
                 values[i] = [tuple(r) for r in values[i]]
+    attachment = None
+    if msg.ATTACH:
+        i = _FIELDS[code].index(msg.ATTACH)
+        attachment, values[i] = values[i], b""
     body = pickle.dumps((PROTOCOL_VERSION, code, values), protocol=5)
     header = (session or Session()).header()
-    return [signer.sign((header, body)), header, body]
+    if attachment is None:
+        return [signer.sign((header, body)), header, body]
+    return [signer.sign((header, body, _BODY_LEN.pack(len(body)), attachment)), header, body, attachment]
 
 
 def decode(frames, signer: Signer, guard: ReplayGuard | None = None) -> Message:
@@ -676,13 +694,17 @@ def decode(frames, signer: Signer, guard: ReplayGuard | None = None) -> Message:
 
     The cheap checks come first (frame count and sizes), then the signature, then the replay
     guard: nothing is unpickled from a sender that does not hold the key."""
-    if len(frames) != 3:
-        raise ProtocolError(f"expected [signature, header, body], got {len(frames)} frame(s)")
-    signature, header, body = frames
+    if len(frames) not in (3, 4):
+        raise ProtocolError(f"expected [signature, header, body(, attachment)], got {len(frames)} frame(s)")
+    signature, header, body = frames[:3]
+    attachment = frames[3] if len(frames) == 4 else None
     if len(signature) != SIGNATURE_BYTES or len(header) != HEADER.size:
         raise ProtocolError("bad or missing signature: malformed signature or header frame")
     header, body = bytes(header), bytes(body)
-    if not signer.verify(bytes(signature), (header, body)):
+    if attachment is not None:
+        attachment = attachment if isinstance(attachment, (bytes, memoryview)) else memoryview(attachment)
+    signed = (header, body) if attachment is None else (header, body, _BODY_LEN.pack(len(body)), attachment)
+    if not signer.verify(bytes(signature), signed):
         raise ProtocolError("bad or missing signature: the sender does not hold this cluster's key")
     if guard is not None:
         guard.check(*HEADER.unpack(header))
@@ -698,6 +720,10 @@ def decode(frames, signer: Signer, guard: ReplayGuard | None = None) -> Message:
     cls = MESSAGES.get(code) if type(code) is int else None
     if cls is None or not isinstance(values, list) or len(values) != len(_FIELDS[code]):
         raise ProtocolError(f"unknown message code {code!r} or wrong field count")
+    if (attachment is not None) != bool(cls.ATTACH):
+        raise ProtocolError(f"{cls.__name__} {'needs' if cls.ATTACH else 'takes no'} attachment frame")
+    if attachment is not None:
+        values[_FIELDS[code].index(cls.ATTACH)] = attachment
     if cls.RECORDS:
         for i, name in enumerate(_FIELDS[code]):
             rec = cls.RECORDS.get(name)

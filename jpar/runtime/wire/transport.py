@@ -74,8 +74,8 @@ def context() -> zmq.Context:
 class Channel:
     """One socket that sends and receives signed messages."""
 
-    __slots__ = ("sock", "signer", "dropped", "endpoint", "session", "guard", "prefix", "_drops", "_peers",
-                 "_why", "_since", "_last_first")
+    __slots__ = ("sock", "signer", "dropped", "endpoint", "session", "guard", "prefix", "zero_copy", "_drops",
+                 "_peers", "_why", "_since", "_last_first")
 
     def __init__(self, sock: zmq.Socket, signer: protocol.Signer, endpoint: str = ""):
         self.sock = sock
@@ -85,6 +85,7 @@ class Channel:
         self.session = protocol.Session()
         self.guard = protocol.ReplayGuard()
         self.prefix = 0                  # leading frames (a topic) stripped before decoding
+        self.zero_copy = False           # receive frames without copying them (large attachments: a reader)
         self._drops = 0                  # dropped since the last summary line
         self._peers: set = set()
         self._why = ""
@@ -126,7 +127,7 @@ class Channel:
         sock = self.sock
         for _ in range(RECV_BUDGET):
             try:
-                frames = sock.recv_multipart(flags=zmq.DONTWAIT, copy=True)
+                frames = sock.recv_multipart(flags=zmq.DONTWAIT, copy=not self.zero_copy)
             except zmq.Again:
                 return None
             if self.prefix:
