@@ -145,17 +145,14 @@ class Engine:
         res = self.setup.get("resources", {})
         hello = P.EngineHello(self.pid, self.hostname, self.setup.get("node") or self.hostname, res)
         until = float(self.setup.get("rejoin_until", 0))
-        welcome = self._hello_again(hello, until) if until else None
-        if not until:
+        if until:
+            welcome = self._hello_again(hello, until)
+        else:
             self.work.send(hello)
-        deadline = time.monotonic() + (0 if until else float(self.setup.get("start_timeout_s", 30)))
-        while welcome is None and time.monotonic() < deadline:
-            msg = self.work.recv(timeout_ms=200)
-            if isinstance(msg, P.EngineWelcome):
-                welcome = msg
+            welcome = self._welcome(time.monotonic() + float(self.setup.get("start_timeout_s", 30)))
+        if welcome is None:
             if self._orphaned():
                 return
-        if welcome is None:
             log.error("no welcome from the head at %s; exiting", self.setup["head"])
             self._report(f"no welcome from the head at {self.setup['head']} within "
                          f"{float(self.setup.get('start_timeout_s', 30)):g} s")
@@ -238,11 +235,19 @@ class Engine:
             if not self.work.send(hello, nowait=True):
                 time.sleep(0.2)
                 continue
-            deadline = time.monotonic() + float(self.setup.get("start_timeout_s", 30))
-            while time.monotonic() < deadline:
-                msg = self.work.recv(timeout_ms=200)
-                if isinstance(msg, P.EngineWelcome):
-                    return msg
+            welcome = self._welcome(time.monotonic() + float(self.setup.get("start_timeout_s", 30)))
+            if welcome is not None:
+                return welcome
+        return None
+
+    def _welcome(self, deadline: float) -> P.EngineWelcome | None:
+        """The head's answer to our hello, or None by ``deadline`` (or once this engine is orphaned)."""
+        while time.monotonic() < deadline:
+            msg = self.work.recv(timeout_ms=200)
+            if self._orphaned():
+                return None
+            if isinstance(msg, P.EngineWelcome):
+                return msg
         return None
 
     def _attach_store(self):

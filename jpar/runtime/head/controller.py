@@ -245,7 +245,9 @@ class Head(ActorHead, EngineMembership, Liveness):
             elif t is P.PutObjects:
                 for rec in msg.objects:
                     self._apply(self.sched.put(client.no, (rec.object_id,), rec.status, (rec.blob,)))
-                self.stores.note(msg.objects, self.sched.objects, f"a put() of client {client.no} ({client.host})")
+                noted = self.stores.note(msg.objects, self.sched.objects)
+                if noted:
+                    self.stores.made_by(noted, f"a put() of client {client.no} ({client.host})")
             elif t is P.Release:
                 self._apply(self.sched.release(client.no, msg.ids))
             elif t is P.GetObjects:
@@ -276,7 +278,9 @@ class Head(ActorHead, EngineMembership, Liveness):
                 self.tasks_finished += len(msg.results)
                 for r in msg.results:   # first: a value the scheduler frees on arrival (jpar.free) is known
                     if r.objects:
-                        self.stores.note(r.objects, self.sched.objects, self._maker(r.task_id))
+                        noted = self.stores.note(r.objects, self.sched.objects)
+                        if noted:
+                            self.stores.made_by(noted, self._maker(r.task_id))
                 self.done_info = task_events.finished(msg.results, self.stores.locations) if self.pub.listened else None
                 self._apply(self.sched.tasks_done(eng.id, msg.results))
                 self.done_info = None

@@ -119,24 +119,20 @@ class EngineMembership:
 
     # ------------------------------------------------------------ values lost with their node
     def _maker(self, task_id: int) -> str:
-        task = self.sched.tasks.get(task_id)
-        name = getattr(getattr(task, "spec", None), "name", "") if task is not None else ""
-        return f"the result of task {name}" if name else "a task's result"
+        spec = getattr(self.sched.tasks.get(task_id), "spec", None)   # (a finishing task is a full Task)
+        return f"the result of task {spec.name}" if spec is not None else "a task's result"
 
     def _objects_lost_with(self, node: str, why: str) -> None:
-        lost = self.stores.only_on(node)
+        lost = self.stores.forget_node(node)
         if not lost:
             return
         by_owner: dict[int, list] = {}
-        for oid in lost:
-            maker = self.stores.makers.get(oid) or "a value"
+        for oid, maker in lost:
             blob = serialization.dumps_error(ObjectLostError(
-                f"Object {oid:#x} ({maker}) was stored only on node {node!r}, which has no engine left ({why}): "
-                "its value is gone. Compute it again; jpar does not rebuild lost objects from their tasks yet. "
-                "Values that must outlive a host belong on the head's host (get() them there, or put() them from "
-                "a driver on it)."))
-            self.stores.locations.pop(oid, None)
-            self.stores.makers.pop(oid, None)
+                f"Object {oid:#x} ({maker or 'a value'}) was stored only on node {node!r}, which has no engine left "
+                f"({why}): its value is gone. Compute it again; jpar does not rebuild lost objects from their tasks "
+                "yet. Values that must outlive a host belong on the head's host (get() them there, or put() them "
+                "from a driver on it)."))
             obj = self.sched.objects.get(oid)
             if obj is None or type(obj) is Queued or not obj.ready or obj.status:
                 continue

@@ -623,19 +623,32 @@ class HeadStores:
         self.makers: dict[int, str] = {}               # object id -> what made it ("task f", "a put()")
         self.next_sweep = 0.0
 
-    def note(self, records, live: dict, maker: str = "") -> None:
-        """Remember segments named in (object_id, status, blob) records; free those already dead."""
+    def note(self, records, live: dict) -> list:
+        """Remember segments named in (object_id, status, blob) records; free those already dead.
+        Returns the ids given a segment (none for values that travel inline: most of them)."""
+        noted = []
         for oid, _, blob in records:
             if blob[:4] == LOCATION_MAGIC:
                 self.locations.setdefault(oid, []).append(decode_location(blob))
-                if maker:
-                    self.makers[oid] = maker
-                if oid not in live:
+                if oid in live:
+                    noted.append(oid)
+                else:
                     self.free((oid,))
+        return noted
 
-    def only_on(self, node: str) -> list:
-        """Ids of the objects whose every stored copy is on ``node``."""
-        return [oid for oid, locs in self.locations.items() if locs and all(loc.node == node for loc in locs)]
+    def made_by(self, object_ids, maker: str) -> None:
+        """What made these stored objects ("the result of task f", "a put() of ..."), for error messages."""
+        for oid in object_ids:
+            if oid in self.locations:
+                self.makers[oid] = maker
+
+    def forget_node(self, node: str) -> list:
+        """[(object id, what made it)] of the objects whose every stored copy is on ``node``, forgotten
+        here: that node is out of reach (its segments, if on this host, go with the cluster's sweep)."""
+        lost = [oid for oid, locs in self.locations.items() if locs and all(loc.node == node for loc in locs)]
+        for oid in lost:
+            del self.locations[oid]
+        return [(oid, self.makers.pop(oid, "")) for oid in lost]
 
     def free(self, object_ids) -> None:
         for oid in object_ids:
