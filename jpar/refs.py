@@ -93,15 +93,20 @@ class ObjectRef:
 
 class ArgRef:
     """Stands in for a top-level ref argument inside a task's pickled arguments; the engine
-    swaps it for the value. (Pickling the ObjectRef itself would mark it escaped.)"""
+    swaps it for the value. (Pickling the ObjectRef itself would mark it escaped.)
 
-    __slots__ = ("id",)
+    ``once`` marks a large argument passed by value (stored only for this task): the engine lets
+    go of its mapping when the task ends, so the head can recycle its segment at once and the
+    driver's next large write reuses it with no page faults."""
 
-    def __init__(self, object_id: int):
+    __slots__ = ("id", "once")
+
+    def __init__(self, object_id: int, once: bool = False):
         self.id = object_id
+        self.once = once
 
     def __reduce__(self):
-        return (ArgRef, (self.id,))
+        return (ArgRef, (self.id, True) if self.once else (self.id,))
 
 
 def _rebuild_ref(object_id: int, owner: int, cluster: str | None = None) -> ObjectRef:

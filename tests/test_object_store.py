@@ -87,6 +87,36 @@ def test_free_unlinks_or_pools_and_keeps_mapped_values_valid(store):
         S.load(blob2)
 
 
+def test_uncache_lets_a_freed_segment_be_recycled_once_its_views_are_gone(store):
+    """An engine keeps mappings of the values its tasks used (a ref reused pays no faults); a
+    value passed by value is used once, so the engine drops it from that cache: freeing it then
+    recycles the segment into the pool instead of parking it until a later trim."""
+    store.cache_bytes = 64 * MiB
+    blob = store.dumps(np.full(MiB, 2.0), 41)
+    name = S.decode_location(blob).name
+    value = S.load(blob)                                # a task's argument, cached by the engine
+    store.uncache([blob, b"inline pickle: skipped"])
+    assert value.sum() == 2.0 * MiB                     # the task still uses it
+    del value                                           # the task ended
+    store.free(name)
+    assert segments(store, "d") == [] and len(segments(store, "p")) == 1
+
+
+def test_a_large_buffer_is_copied_in_by_several_threads_intact(store, monkeypatch):
+    from jpar.runtime.store import segments as G
+
+    calls = []
+    copy = G._parallel_copy
+    monkeypatch.setattr(G, "PARALLEL_COPY_MIN", MiB)
+    monkeypatch.setattr(G, "_copy_threads", lambda: 3)
+    monkeypatch.setattr(G, "_parallel_copy", lambda dst, src: (calls.append(src.nbytes), copy(dst, src)))
+    arr = np.random.default_rng(5).integers(0, 1 << 60, size=(3 * MiB + 123) // 8 + 1)   # odd size: a short last chunk
+    got = S.load(store.dumps(arr, 51))
+    assert calls == [arr.nbytes] and np.array_equal(got, arr)
+    small = np.arange(1000, dtype=np.float64)                                          # below the limit: one thread
+    assert np.array_equal(S.load(store.dumps({"a": small, "b": arr}, 52))["b"], arr) and calls == [arr.nbytes] * 2
+
+
 def test_small_freed_segments_are_unlinked(store):
     blob = store.dumps(np.ones(20_000), 31)            # 160 KB: below POOL_MIN
     store.free(S.decode_location(blob).name)

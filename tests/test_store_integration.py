@@ -120,6 +120,35 @@ def test_large_argument_by_value_is_put_once(cluster):
     assert writeable and kind != "mmap"                    # small values stay inline
 
 
+@jpar.remote
+def mapping_of(x):
+    """This engine's pid and the inode of the mapping that holds ``x``'s data (from /proc/self/maps)."""
+    addr = x.__array_interface__["data"][0]
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, _, _, _, inode = line.split()[:5]
+            lo, hi = (int(v, 16) for v in span.split("-"))
+            if lo <= addr < hi:
+                return os.getpid(), int(inode)
+    return os.getpid(), None
+
+
+def mapped_inodes(pid: int) -> set:
+    with open(f"/proc/{pid}/maps") as f:
+        return {int(line.split()[4]) for line in f if "/dev/shm/jpar-" in line}
+
+
+def test_an_argument_passed_by_value_is_not_kept_mapped_by_the_engine(cluster):
+    """Only this task reads a value passed by value: the engine lets go of its mapping when the
+    task ends (before its result leaves), so freeing the value recycles its segment at once and
+    the driver's next large write reuses it without page faults. A ref's value stays cached."""
+    pid, inode = jpar.get(mapping_of.remote(np.full(MiB, 1.0)))
+    assert inode and inode not in mapped_inodes(pid)
+    ref = jpar.put(np.full(MiB, 2.0))
+    pid, inode = jpar.get(mapping_of.remote(ref))
+    assert inode in mapped_inodes(pid)                  # kept: the next task on this ref pays no faults
+
+
 def test_large_result_travels_as_a_location(cluster):
     ref = make.remote(MiB, 4.0)
     out = jpar.get(ref)

@@ -58,7 +58,7 @@ def put_large(driver, args: tuple, kwargs: dict, deps: tuple, measure: bool = Fa
             return a
         ref = driver.put(a)
         keep.append(ref)
-        return ArgRef(ref.id)
+        return ArgRef(ref.id, once=True)
 
     new_args = tuple(swap(a) for a in args)
     new_kwargs = {k: swap(v) for k, v in kwargs.items()} if kwargs else kwargs

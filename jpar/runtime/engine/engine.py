@@ -107,6 +107,7 @@ class Engine:
         self.start_lock = threading.Lock()       # starting a task vs. revoking it are atomic
         self.running: list = []                  # stack of DispatchRecords (nested runs)
         self.done: list = []                     # TaskDone records not yet sent
+        self.done_first = False                  # send TaskDone ahead of results (see _flush)
         self.results: dict[int, list] = {}       # owner -> ObjectRecords not yet sent
         # chaining (see scheduler_chaining): a queued task may wait for a value made here by the task
         # ahead; wanted counts such tasks per object, produced keeps those values until they ran
@@ -419,9 +420,14 @@ class Engine:
             for oid, status, blob in rec.deps:
                 values[oid] = serialization.load_result(status, blob)
             fetch = time.perf_counter() - t0
+            once = [a.id for a in args if type(a) is ArgRef and a.once]
             args = tuple(values[a.id] if type(a) is ArgRef else a for a in args)
             if kwargs:
+                once += [v.id for v in kwargs.values() if type(v) is ArgRef and v.once]
                 kwargs = {k: (values[v.id] if type(v) is ArgRef else v) for k, v in kwargs.items()}
+            if once:   # by-value arguments: no later task maps them, so do not keep their mappings
+                self.store.uncache(blob for oid, _, blob in rec.deps if oid in once)
+                self.done_first = True
         return args, kwargs, fetch
 
     def _split_returns(self, rec: P.DispatchRecord, value) -> tuple:
@@ -468,6 +474,12 @@ class Engine:
         """Send finished tasks' output, results (to owners) and done notices (to the head)."""
         if self.output:
             self.flush_output()
+        if self.done_first and self.done:
+            # a task here read a value passed by value: the head frees (recycles) its segment on
+            # this notice, which then reaches it before the owner's next large write asks for one
+            self.done_first = False
+            done, self.done = self.done, []
+            self.work.send(P.TaskDone(done))
         if self.results:
             results, self.results = self.results, {}
             with self.push_lock:

@@ -429,6 +429,14 @@ class ObjectStore:
         if entry is not None:
             self._cached -= entry[2]
 
+    def uncache(self, blobs) -> None:
+        """Drop the cached mappings of these values (location records; others are skipped): the
+        segment is unmapped once the caller's views of it are gone, so freeing it recycles it."""
+        with self._lock:
+            for blob in blobs:
+                if is_location(blob):
+                    self._forget(decode_location(blob).name)
+
     def trim_cache(self) -> None:
         """Drop cached mappings of segments that were freed, so their memory can be reused."""
         if not self._cache:

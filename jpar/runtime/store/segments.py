@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import struct
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -192,10 +193,48 @@ def _fill(m: mmap.mmap, p: Prepared) -> None:
         for i, part in enumerate(parts):
             n = part.nbytes
             _ENT.pack_into(m, _HDR.size + _ENT.size * i, off, n)
-            mv[off:off + n] = part.cast("B") if part.format != "B" else part
+            part = part.cast("B") if part.format != "B" else part
+            if n >= PARALLEL_COPY_MIN and _copy_threads() > 1 and "numpy" in sys.modules:
+                _parallel_copy(mv[off:off + n], part)
+            else:
+                mv[off:off + n] = part
             off += _align(n)
     finally:
         mv.release()
+
+
+# One thread copies ~12 GB/s here, two ~20 GB/s: a large buffer is copied in chunks by several
+# threads (numpy's copy releases the GIL), as Ray's store copies large objects.
+PARALLEL_COPY_MIN = 64 << 20
+_copier: tuple[int, Any] | None = None   # (pid, ThreadPoolExecutor): a forked child makes its own
+
+
+def _copy_threads() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def _parallel_copy(dst: memoryview, src: memoryview) -> None:
+    """``dst[:] = src`` by ``_copy_threads()`` threads, each copying one page-aligned chunk."""
+    global _copier
+    import numpy as np
+    from concurrent.futures import ThreadPoolExecutor
+
+    k = _copy_threads()
+    if _copier is None or _copier[0] != os.getpid():
+        _copier = (os.getpid(), ThreadPoolExecutor(k - 1, thread_name_prefix="jpar-copy"))
+    n = src.nbytes
+    step = (-(-n // k) + 4095) & ~4095
+
+    def one(lo: int) -> None:
+        hi = min(n, lo + step)
+        np.copyto(np.frombuffer(dst[lo:hi], np.uint8), np.frombuffer(src[lo:hi], np.uint8))
+
+    futures = [_copier[1].submit(one, lo) for lo in range(step, n, step)]
+    try:
+        one(0)
+    finally:
+        for f in futures:
+            f.result()
 
 
 def _unpickle(view: memoryview) -> Any:
