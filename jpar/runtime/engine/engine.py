@@ -679,9 +679,15 @@ STRANDED_S = 0.2   # how long a blocked task waits for the head to take back wor
 
 def main() -> None:
     setup = json.loads(sys.stdin.readline())
+    sys.stdin.close()
+    run(setup)
+
+
+def run(setup: dict) -> None:
+    """Run an engine, or with ``setup["actor"]`` an actor process (also entered in a fork of the
+    head's actor-process template, see forker.py)."""
     logging.basicConfig(level=setup.get("log_level", "WARNING"),
                         format=f"%(asctime)s engine[{os.getpid()}] %(levelname)s %(message)s")
-    sys.stdin.close()
     guard_process()
     keys.apply_settings(setup.get("security"))   # off loopback: CURVE with this host's client keys
     if setup.get("actor"):  # actor mode: this process hosts exactly one actor

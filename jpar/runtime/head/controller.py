@@ -166,6 +166,10 @@ class Head(ActorHead, EngineMembership, Liveness):
             setup["actor"] = actor
         log_path = os.path.join(self.rundir, f"engine-{self.next_engine + len(self.children)}.log" if actor is None
                                 else f"actor-{actor['id']:x}-{actor['incarnation']}.log")
+        if actor is not None and self.forker is not None:
+            proc = self.forker.spawn(setup, log_path)   # a fork of the warm template: no interpreter start
+            if proc is not None:
+                return proc
         with open(log_path, "ab") as logf:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "jpar.runtime.engine.engine"], stdin=subprocess.PIPE, stdout=logf, stderr=logf,

@@ -45,6 +45,7 @@ from collections import deque
 from ..wire import protocol as P
 from ..wire import serialization
 from ...errors import ActorDiedError
+from .actor_forker import Forker
 from .scheduler_actors import ActorState, ActorTransition, CallEvent, CancelCall, NotifyActor, ReplyActor, SpawnActor, StopActor
 
 log = logging.getLogger("jpar.head")
@@ -88,6 +89,7 @@ class ActorHead:
         self.spare_failures = 0                                  # spares that died idle: stop after a few
         self.spares_wanted = False                               # set by the first actor: clusters without
                                                                  # actors keep no idle process
+        self.forker: Forker | None = None                        # the actor-process template (see actor_forker)
         self.sched.head_node = self.setup.get("node") or socket.gethostname()
 
     # ------------------------------------------------------------ messages
@@ -213,6 +215,7 @@ class ActorHead:
             self._spawn_remote_actor(a)
             return
         self.spares_wanted = True
+        self._start_forker()
         if not a.gpu_ids and self.spare_ready:   # a warm spare: the actor starts with one message
             pid, identity = self.spare_ready.popitem()
             self.actor_procs[key] = self.spares.pop(pid)
@@ -261,6 +264,18 @@ class ActorHead:
                 lost = True
         if lost:
             self._check_actor_procs()
+
+    def _start_forker(self) -> None:
+        """Start the actor-process template with the cluster's first actor (``config.actor_fork``):
+        from when it is ready, actor processes and spares are forks of it."""
+        if self.forker is None and self.config.actor_fork and not self.stopping:
+            try:
+                self.forker = Forker(self.setup.get("env") or None, self.setup.get("cwd") or None,
+                                     os.path.join(self.rundir, "actor-template.log"))
+            except OSError as exc:
+                log.warning("could not start the actor-process template (%s); actor processes start as "
+                            "interpreters", exc)
+                self.config.actor_fork = False
 
     def _spares_starting(self) -> int:
         return len(self.spares) - len(self.spare_ready)
@@ -377,6 +392,8 @@ class ActorHead:
             proc.poll()
         self.spares.clear()
         self.spare_ready.clear()
+        if self.forker is not None:
+            self.forker.close()
         for name in os.listdir(self.rundir):
             if name.startswith("actor-") and name.endswith(".log"):
                 try:
