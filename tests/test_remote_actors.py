@@ -124,6 +124,27 @@ def test_an_actor_whose_resources_only_another_host_has_runs_there(site):
         jpar.get(a.where.remote(), timeout=30)
 
 
+def test_later_remote_actors_are_forks_of_their_engines_template(site):
+    """The first actor an engine starts is an interpreter, and starts that engine's template; once
+    it is ready, the engine's later actors are forks of it, on the far host, answering as any."""
+    actors, parents = [], set()
+    for _ in range(30):
+        a = Probe.options(**FAR_ONLY).remote()
+        ns, node, pid = jpar.get(a.where.remote(), timeout=60)
+        actors.append(a)
+        parent = psutil.Process(pid).parent()
+        if "jpar.runtime.engine.forker" in " ".join(parent.cmdline()):
+            assert node == netns.FAR and parent.pid in _far_pids(site)
+            assert parent.parent().pid in {p.pid for p in site.far_procs}   # the template of a far engine
+            assert jpar.get(a.add.remote(1), timeout=30) == [1]
+            break
+        parents.add(parent.pid)
+    else:
+        raise AssertionError(f"no far actor was forked from a template: parents {parents}")
+    for a in actors:
+        jpar.kill(a)
+
+
 def test_a_remote_actor_that_crashes_restarts_on_its_host(site):
     a = Probe.options(max_restarts=1, **FAR_ONLY).remote()
     _, node, pid = jpar.get(a.where.remote(), timeout=60)
@@ -145,11 +166,12 @@ def test_what_lived_on_a_lost_host_says_where_it_was(site):
     assert jpar.wait([value], timeout=60)[0] == [value]
     a = Probe.options(**FAR_ONLY).remote()               # (the task gave "far" back: the actor takes it)
     _, _, pid = jpar.get(a.where.remote(), timeout=60)
-    engine = psutil.Process(pid).parent()
+    starter = psutil.Process(pid).parent()              # its engine, or that engine's actor template
+    actor = psutil.Process(pid)
     for p in site.far_procs:                            # every engine of that host, by pid
         if p.is_running() and p.pid != pid:
             p.send_signal(signal.SIGKILL)
-    assert _ends(engine, 30) and _ends(psutil.Process(pid), 30)   # it went with its engine
+    assert _ends(starter, 30) and _ends(actor, 30)      # it went with its engine
     with pytest.raises(jpar.ActorDiedError, match=f"node {netns.FAR!r}"):
         jpar.get(a.where.remote(), timeout=60)
     while any(e["node"] == netns.FAR for e in hooks.engines()):   # each call a round trip to the head

@@ -117,7 +117,7 @@ def start_engines(conn: dict, config: Config, n: int, node: str, wait: bool = Fa
     setup = {"key": conn["key"], "head": head, "node": node, "resources": node_resources(config, n, resources),
              "parent_pid": 0, "rundir": conn.get("rundir", ""), "log_level": config.log_level,
              "metrics_interval_s": config.metrics_interval_s, "start_timeout_s": config.start_timeout_s,
-             "security": security, "rejoin_s": config.rejoin_s}
+             "security": security, "rejoin_s": config.rejoin_s, "actor_fork": config.actor_fork}
     pids, reports = [], []
     for _ in range(n):
         r = w = None

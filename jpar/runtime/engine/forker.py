@@ -4,14 +4,15 @@ an interpreter start and its imports (~100-130 ms).
 
 ::
 
-    head --{"setup": ..., "log": path}\\n--> forker (fd 0)     forker --fork--> actor process: engine.run(setup)
-    head <--{"ready": pid}\\n, {"pid": N}\\n, {"exit": N, "code": C}\\n-- forker (reply pipe, fd 1 at start)
+    starter --{"setup": ..., "log": path}\\n--> forker (fd 0)     forker --fork--> actor process: engine.run(setup)
+    starter <--{"ready": pid}\\n, {"pid": N}\\n, {"exit": N, "code": C}\\n-- forker (reply pipe, fd 1 at start)
 
-The head starts it when the cluster starts its first actor. It stays single-threaded and never
+The starter (the head, or an engine starting actors the head placed on its host; see forked.py)
+starts it with its first actor. It stays single-threaded and never
 makes a ZeroMQ context, so a fork copies nothing half-made (each child makes its own). It reaps its
-children and reports their exit codes, as the head would for processes it started itself. It dies
-with the head (PR_SET_PDEATHSIG) and its children die with it (their ``parent_pid`` is the
-forker's), so a lost head leaves no actor behind, as with actor processes the head starts itself.
+children and reports their exit codes, as the starter would for processes it started itself. It
+dies with the starter (PR_SET_PDEATHSIG) and its children die with it (their ``parent_pid`` is the
+forker's), so a lost head or engine leaves no actor behind, as with processes it starts itself.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 from .processes import _PR_SET_PDEATHSIG, _prctl
 
 
-def _serve(reply: int, head_pid: int) -> None:
+def _serve(reply: int, starter_pid: int) -> None:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -43,7 +44,7 @@ def _serve(reply: int, head_pid: int) -> None:
         if 0 not in readable:
             continue
         chunk = os.read(0, 65536)
-        if not chunk:      # the head closed its end: it is stopping or gone
+        if not chunk:      # the starter closed its end: it is stopping or gone
             return
         pending += chunk
         while b"\n" in pending:
@@ -85,7 +86,7 @@ def _child(req: dict, reply: int) -> None:
         os.close(null)
         os.close(log)
         setup = req["setup"]
-        setup["parent_pid"] = os.getppid()    # this process dies with the forker, which dies with the head
+        setup["parent_pid"] = os.getppid()    # this process dies with the forker, which dies with its starter
         from . import engine
 
         engine.run(setup)
@@ -105,9 +106,9 @@ def _child(req: dict, reply: int) -> None:
 
 
 def main() -> None:
-    head_pid = int(sys.argv[1])
-    if not _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) or os.getppid() != head_pid:
-        return    # no way to die with the head (not Linux), or it is already gone: the head starts processes itself
+    starter_pid = int(sys.argv[1])
+    if not _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) or os.getppid() != starter_pid:
+        return    # no way to die with the starter (not Linux), or it is already gone: it starts processes itself
     reply = os.dup(1)
     os.dup2(2, 1)                         # stray prints of imported code go to the log, not into the replies
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -119,7 +120,7 @@ def main() -> None:
     from ..store import object_store  # noqa: F401
     from ..wire import transport  # noqa: F401  (pyzmq: imported, no context made)
 
-    _serve(reply, head_pid)
+    _serve(reply, starter_pid)
 
 
 if __name__ == "__main__":

@@ -123,18 +123,26 @@ class ActorProcesses:
     def __init__(self, setup: dict):
         self.setup = setup
         self.procs: dict[tuple, subprocess.Popen] = {}   # (actor id, incarnation) -> its process
+        self.forker = None                               # this engine's actor-process template (forked.py)
 
     def start(self, actor: dict, ctl) -> None:
         """Start the process of ``actor`` (id, incarnation, GPU ids); it joins the head like the head's
-        own actor processes, and dies with this engine (PR_SET_PDEATHSIG, set by its parent_pid)."""
+        own actor processes, and dies with this engine (PR_SET_PDEATHSIG, set by its parent_pid).
+        The first one starts an interpreter and this engine's template; once that is ready, later
+        ones are forks of it (which die with it, and it with this engine)."""
         setup = {k: v for k, v in self.setup.items() if k != "status_fd"}
         setup.update(actor=dict(actor), parent_pid=os.getpid())
         rundir = setup.get("rundir") or ""
         logdir = rundir if rundir and os.path.isdir(rundir) else tempfile.gettempdir()
         key = (int(actor["id"]), int(actor["incarnation"]))
+        log_path = os.path.join(logdir, f"actor-{key[0]:x}-{key[1]}.log")
+        proc = self._fork(setup, log_path, logdir)
+        if proc is not None:
+            self.procs[key] = proc
+            return
         try:
             # under the lock: reap_children must know the pid before the process can exit
-            with open(os.path.join(logdir, f"actor-{key[0]:x}-{key[1]}.log"), "ab") as logf, _reap_lock:
+            with open(log_path, "ab") as logf, _reap_lock:
                 proc = subprocess.Popen([sys.executable, "-m", "jpar.runtime.engine.engine"], stdin=subprocess.PIPE,
                                         stdout=logf, stderr=logf)
                 _watched.add(proc.pid)
@@ -145,6 +153,21 @@ class ActorProcesses:
             ctl.send(P.ActorProcessExited(key[0], key[1], -1))
             return
         self.procs[key] = proc
+
+    def _fork(self, setup: dict, log_path: str, logdir: str):
+        if not self.setup.get("actor_fork", True):
+            return None
+        from .forked import Forker
+
+        if self.forker is None:
+            try:
+                self.forker = Forker(None, None, os.path.join(logdir, f"actor-template-{os.getpid()}.log"))
+            except OSError as exc:
+                log.warning("could not start an actor-process template (%s): actor processes start as interpreters",
+                            exc)
+                self.setup["actor_fork"] = False
+            return None     # not ready yet: this one starts as an interpreter
+        return self.forker.spawn(setup, log_path)
 
     def stop(self, actor_id: int, incarnation: int) -> None:
         proc = self.procs.get((actor_id, incarnation))

@@ -45,7 +45,7 @@ from collections import deque
 from ..wire import protocol as P
 from ..wire import serialization
 from ...errors import ActorDiedError
-from .actor_forker import Forker
+from ..engine.forked import Forker
 from .scheduler_actors import ActorState, ActorTransition, CallEvent, CancelCall, NotifyActor, ReplyActor, SpawnActor, StopActor
 
 log = logging.getLogger("jpar.head")
@@ -89,7 +89,7 @@ class ActorHead:
         self.spare_failures = 0                                  # spares that died idle: stop after a few
         self.spares_wanted = False                               # set by the first actor: clusters without
                                                                  # actors keep no idle process
-        self.forker: Forker | None = None                        # the actor-process template (see actor_forker)
+        self.forker: Forker | None = None                        # the actor-process template (see engine/forked.py)
         self.sched.head_node = self.setup.get("node") or socket.gethostname()
 
     # ------------------------------------------------------------ messages

@@ -1,10 +1,11 @@
-"""The head's handle on its actor-process template (``jpar.runtime.engine.forker``): start it, ask
-it for a process, and keep what the head keeps of a Popen (pid, poll, kill) for the processes it
-forked, fed by its exit reports.
+"""A starter's handle on an actor-process template (``jpar.runtime.engine.forker``): start it, ask
+it for a process, and keep what a Popen gives (pid, poll, kill) for the processes it forked, fed
+by its exit reports. The starter is the head (actors on its host) or an engine (actors the head
+places on that engine's host); each has a template of its own, which dies with it.
 
-The head uses the template only once it said it is ready; until then, and if it is gone or a
-request fails, actor processes start as before (an interpreter each). A request blocks the head
-only for the fork (a few ms); exits are read whenever the head polls a process.
+A starter uses its template only once it said it is ready; until then, and if it is gone or a
+request fails, actor processes start as before (an interpreter each). A request blocks the caller
+only for the fork (a few ms); exits are read whenever the caller polls a process.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import time
 
-log = logging.getLogger("jpar.head")
+log = logging.getLogger("jpar.actors")
 
 REPLY_TIMEOUT_S = 5.0
 
@@ -46,12 +47,12 @@ class ForkedProcess:
 
     def _gone_code(self):
         """The template died, so it reports no exit any more: this process dies with it
-        (PR_SET_PDEATHSIG) and, the head being the subreaper, becomes the head's child to reap."""
+        (PR_SET_PDEATHSIG) and, the starter being a subreaper, becomes the starter's child to reap."""
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             return os.waitstatus_to_exitcode(status) if pid else None
         except ChildProcessError:
-            pass                       # not ours (reaped, or the head is no subreaper): watch it go
+            pass                       # not ours (reaped already, or no subreaper): watch it go
         if self._pidfd is not None:
             if not select.select([self._pidfd], [], [], 0)[0]:
                 return None
