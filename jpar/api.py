@@ -119,6 +119,8 @@ def init(address: str | None = None, *, ssh: list[str] | str | None = None, back
     ``ssh=["host1", "host2"]`` starts the head here and ``num_engines`` engines (default: one per
     core) on each of those hosts over ssh, as ``jpar up --ssh`` does (see docs/scaling-out.md);
     ``ssh_python=``, ``ssh_options=`` and ``bind_host=`` tune it. :func:`shutdown` stops them all.
+    With ``ssh``, ``resources`` are the hosts' custom resources: ``{"bigmem": 1}`` for every host, or
+    ``{"host2": {"gpu_node": 1}}`` per host (``"*"``: every host).
     """
     global _atexit_registered, _auto_started, _init_args
     args = {k: v for k, v in dict(address=address, ssh=ssh, backend=backend, num_engines=num_engines, num_cpus=num_cpus,

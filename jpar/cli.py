@@ -67,6 +67,16 @@ def _resources(text: str) -> dict:
     return {k: float(v) for k, v in value.items()}
 
 
+def _host_resources(text: str) -> tuple[str, dict]:
+    """``jpar up --resources``: ``JSON`` (every host, "*") or ``HOST=JSON`` (that host)."""
+    host, sep, rest = text.partition("=")
+    if not sep or text.lstrip().startswith("{"):
+        return "*", _resources(text)
+    if not host.strip():
+        raise argparse.ArgumentTypeError("name the host before '=', e.g. 'gpu-box={\"gpu_node\": 1}'")
+    return host.strip(), _resources(rest)
+
+
 def cmd_start(args, config: Config) -> int:
     if args.head:
         config = config.replace(bind_host=args.bind or config.bind_host, head_port=args.port or config.head_port)
@@ -184,7 +194,11 @@ def cmd_up(args, config: Config) -> int:
     from .runtime.driver.driver import Driver
 
     config = config.replace(bind_host=args.bind or config.bind_host, ssh_python=args.python or config.ssh_python)
-    cluster = ssh_launcher.up(args.ssh.split(","), config, engines_per_host=args.engines_per_host)
+    resources: dict = {}
+    for host, amounts in args.resources:
+        resources.setdefault(host, {}).update(amounts)
+    cluster = ssh_launcher.up(args.ssh.split(","), config, engines_per_host=args.engines_per_host,
+                              resources=resources or None)
     conn = cluster.conn
     try:
         d = Driver(conn, config.replace(start_timeout_s=min(config.start_timeout_s, 10.0)), kind="cli")
@@ -269,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
                    "of that host)")
     p.add_argument("--bind", help="address of this host the head listens on (default: the one that routes to the "
                    "first host)")
+    p.add_argument("--resources", type=_host_resources, action="append", default=[], metavar="[HOST=]JSON",
+                   help="custom resources the hosts advertise: '{\"bigmem\": 1}' for every host, "
+                   "'gpu-box={\"gpu_node\": 1}' for one (repeatable; a host's own entry adds to the common one)")
     p.add_argument("--key-dir", help="directory of the cluster's CurveZMQ keys on this host (default JPAR_KEY_DIR, "
                    "else ~/.jpar/keys); made if missing")
     p = sub.add_parser("down", help="stop a cluster started by `jpar up`: its head and the engines on every host")

@@ -164,6 +164,7 @@ def cleanup():
 def test_up_runs_tasks_in_the_other_host_and_down_leaves_nothing(host, site, monkeypatch, cleanup):
     before = _ns_pids(host["ns"])
     out = netns.jpar_cli("up", "--ssh", host["there"], "--python", sys.executable, "--engines-per-host", "2",
+                         "--resources", '{"everywhere": 1}', "--resources", f'{host["there"]}={{"box": 3}}',
                          env=_env(host, site), timeout=180)
     records = _records(site)
     for r in records:
@@ -192,6 +193,7 @@ def test_up_runs_tasks_in_the_other_host_and_down_leaves_nothing(host, site, mon
     from jpar.backends.native import current_driver
 
     assert current_driver().endpoint.startswith(f"tcp://{host['here']}:")   # results from other hosts: not IPC
+    assert {k: jpar.cluster_resources().get(k) for k in ("everywhere", "box")} == {"everywhere": 1.0, "box": 3.0}
     got = jpar.get([jpar.remote(_whereami).remote() for _ in range(8)], timeout=90)
     jpar.shutdown()
     mine = os.readlink("/proc/self/ns/net")
@@ -250,7 +252,7 @@ def test_init_ssh_from_a_notebook_and_shutdown_stops_everything(host, site, monk
     before = _ns_pids(host["ns"])
     jpar.shutdown()
     ctx = jpar.init(ssh=[host["there"]], num_engines=1, ssh_python=sys.executable, ssh_options=host["options"],
-                    ssh_remote_dir=str(site["remote"]))
+                    ssh_remote_dir=str(site["remote"]), resources={"*": {"shared": 1}, host["there"]: {"sshbox": 2}})
     (rec,) = _records(site)
     cleanup += [rec["head_pid"], *rec["hosts"][0]["pids"]]
     assert ctx.address.startswith(f"tcp://{host['here']}:")
@@ -259,7 +261,42 @@ def test_init_ssh_from_a_notebook_and_shutdown_stops_everything(host, site, monk
     assert current_driver().endpoint.startswith(f"tcp://{host['here']}:")
     ns, pid, node = jpar.get(jpar.remote(_whereami).remote(), timeout=90)
     assert ns != os.readlink("/proc/self/ns/net") and pid in rec["hosts"][0]["pids"] and node == host["there"]
+    assert {k: jpar.cluster_resources().get(k) for k in ("sshbox", "shared")} == {"sshbox": 2.0, "shared": 1.0}
+    ns, pid, node = jpar.get(jpar.remote(_whereami).options(resources={"sshbox": 2}).remote(), timeout=90)
+    assert node == host["there"] and pid in rec["hosts"][0]["pids"]     # the host's own resource, placed there
     jpar.shutdown()
     assert not _alive(rec["head_pid"]) and not any(_alive(p) for p in rec["hosts"][0]["pids"])
     assert _ns_new_pids_exit(host["ns"], before) == []
     assert not os.path.exists(rec["hosts"][0]["dir"]) and not _records(site)
+
+
+def test_host_resources_per_host_and_for_every_host():
+    from jpar.errors import ClusterError
+    from jpar.runtime.driver.ssh_launcher import host_resources
+
+    hosts = ["a", "user@b"]
+    assert host_resources(hosts, None) == {"a": {}, "user@b": {}}
+    assert host_resources(hosts, {"bigmem": 1}) == {"a": {"bigmem": 1.0}, "user@b": {"bigmem": 1.0}}
+    assert host_resources(hosts, {"*": {"x": 1, "y": 1}, "user@b": {"y": 3, "gpu_node": 1}}) == \
+        {"a": {"x": 1.0, "y": 1.0}, "user@b": {"x": 1.0, "y": 3.0, "gpu_node": 1.0}}
+    with pytest.raises(ClusterError, match="'c', which is not among the hosts a, user@b"):
+        host_resources(hosts, {"c": {"x": 1}})
+    with pytest.raises(ClusterError, match="non-negative"):
+        host_resources(hosts, {"a": {"x": -1}})
+    with pytest.raises(ClusterError, match="JPAR_NUM_CPUS"):
+        host_resources(hosts, {"CPU": 4})
+    with pytest.raises(ClusterError, match="names to amounts"):
+        host_resources(hosts, {"a": {"x": 1}, "y": 2})
+
+
+def test_up_resources_option_reads_every_host_and_per_host_forms():
+    import argparse
+
+    from jpar.cli import _host_resources
+
+    assert _host_resources('{"bigmem": 1}') == ("*", {"bigmem": 1.0})
+    assert _host_resources('gpu-box={"gpu_node": 2}') == ("gpu-box", {"gpu_node": 2.0})
+    assert _host_resources('user@h={"a": 0.5}') == ("user@h", {"a": 0.5})
+    for bad in ('={"a": 1}', 'h={"a": -1}', "h=nope", '{"CPU": 2}'):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _host_resources(bad)

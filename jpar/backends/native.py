@@ -72,7 +72,7 @@ class NativeBackend(Backend):
         hosts = init_args["ssh"]
         hosts = hosts.split(",") if isinstance(hosts, str) else list(hosts)
         cluster = ssh_launcher.up(hosts, config, engines_per_host=init_args.get("num_engines") or config.num_engines
-                                  or None, owner=True)
+                                  or None, owner=True, resources=init_args.get("resources"))
         try:   # on TCP, not IPC: engines on other hosts send results straight to this driver
             driver = Driver(dict(cluster.conn, local=False), config, owns_cluster=True, process=cluster.head_proc)
         except BaseException:

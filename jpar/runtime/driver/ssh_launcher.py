@@ -167,9 +167,40 @@ def has_remote_engines(config: Config, cluster_id: str) -> bool:
     return bool(cluster_id) and os.path.exists(_record_path(config, cluster_id))
 
 
-def up(hosts: list[str], config: Config, *, engines_per_host: int | None = None, owner: bool = False) -> SshCluster:
+def host_resources(hosts: list[str], resources: dict | None) -> dict[str, dict]:
+    """Each host's custom resources from ``resources``: names to amounts (every host advertises them),
+    or host names (``"*"``: every host) to such dicts; a per-host entry adds to (and overrides) the
+    ``"*"`` one. Raises ClusterError for a host that is not among ``hosts`` or a bad amount."""
+    resources = resources or {}
+    if resources and all(isinstance(v, dict) for v in resources.values()):
+        per = dict(resources)
+    elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in resources.values()):
+        per = {"*": dict(resources)} if resources else {}
+    else:
+        raise ClusterError(f"resources={resources!r}: give names to amounts for every host, e.g. {{'bigmem': 1}}, "
+                           "or hosts to such dicts, e.g. {'gpu-box': {'gpu_node': 1}} ('*': every host).")
+    unknown = sorted(set(per) - set(hosts) - {"*"})
+    if unknown:
+        raise ClusterError(f"resources name {', '.join(map(repr, unknown))}, which is not among the hosts "
+                           f"{', '.join(hosts)}: name a host exactly as given to --ssh (or '*' for every host).")
+    out = {}
+    for h in hosts:
+        merged = {**per.get("*", {}), **per.get(h, {})}
+        for k, v in merged.items():
+            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ClusterError(f"resource {k!r}={v!r} for {h}: names are strings, amounts non-negative numbers.")
+            if k in ("CPU", "GPU"):
+                raise ClusterError("CPU and GPU are counted by jpar on each host: set JPAR_NUM_CPUS / JPAR_NUM_GPUS "
+                                   "there instead of naming them in resources.")
+        out[h] = {k: float(v) for k, v in merged.items()}
+    return out
+
+
+def up(hosts: list[str], config: Config, *, engines_per_host: int | None = None, owner: bool = False,
+       resources: dict | None = None) -> SshCluster:
     """Start a head here (CURVE on off loopback, keys made if missing) and engines on every host over
-    ssh; on any failure, stop what was started and raise a ClusterError saying what to do."""
+    ssh, each host advertising its custom ``resources`` (see :func:`host_resources`); on any failure,
+    stop what was started and raise a ClusterError saying what to do."""
     from .launcher import start_head
     from ..wire import keys
 
@@ -178,6 +209,7 @@ def up(hosts: list[str], config: Config, *, engines_per_host: int | None = None,
         raise ClusterError("No hosts to start engines on: name them, e.g. `jpar up --ssh host1,host2`.")
     if engines_per_host is not None and engines_per_host < 1:
         raise ClusterError(f"engines per host must be >= 1, got {engines_per_host}.")
+    per_host = host_resources(hosts, resources)
     config = config.replace(bind_host=bind_address(hosts, config))
     python = config.ssh_python or sys.executable
     conn, proc = start_head(config, 0, owner=owner, detach=not owner)
@@ -195,7 +227,8 @@ def up(hosts: list[str], config: Config, *, engines_per_host: int | None = None,
     errors = []
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-            futures = {pool.submit(_remote, config, h, python, dict(request, node=_node_name(h)), timeout): h
+            futures = {pool.submit(_remote, config, h, python,
+                                   dict(request, node=_node_name(h), resources=per_host[h]), timeout): h
                        for h in hosts}
             for fut in concurrent.futures.as_completed(futures):
                 host = futures[fut]
@@ -319,7 +352,7 @@ def _remote_up(req: dict) -> dict:
             keys.install_join_files(keydir, req["keys"])
         config = Config.from_env(key_dir=keydir, insecure=bool(req["insecure"]), log_level=req["log_level"])
         n = engine_count(config, req["n"])
-        pids = start_engines(dict(req["conn"], local=False), config, n, req["node"])
+        pids = start_engines(dict(req["conn"], local=False), config, n, req["node"], resources=req.get("resources"))
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)   # a failed start leaves no key behind
         raise
