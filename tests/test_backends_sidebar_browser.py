@@ -4,7 +4,8 @@ kernel over the sidebar's comm (the Jupyter server cannot watch it): the backend
 engine's CPU and memory, the object store holding the notebook's arrays, and the task counts moving
 while a cell's tasks run, with the status bar *Busy* throughout that cell. The buttons the backend
 lacks are disabled with a tooltip saying why; a finished cell's pending tasks are cancelled from the
-sidebar through the idle kernel; after ``jpar.shutdown()`` the card goes. Screenshots
+sidebar through the idle kernel; its stop button asks, then the idle kernel shuts the cluster jpar
+started down (its engines' processes end) and the card goes. Screenshots
 go to test-artifacts/ (gitignored). Server, browser and cell helpers are the native sidebar test's.
 """
 
@@ -15,6 +16,7 @@ import re
 import time
 import uuid
 
+import psutil
 import pytest
 from playwright import sync_api as playwright_sync
 
@@ -66,6 +68,7 @@ def _cells(backend: str) -> dict:
                      "long = finish([burn.options(placement=i).remote(3.0) for i in range(2)])\n"
                      "print('napped', sum(short + long))",
         "cell-pending": "pending = [nap.remote(20) for _ in range(2)]",     # left running as the cell ends
+        "cell-pids": "print('pids', *sorted({e['pid'] for e in jpar.hooks.status()['engines'] if e.get('pid')}))",
         "cell-stop": "jpar.shutdown()\n'stopped'",
     }
 
@@ -132,8 +135,8 @@ def test_sidebar_shows_the_notebooks_backend_cluster(lab, backend):
                 button = page.locator(f"{CARD} [data-action='{action}']")
                 assert button.is_disabled(), action
                 assert "does not support adding and removing engines" in button.get_attribute("title")
-            stop = page.locator(f"{CARD} [data-action='stop']")
-            assert stop.is_disabled() and "jpar.shutdown()" in stop.get_attribute("title")
+            stop = page.locator(f"{CARD} [data-action='stop']")   # through the kernel: jpar started this cluster
+            assert not stop.is_disabled() and "jpar started it" in stop.get_attribute("title")
             assert not page.locator(f"{CARD} [data-action='dashboard']").is_disabled()
 
             # 3. a cell runs 12 tasks: the counts and the CPU bars move, live, while it runs (Busy throughout)
@@ -191,11 +194,30 @@ def test_sidebar_shows_the_notebooks_backend_cluster(lab, backend):
             assert "cancelled 2 task" in page.inner_text(".jp-jpar-message")
             page.wait_for_selector(f"{CARD} .jp-jpar-chip[data-state='cancelled'][data-count='2']", timeout=10_000)
 
-            # 5. shutdown: the card goes
+            # 5. stop: asks first, then the idle kernel shuts the cluster jpar started down; the card goes
             _run_cell(page, 3)
-            _wait_cell_done(page, 3, 90_000)
-            assert "*" not in _prompt(page, 3)
-            page.wait_for_selector(CARD, state="detached", timeout=30_000)
+            _wait_cell_done(page, 3, 60_000)
+            _kernel_idle(page)
+            line = next(ln for ln in page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").nth(3)
+                        .inner_text().splitlines() if ln.startswith("pids"))
+            workers = [int(p) for p in line.split()[1:]]
+            assert len(workers) == 2, line                      # the engines' processes, ended by the stop below
+            page.locator(f"{CARD} [data-action='stop']").click()
+            dialog = page.wait_for_selector(".jp-Dialog", timeout=10_000)
+            assert "which jpar started" in dialog.inner_text(), dialog.inner_text()
+            page.locator(".jp-Dialog button", has_text="Keep it").click()
+            page.wait_for_selector(".jp-Dialog", state="detached", timeout=5_000)
+            assert "kept" in page.inner_text(".jp-jpar-message") and page.locator(CARD).count() == 1
+            page.locator(f"{CARD} [data-action='stop']").click()
+            page.wait_for_selector(".jp-Dialog", timeout=10_000)
+            page.locator(".jp-Dialog button", has_text="Stop").click()
+            page.wait_for_selector(CARD, state="detached", timeout=60_000)
             assert page.locator(".jp-jpar-cluster").count() == 0
+            page.wait_for_function("() => document.querySelector('.jp-jpar-message').textContent"
+                                   f".startsWith('stopped {address}')", timeout=60_000)   # the kernel's answer
+            assert psutil.wait_procs([psutil.Process(p) for p in workers if psutil.pid_exists(p)], timeout=30)[1] == []
+            _run_cell(page, 4)                                      # jpar.shutdown() again: nothing left to stop
+            _wait_cell_done(page, 4, 90_000)
+            assert "*" not in _prompt(page, 4)
         finally:
             browser.close()

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+import types
 
 import pytest
 
@@ -43,8 +44,9 @@ def test_snapshot_has_the_servers_shape_and_the_backends_flags():
                             {"id": 0, "pid": 10, "host": "h", "cpu": 0.0, "rss": 0}],
                 "actors": [{"id": 3, "class": "C", "name": "", "state": "alive"}]}
     f.store = {"h": {"used": 5, "capacity": 100, "spilled": 1, "objects": None}}
+    connected = types.SimpleNamespace(name="dask", capabilities=DaskBackend.capabilities, owns_cluster=False)
     snap = f.snapshot({"address": "tcp://127.0.0.1:1", "cluster_id": "dask-x", "client_no": 42},
-                      card_info(DaskBackend), 0.0)
+                      card_info(connected), 0.0)
     assert snap["address"] == "tcp://127.0.0.1:1" and snap["backend"] == "dask" and snap["source"] == "kernel"
     assert [e["id"] for e in snap["engines"]] == [0, 1]
     assert snap["engines"][0]["cpu"] is None and snap["engines"][0]["rss"] is None      # not sampled: "-"
@@ -54,7 +56,26 @@ def test_snapshot_has_the_servers_shape_and_the_backends_flags():
     assert snap["store"] == {"used": 5, "capacity": 100, "spilled": 1, "objects": None}
     assert snap["capabilities"]["add_engines"] is False
     assert "adding and removing engines" in snap["unsupported"]["add_engines"]
-    assert "jpar.shutdown()" in snap["stop"]
+    assert "stop" not in snap                  # the sidebar can stop it: through this kernel
+    assert snap["owned"] is False and "keeps running" in snap["stop_title"]    # connected to: disconnect only
+    started = card_info(types.SimpleNamespace(name="dask", capabilities=DaskBackend.capabilities, owns_cluster=True))
+    assert started["owned"] is True and "Stop this dask cluster and its workers" in started["stop_title"]
+
+
+def test_stop_request_shuts_jpar_down_and_says_what_it_stopped(monkeypatch):
+    """The sidebar's stop on a Dask or Ray card: the kernel runs jpar.shutdown() and answers which
+    cluster it was and whether it stopped it or only left it (run on the native backend here; the
+    browser test clicks it on Dask and Ray)."""
+    import jpar
+    from jpar.notebook.sidebar_comm import stop_cluster
+
+    assert stop_cluster() == {"stopped": None, "backend": None, "owned": False}     # nothing to stop
+    address = jpar.init(num_engines=1).address
+    try:
+        got = stop_cluster()
+        assert got == {"stopped": address, "backend": "native", "owned": False} and not jpar.is_initialized()
+    finally:
+        jpar.shutdown()
 
 
 def test_store_figures_read_rays_and_dasks_keys():

@@ -71,6 +71,12 @@ class Backend:
     cluster_id: str
     closed: bool
 
+    @property
+    def owns_cluster(self) -> bool:
+        """Whether :meth:`close` stops the cluster itself (this backend started it), not only this
+        connection: what a front end's stop button says it will do."""
+        return False
+
     # -- lifecycle ----------------------------------------------------------------------------
     @classmethod
     def connect(cls, address: Any, config: Any, init_args: dict) -> "Backend":

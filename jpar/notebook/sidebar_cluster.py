@@ -43,15 +43,20 @@ _REMEMBER = 100_000        # ids of finished tasks kept, so a late event does no
 
 def card_info(backend: Any) -> dict:
     """What the card says about the backend itself: its name, capabilities (flags), a tooltip for
-    each missing one (the feature and what to do instead), and why the sidebar cannot stop it."""
+    each missing one (the feature and what to do instead), and what its stop button does (it asks
+    this kernel, while idle, to run ``jpar.shutdown()``: see :func:`.sidebar_comm.stop_cluster`)."""
     from jpar.backends import FEATURES
 
     caps = dataclasses.asdict(backend.capabilities)
     unsupported = {flag: f"The {backend.name} backend does not support {FEATURES[flag][0]}: "
                          f"{FEATURES[flag][1]} instead." for flag, ok in caps.items() if not ok and flag in FEATURES}
-    return {"backend": backend.name, "capabilities": caps, "unsupported": unsupported,
-            "stop": f"The sidebar cannot stop a {backend.name} cluster: run jpar.shutdown() in the notebook that "
-                    "drives it (it stops a cluster jpar started; one jpar connected to keeps running)."}
+    owned = bool(backend.owns_cluster)
+    stop = (f"Stop this {backend.name} cluster and its workers (jpar started it): jpar.shutdown() in the notebook "
+            "that drives it" if owned else
+            f"Disconnect the notebook that drives it from this {backend.name} cluster (jpar.shutdown(); jpar did not "
+            "start it, so it keeps running)")
+    return {"backend": backend.name, "capabilities": caps, "unsupported": unsupported, "owned": owned,
+            "stop_title": stop}
 
 
 def store_figures(raw: Any) -> tuple[dict, list]:

@@ -32,6 +32,12 @@ copied in one C-level step, and send through the comm, which is thread-safe)::
     client -> kernel  {"request": "info", "id": n}           -> {"reply": "info", "id": n, ...as above}
     client -> kernel  {"request": "cancel", "id": n, "cell_id": optional, "force": bool}
                                                              -> {"reply": "cancel", "id": n, "cancelled": k}
+    client -> kernel  {"request": "stop", "id": n}          -> {"reply": "stop", "id": n, "stopped": address
+                                                                or None, "backend", "owned": bool}
+
+``stop`` is the stop button of a Dask or Ray card (the server cannot reach those clusters): this
+kernel runs ``jpar.shutdown()``, which stops a cluster jpar started and disconnects from one it
+connected to; the sidebar sends it only while the kernel is idle, after asking the user.
 
 Per-cell figures need the notebook layer (``%load_ext jpar``: it records which cell submitted
 each task); without it the push still says which cluster and driver this kernel is.
@@ -44,7 +50,7 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["TARGET", "register", "notebook_info", "cancel_pending"]
+__all__ = ["TARGET", "register", "notebook_info", "cancel_pending", "stop_cluster"]
 
 TARGET = "jpar.sidebar"
 PUSH_INTERVAL_S = 0.5          # a comm's figures are looked at this often, and sent when they changed
@@ -78,8 +84,10 @@ def _on_open(comm: Any, open_msg: dict) -> None:
                 reply = notebook_info()
             elif req == "cancel":
                 reply = {"cancelled": cancel_pending(data.get("cell_id"), bool(data.get("force")))}
+            elif req == "stop":
+                reply = stop_cluster()
             else:
-                reply = {"error": f"unknown request {req!r}; this kernel's jpar knows 'info' and 'cancel'"}
+                reply = {"error": f"unknown request {req!r}; this kernel's jpar knows 'info', 'cancel' and 'stop'"}
         except Exception as exc:   # answer, whatever went wrong: the sidebar is waiting
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         comm.send(dict(reply, reply=req, id=data.get("id")))
@@ -92,6 +100,23 @@ def _on_open(comm: Any, open_msg: dict) -> None:
     comm.on_close(lambda msg: (pusher.stop(), cards.stop()))
     pusher.start()
     cards.start()
+
+
+def stop_cluster() -> dict:
+    """The sidebar's stop on a card this kernel pushes: ``jpar.shutdown()`` here. Says which cluster
+    it was and whether it stopped (jpar started it) or only this kernel left it."""
+    from .. import api, backends
+
+    b = backends.current()
+    if b is None or b.closed:
+        return {"stopped": None, "backend": None, "owned": False}
+    try:
+        address = b.describe().get("address", b.cluster_id)
+    except Exception:    # a cluster that no longer answers: stop what is left of it all the same
+        address = b.cluster_id
+    owned, name = bool(b.owns_cluster), b.name
+    api.shutdown()
+    return {"stopped": address, "backend": name, "owned": owned}
 
 
 class _Pusher:

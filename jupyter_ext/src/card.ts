@@ -19,6 +19,8 @@ export interface IClusterSummary {
   capabilities?: Record<string, boolean>; // jpar.backends.Capabilities, as flags
   unsupported?: Record<string, string>; // flag -> why the button is off (feature, what to do instead)
   stop?: string; // set: the sidebar cannot stop it, and this says how to
+  stop_title?: string; // what stop does, where it is not the default (a kernel-driven card)
+  owned?: boolean; // kernel-driven: jpar started the cluster, so stop ends it (else it disconnects)
 }
 
 export interface IEngine {
@@ -59,6 +61,8 @@ export interface ISnapshot {
   capabilities?: Record<string, boolean>;
   unsupported?: Record<string, string>;
   stop?: string;
+  stop_title?: string;
+  owned?: boolean;
   kernel_id?: string;
 }
 
@@ -99,7 +103,7 @@ export function actionButtons(c: IClusterSummary): string {
     button('dashboard', 'dashboard', 'Open the dashboard in the active notebook', '') +
     (c.file || !native ? button('add-engine', '+1 engine', 'Start one more engine on this machine', engines) : '') +
     button('remove-engine', '−1 engine', 'Stop one engine once its running task is done', engines) +
-    button('stop', 'stop', 'Stop this cluster and all its processes', c.stop || '', true)
+    button('stop', 'stop', c.stop_title || 'Stop this cluster and all its processes', c.stop || '', true)
   );
 }
 

@@ -222,7 +222,7 @@ export class ClusterPanel extends Widget {
         out.push({
           id: s.id || '', address: s.address, pid: 0, host: '', local: false, remote: false, file: '',
           backend: s.backend, source: 'kernel', capabilities: s.capabilities, unsupported: s.unsupported,
-          stop: s.stop
+          stop: s.stop, stop_title: s.stop_title, owned: s.owned
         });
       }
     }
@@ -542,6 +542,8 @@ export class ClusterPanel extends Widget {
         this.message(`starting a cluster with ${n} engine(s)…`);
         const r = await this.request('start', 'POST', { engines: n });
         this.message(`started ${r.address} (head pid ${r.pid})`);
+      } else if (action === 'stop' && card?.dataset.source === 'kernel') {
+        await this.stopThroughKernel(address);
       } else if (action === 'stop') {
         if (!(await this.confirmStop(address))) {
           this.message(`kept ${address} running`);
@@ -661,6 +663,46 @@ export class ClusterPanel extends Widget {
       buttons: [Dialog.cancelButton({ label: 'Keep it' }), Dialog.warnButton({ label: 'Stop' })]
     });
     return result.button.accept;
+  }
+
+  /**
+   * Stop on a Dask or Ray card: the server cannot reach that cluster, so the kernel that pushes the
+   * card runs jpar.shutdown() (a comm request, only while it is idle), after the user agreed. That
+   * stops a cluster jpar started and only disconnects the notebook from one it connected to.
+   */
+  private async stopThroughKernel(address: string): Promise<void> {
+    const entry = Array.from(this.kernelCards.entries()).find(([, s]) => s.address === address);
+    const link = entry ? this.links.get(entry[0]) : undefined;
+    if (!entry || !link) {
+      throw new Error('The kernel that drives this cluster is gone.');
+    }
+    if (link.kernel.status !== 'idle') {
+      throw new Error('The kernel that drives this cluster is busy running a cell: stop it once the cell is done ' +
+        '(the interrupt button cancels the cell\'s tasks now).');
+    }
+    const s = entry[1];
+    const path = this.kernelPaths.get(entry[0]) || 'its notebook';
+    const body = document.createElement('div');
+    body.className = 'jp-jpar-stop-dialog';
+    const p = document.createElement('p');
+    p.textContent = s.owned
+      ? `${path} drives this ${s.backend} cluster, which jpar started: its kernel runs jpar.shutdown(), ` +
+        'which cancels its pending tasks and stops the cluster and its workers.'
+      : `${path} drives this ${s.backend} cluster, which jpar did not start: its kernel runs jpar.shutdown(), ` +
+        'which cancels its pending tasks and disconnects it; the cluster keeps running.';
+    body.appendChild(p);
+    const result = await showDialog({
+      title: `${s.owned ? 'Stop' : 'Disconnect from'} the ${s.backend} cluster at ${address}?`,
+      body: new Widget({ node: body }),
+      buttons: [Dialog.cancelButton({ label: 'Keep it' }), Dialog.warnButton({ label: s.owned ? 'Stop' : 'Disconnect' })]
+    });
+    if (!result.button.accept) {
+      this.message(`kept ${address} running`);
+      return;
+    }
+    this.message(`stopping ${address}…`);
+    const r = await link.request({ request: 'stop' }, 120000);
+    this.message(r.owned ? `stopped ${r.stopped}` : `disconnected from ${r.stopped} (it keeps running)`);
   }
 
   /** Insert a code cell below the active one of the current notebook (and run it). */

@@ -166,6 +166,10 @@ class DaskBackend(Backend):
                         exc)
         return b
 
+    @property
+    def owns_cluster(self) -> bool:
+        return self._cluster is not None
+
     def close(self) -> None:
         if self.closed:
             return

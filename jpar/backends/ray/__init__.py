@@ -139,6 +139,10 @@ class RayBackend(Backend):
     def check_alive(self) -> None:
         raise ClusterError("This ray connection is closed; call jpar.init() again.")
 
+    @property
+    def owns_cluster(self) -> bool:
+        return self.owns
+
     def close(self) -> None:
         if self.closed:
             return
