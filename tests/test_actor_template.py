@@ -44,8 +44,8 @@ def template_of(head: psutil.Process) -> psutil.Process | None:
 
 
 def forked_probe(head: psutil.Process, tries: int = 40):
-    """An actor whose process is a fork of the template (the template starts with the first actor
-    and serves once it has imported: actors made before that start as interpreters)."""
+    """An actor whose process is a fork of the template (the template starts with the first actor,
+    which waits for it; an actor would start as an interpreter only if the template failed)."""
     for _ in range(tries):
         a = Probe.remote()
         pid, ppid, _ = jpar.get(a.where.remote(), timeout=60)
@@ -102,7 +102,8 @@ def test_the_template_and_its_actors_die_with_the_head(tmp_path):
             def pid(self):
                 return os.getpid(), os.getppid()
 
-        pids = [jpar.get(A.remote().pid.remote()) for _ in range(12)]
+        actors = [A.remote() for _ in range(12)]     # kept: a dropped handle ends its actor
+        pids = [jpar.get(a.pid.remote()) for a in actors]
         print(jpar.hooks.status()["pid"], " ".join(f"{p}:{pp}" for p, pp in pids), flush=True)
         input()
     """)
@@ -151,3 +152,35 @@ def test_with_actor_fork_off_no_template_starts(tmp_path):
                          cwd=tmp_path, env=dict(os.environ, JPAR_ACTOR_FORK="0"))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "False"]
+
+
+def test_a_template_that_dies_before_it_is_ready_leaves_actors_to_interpreters(tmp_path):
+    """The first actor waits for the template; when the template dies first, the head gives it up
+    and starts the waiting actor, and every later one, as an interpreter (it once crashed here)."""
+    script = textwrap.dedent("""
+        import os, sys, psutil, jpar
+        jpar.init(num_engines=1)
+        head = psutil.Process(jpar.hooks.status()["pid"])
+
+        @jpar.remote
+        class A:
+            def ppid(self):
+                return os.getppid()
+
+        a = A.remote()                       # the head starts the template, and the actor waits for it
+        template = None
+        while template is None:              # its imports take 100+ ms: caught long before it is ready
+            template = next((c for c in head.children()
+                             if "jpar.runtime.engine.forker" in " ".join(c.cmdline())), None)
+        template.suspend()
+        assert jpar.wait([a.ppid.remote()], timeout=0.5)[0] == []   # no answer: waiting for the template
+        template.kill()
+        first = jpar.get(a.ppid.remote(), timeout=60)
+        later = jpar.get(A.remote().ppid.remote(), timeout=60)
+        kids = [" ".join(c.cmdline()) for c in head.children() if c.status() != psutil.STATUS_ZOMBIE]
+        print(first == head.pid, later == head.pid, any("engine.forker" in k for k in kids))
+        jpar.shutdown()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=100, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "False"], out.stdout + out.stderr

@@ -106,6 +106,10 @@ class Forker:
         self.exits: dict[int, int] = {}      # pid -> exit code, reported and not yet polled
         self._pids: list[int] = []           # fork replies not yet taken
 
+    def reply_fd(self) -> int:
+        """The pipe its replies come on (readable: a reply, or its exit)."""
+        return self._out
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 

@@ -202,7 +202,13 @@ class Head(ActorHead, EngineMembership, Liveness):
                 if handled:
                     busy_until = time.perf_counter() + spin
                 elif not read and time.perf_counter() >= busy_until:
-                    router.sock.poll(50)   # idle: wait for input or the next check
+                    fd = self._forker_fd()
+                    if fd is None:
+                        router.sock.poll(50)   # idle: wait for input or the next check
+                    else:                      # ... or for the actor template to say it is ready
+                        transport.wait_input(router, fd, 50)
+                if self.forker_starting:
+                    self._tend_forker()
                 self._flush()
                 now = time.monotonic()
                 if now >= next_check:

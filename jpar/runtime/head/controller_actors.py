@@ -90,6 +90,9 @@ class ActorHead:
         self.spares_wanted = False                               # set by the first actor: clusters without
                                                                  # actors keep no idle process
         self.forker: Forker | None = None                        # the actor-process template (see engine/forked.py)
+        self.forker_starting = False                             # started, not ready yet: actors wait for it
+        self.forker_failed = False                               # it could not start or serve: interpreters
+        self.forker_deadline = 0.0
         self.sched.head_node = self.setup.get("node") or socket.gethostname()
 
     # ------------------------------------------------------------ messages
@@ -216,6 +219,9 @@ class ActorHead:
             return
         self.spares_wanted = True
         self._start_forker()
+        if self.forker_starting:       # a fork in a moment beats an interpreter competing with its imports
+            self.actor_spawns.append(a)
+            return
         if not a.gpu_ids and self.spare_ready:   # a warm spare: the actor starts with one message
             pid, identity = self.spare_ready.popitem()
             self.actor_procs[key] = self.spares.pop(pid)
@@ -267,23 +273,47 @@ class ActorHead:
 
     def _start_forker(self) -> None:
         """Start the actor-process template with the cluster's first actor (``config.actor_fork``):
-        from when it is ready, actor processes and spares are forks of it."""
-        if self.forker is None and self.config.actor_fork and not self.stopping:
+        actors wait for it to be ready (they would compete with its imports on the CPUs), then
+        they and the spares are forks of it."""
+        if self.forker is None and self.config.actor_fork and not self.forker_failed and not self.stopping:
             try:
                 self.forker = Forker(self.setup.get("env") or None, self.setup.get("cwd") or None,
                                      os.path.join(self.rundir, "actor-template.log"))
             except OSError as exc:
                 log.warning("could not start the actor-process template (%s); actor processes start as "
                             "interpreters", exc)
-                self.config.actor_fork = False
+                self.forker_failed = True
+                return
+            self.forker_starting = True
+            self.forker_deadline = time.monotonic() + FORKER_READY_S
+
+    def _forker_fd(self) -> int | None:
+        """The template's reply pipe while the head waits for it to be ready (its loop wakes on it)."""
+        return self.forker.reply_fd() if self.forker_starting and self.forker is not None else None
+
+    def _tend_forker(self) -> None:
+        """The template said it is ready, died, or took too long: the actors waiting for it start
+        (forks, or interpreters from now on)."""
+        f = self.forker
+        f.collect()
+        if not f.ready:
+            if f.alive() and time.monotonic() < self.forker_deadline:
+                return
+            log.warning("the actor-process template %s; actor processes start as interpreters",
+                        f"exited with {f.proc.returncode}" if not f.alive() else f"was not ready in {FORKER_READY_S:g} s")
+            f.close()
+            self.forker, self.forker_failed = None, True
+        self.forker_starting = False
+        self._keep_spares()
+        self._drain_spawns()
 
     def _spares_starting(self) -> int:
         return len(self.spares) - len(self.spare_ready)
 
     def _drain_spawns(self) -> None:
         """Start actors waiting in line: on a ready spare, or as new processes within the starting
-        limit (except as many as the spares now starting will take)."""
-        while self.actor_spawns and not self.stopping and (
+        limit (except as many as the spares now starting will take); none while the template starts."""
+        while self.actor_spawns and not self.stopping and not self.forker_starting and (
                 self.spare_ready and not self.actor_spawns[0].gpu_ids
                 or self._starting_count() < starting_limit() and len(self.actor_spawns) > self._spares_starting()):
             self._spawn_actor(self.actor_spawns.popleft())
@@ -303,7 +333,7 @@ class ActorHead:
                 log.warning("an idle spare actor process (pid %d) exited with %s", pid, proc.returncode)
         if self.stopping:
             return
-        if self.spares_wanted and self.spare_failures < 3:
+        if self.spares_wanted and self.spare_failures < 3 and not self.forker_starting:
             while len(self.spares) < self.config.actor_spares and self._starting_count() < starting_limit():
                 proc = self._spawn_engine(actor={"id": 0, "incarnation": 0, "gpu_ids": [], "spare": True,
                                                  "bind_host": self.config.bind_host})
@@ -392,6 +422,7 @@ class ActorHead:
             proc.poll()
         self.spares.clear()
         self.spare_ready.clear()
+        self.forker_starting = False
         if self.forker is not None:
             self.forker.close()
         for name in os.listdir(self.rundir):
@@ -400,6 +431,9 @@ class ActorHead:
                     os.unlink(os.path.join(self.rundir, name))
                 except OSError:
                     pass
+
+
+FORKER_READY_S = 10.0   # a template not ready by then is given up: actor processes start as interpreters
 
 
 def starting_limit() -> int:

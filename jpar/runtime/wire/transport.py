@@ -42,7 +42,7 @@ import zmq
 from . import protocol
 from ...errors import ProtocolError, SecurityError
 
-__all__ = ["Channel", "Publisher", "Poller", "Waker", "Monitor", "context", "bind_router", "bind_pull", "bind_pub",
+__all__ = ["Channel", "Publisher", "Poller", "Waker", "wait_input", "Monitor", "context", "bind_router", "bind_pull", "bind_pub",
            "connect_dealer", "connect_push", "connect_sub", "Again", "callback_host", "advertised_endpoint",
            "primary_host", "is_wildcard", "LOOPBACK", "CurveIdentity", "configure_security", "curve_available",
            "curve_keypair", "plain_endpoint", "endpoint_key", "is_loopback_endpoint", "needs_curve"]
@@ -281,6 +281,14 @@ class Poller:
 
     def poll(self, timeout_ms: int) -> list[Channel]:
         return [self._by_sock[s] for s, _ in self._poller.poll(timeout_ms)]
+
+
+def wait_input(ch: Channel, fd: int, timeout_ms: int) -> None:
+    """Wait until ``ch`` or the file descriptor ``fd`` (a pipe) has input, or ``timeout_ms`` passed."""
+    poller = zmq.Poller()
+    poller.register(ch.sock, zmq.POLLIN)
+    poller.register(fd, zmq.POLLIN)
+    poller.poll(timeout_ms)
 
 
 def _socket(kind: int) -> zmq.Socket:
