@@ -125,8 +125,8 @@ def test_an_actor_whose_resources_only_another_host_has_runs_there(site):
 
 
 def test_later_remote_actors_are_forks_of_their_engines_template(site):
-    """The first actor an engine starts is an interpreter, and starts that engine's template; once
-    it is ready, the engine's later actors are forks of it, on the far host, answering as any."""
+    """The first actor an engine starts starts that engine's template and waits for it: the engine's
+    actors are forks of it, on the far host, answering as any."""
     actors, parents = [], set()
     for _ in range(30):
         a = Probe.options(**FAR_ONLY).remote()

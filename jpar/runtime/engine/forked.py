@@ -135,6 +135,16 @@ class Forker:
             elif "ready" in msg:
                 self.ready = True
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the template to say it is ready (False: it died or is late)."""
+        deadline = time.monotonic() + timeout
+        while not self.ready and self.alive():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.collect(min(left, 0.5))
+        return self.ready
+
     def spawn(self, setup: dict, log_path: str) -> ForkedProcess | None:
         """A new actor process running ``setup``, or None when the template cannot make one now."""
         if not self.ready:

@@ -117,6 +117,9 @@ def kill_survivors(procs: list, wait_s: float, then_s: float) -> None:
     psutil.wait_procs(alive, timeout=then_s)
 
 
+TEMPLATE_READY_S = 10.0   # how long the first actor on this host waits for the actor template
+
+
 class ActorProcesses:
     """The actor processes this engine started for the head (used by its control thread only)."""
 
@@ -166,7 +169,15 @@ class ActorProcesses:
                 log.warning("could not start an actor-process template (%s): actor processes start as interpreters",
                             exc)
                 self.setup["actor_fork"] = False
-            return None     # not ready yet: this one starts as an interpreter
+                return None
+            # the first actor waits for it (an interpreter started meanwhile would compete with its imports);
+            # this thread only answers the head's control messages, which can wait that long
+            if not self.forker.wait_ready(TEMPLATE_READY_S):
+                log.warning("the actor-process template was not ready in %g s: actor processes start as interpreters",
+                            TEMPLATE_READY_S)
+                self.forker.close()
+                self.setup["actor_fork"] = False
+                return None
         return self.forker.spawn(setup, log_path)
 
     def stop(self, actor_id: int, incarnation: int) -> None:
