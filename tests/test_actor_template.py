@@ -21,6 +21,17 @@ pytestmark = pytest.mark.timeout(120)
 
 TEMPLATE = "jpar.runtime.engine.forker"
 
+# the start of the scripts that run a cluster of their own (a driver whose head a test may kill)
+PRELUDE = textwrap.dedent("""
+    import os, sys, psutil, jpar
+    jpar.init(num_engines=1)
+
+    @jpar.remote
+    class A:
+        def pid(self):
+            return os.getpid(), os.getppid()
+""")
+
 
 @jpar.remote(max_restarts=1)
 class Probe:
@@ -93,15 +104,7 @@ def test_a_dead_template_takes_its_actors_and_interpreters_start_them_again(clus
 
 
 def test_the_template_and_its_actors_die_with_the_head(tmp_path):
-    script = textwrap.dedent("""
-        import os, jpar
-        jpar.init(num_engines=1)
-
-        @jpar.remote
-        class A:
-            def pid(self):
-                return os.getpid(), os.getppid()
-
+    script = PRELUDE + textwrap.dedent("""
         actors = [A.remote() for _ in range(12)]     # kept: a dropped handle ends its actor
         pids = [jpar.get(a.pid.remote()) for a in actors]
         print(jpar.hooks.status()["pid"], " ".join(f"{p}:{pp}" for p, pp in pids), flush=True)
@@ -115,7 +118,7 @@ def test_the_template_and_its_actors_die_with_the_head(tmp_path):
         template = template_of(head)
         actors = [int(p.split(":")[0]) for p in pairs.split()]
         forked = [int(p.split(":")[0]) for p in pairs.split() if template and int(p.split(":")[1]) == template.pid]
-        assert template is not None and forked, "no actor was forked from the template"
+        assert template is not None and forked == actors, "not every actor (the first waits for it) is a fork"
         procs = [psutil.Process(p) for p in actors] + [template]
         head.kill()
         assert wait_gone(procs, timeout=30) == []
@@ -127,18 +130,9 @@ def test_the_template_and_its_actors_die_with_the_head(tmp_path):
 
 
 def test_with_actor_fork_off_no_template_starts(tmp_path):
-    script = textwrap.dedent("""
-        import os, jpar
-        jpar.init(num_engines=1)
-
-        @jpar.remote
-        class A:
-            def ppid(self):
-                return os.getppid()
-
-        ppids = {jpar.get(A.remote().ppid.remote()) for _ in range(4)}
+    script = PRELUDE + textwrap.dedent("""
+        ppids = {jpar.get(A.remote().pid.remote())[1] for _ in range(4)}
         head = jpar.hooks.status()["pid"]
-        import psutil
         kids = []
         for c in psutil.Process(head).children():
             try:
@@ -157,26 +151,18 @@ def test_with_actor_fork_off_no_template_starts(tmp_path):
 def test_a_template_that_dies_before_it_is_ready_leaves_actors_to_interpreters(tmp_path):
     """The first actor waits for the template; when the template dies first, the head gives it up
     and starts the waiting actor, and every later one, as an interpreter (it once crashed here)."""
-    script = textwrap.dedent("""
-        import os, sys, psutil, jpar
-        jpar.init(num_engines=1)
+    script = PRELUDE + textwrap.dedent("""
         head = psutil.Process(jpar.hooks.status()["pid"])
-
-        @jpar.remote
-        class A:
-            def ppid(self):
-                return os.getppid()
-
         a = A.remote()                       # the head starts the template, and the actor waits for it
         template = None
         while template is None:              # its imports take 100+ ms: caught long before it is ready
             template = next((c for c in head.children()
                              if "jpar.runtime.engine.forker" in " ".join(c.cmdline())), None)
         template.suspend()
-        assert jpar.wait([a.ppid.remote()], timeout=0.5)[0] == []   # no answer: waiting for the template
+        assert jpar.wait([a.pid.remote()], timeout=0.5)[0] == []    # no answer: waiting for the template
         template.kill()
-        first = jpar.get(a.ppid.remote(), timeout=60)
-        later = jpar.get(A.remote().ppid.remote(), timeout=60)
+        first = jpar.get(a.pid.remote(), timeout=60)[1]
+        later = jpar.get(A.remote().pid.remote(), timeout=60)[1]
         kids = [" ".join(c.cmdline()) for c in head.children() if c.status() != psutil.STATUS_ZOMBIE]
         print(first == head.pid, later == head.pid, any("engine.forker" in k for k in kids))
         jpar.shutdown()
