@@ -3,7 +3,8 @@ it for a process, and keep what a Popen gives (pid, poll, kill) for the processe
 by its exit reports. The starter is the head (actors on its host) or an engine (actors the head
 places on that engine's host); each has a template of its own, which dies with it.
 
-A starter uses its template only once it said it is ready; until then, and if it is gone or a
+A starter holds its first actors back until its template says it is ready (an interpreter started
+meanwhile would compete with the template's imports); if the template dies or is late, or a
 request fails, actor processes start as before (an interpreter each). A request blocks the caller
 only for the fork (a few ms); exits are read whenever the caller polls a process.
 """
