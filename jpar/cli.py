@@ -32,7 +32,7 @@ import sys
 
 from .config import Config, key_dir
 from .errors import ClusterError, JparError
-from .runtime.driver.launcher import engine_count, find_clusters, start_engines, start_head
+from .runtime.driver.launcher import custom_resources, engine_count, find_clusters, start_engines, start_head
 
 __all__ = ["main"]
 
@@ -58,13 +58,10 @@ def _resources(text: str) -> dict:
         value = json.loads(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not JSON ({exc}); write e.g. '{{\"bigmem\": 1}}'") from None
-    if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-            for k, v in value.items()):
-        raise argparse.ArgumentTypeError("a JSON object of resource names to non-negative numbers, e.g. '{\"bigmem\": 1}'")
-    if {"CPU", "GPU"} & set(value):
-        raise argparse.ArgumentTypeError("CPU and GPU are counted by jpar: set JPAR_NUM_CPUS / JPAR_NUM_GPUS instead")
-    return {k: float(v) for k, v in value.items()}
+    try:
+        return custom_resources(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _host_resources(text: str) -> tuple[str, dict]:

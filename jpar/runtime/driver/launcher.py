@@ -39,6 +39,20 @@ def engine_count(config: Config, num_engines: int | None = None) -> int:
     return int(n)
 
 
+def custom_resources(value) -> dict:
+    """A host's custom resources, checked: a mapping of names to non-negative numbers, CPU and GPU
+    not among them (jpar counts those). Raises ValueError saying what is wrong."""
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for k, v in value.items()):
+        raise ValueError(f"{value!r}: give a JSON object (a dict) of resource names to non-negative numbers, "
+                         "e.g. {\"bigmem\": 1}")
+    if {"CPU", "GPU"} & set(value):
+        raise ValueError("CPU and GPU are counted by jpar on each host: set JPAR_NUM_CPUS / JPAR_NUM_GPUS there "
+                         "instead of naming them in resources")
+    return {k: float(v) for k, v in value.items()}
+
+
 def node_resources(config: Config, num_engines: int, custom: dict | None = None) -> dict:
     """What this host advertises: GPUs, custom resources, and CPUs: the declared ``num_cpus``
     (a fixed count), or else one per engine, growing and shrinking with the node's engines

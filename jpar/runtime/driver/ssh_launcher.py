@@ -183,16 +183,14 @@ def host_resources(hosts: list[str], resources: dict | None) -> dict[str, dict]:
     if unknown:
         raise ClusterError(f"resources name {', '.join(map(repr, unknown))}, which is not among the hosts "
                            f"{', '.join(hosts)}: name a host exactly as given to --ssh (or '*' for every host).")
+    from .launcher import custom_resources
+
     out = {}
     for h in hosts:
-        merged = {**per.get("*", {}), **per.get(h, {})}
-        for k, v in merged.items():
-            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ClusterError(f"resource {k!r}={v!r} for {h}: names are strings, amounts non-negative numbers.")
-            if k in ("CPU", "GPU"):
-                raise ClusterError("CPU and GPU are counted by jpar on each host: set JPAR_NUM_CPUS / JPAR_NUM_GPUS "
-                                   "there instead of naming them in resources.")
-        out[h] = {k: float(v) for k, v in merged.items()}
+        try:
+            out[h] = custom_resources({**per.get("*", {}), **per.get(h, {})})
+        except ValueError as exc:
+            raise ClusterError(f"resources for {h}: {exc}.") from None
     return out
 
 

@@ -82,15 +82,6 @@ class ForkedProcess:
         except ProcessLookupError:
             pass
 
-    def wait(self, timeout: float | None = None):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise subprocess.TimeoutExpired(f"actor process {self.pid}", timeout)
-            self.forker.collect(min(left, 0.1) if left is not None else 0.1)
-        return self.returncode
-
 
 class Forker:
     """The template process and its reply stream (used by the head's main thread only)."""
