@@ -53,6 +53,49 @@ class _Cancel(BaseException):
     """Raised in the main thread by the control thread's SIGINT to stop a cancelled task."""
 
 
+class GiveBacks:
+    """Which queued copies of a task this engine gave back to the head, and which tasks it started.
+
+    The head may take a task back (Revoke), queue it again and, being free to, dispatch it to this
+    same engine before the first copy was reached: the queue then holds it twice, and a second
+    revoke of the second copy may come too. Each revoke this engine grants skips exactly one copy,
+    so grants are counted per task, not remembered as a set: with a set, two grants for two copies
+    skipped one, the other ran here while the head ran the task elsewhere (a fan-out of nested
+    tasks then ran parents twice and, about one round in a thousand, hung). Granting and starting
+    are atomic with each other (the control thread grants, the main thread starts)."""
+
+    RECENT = 4096   # started task ids remembered (a revoke names tasks dispatched moments ago)
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.granted: dict[int, int] = {}     # task id -> copies given back, not yet reached
+        self.started: dict[int, None] = {}    # recently started task ids, oldest first
+
+    def grant(self, task_ids) -> list:
+        """The head asks for these back: the ids not started here, each now skipped once."""
+        with self.lock:
+            given = [t for t in task_ids if t not in self.started]
+            for t in given:
+                self.granted[t] = self.granted.get(t, 0) + 1
+            return given
+
+    def start(self, task_id: int) -> bool:
+        """The main thread reaches a queued copy: False when that copy was given back (skip it)."""
+        with self.lock:
+            n = self.granted.get(task_id)
+            if n:
+                if n == 1:
+                    del self.granted[task_id]
+                else:
+                    self.granted[task_id] = n - 1
+                return False
+            started = self.started
+            started[task_id] = None
+            if len(started) > self.RECENT:
+                del started[next(iter(started))]
+            return True
+
+
 class TaskStream:
     """sys.stdout/sys.stderr of an engine: text goes to the running task's owner."""
 
@@ -102,9 +145,7 @@ class Engine:
         self.push_lock = threading.Lock()
         self.queue: deque = deque()
         self.cancelled: set = set()
-        self.revoked: set = set()                # given back to the head unstarted (control thread)
-        self.started: dict = {}                  # recently started task ids, oldest first
-        self.start_lock = threading.Lock()       # starting a task vs. revoking it are atomic
+        self.give_backs = GiveBacks()            # revokes granted vs. tasks started (both threads)
         self.running: list = []                  # stack of DispatchRecords (nested runs)
         self.done: list = []                     # TaskDone records not yet sent
         self.done_first = False                  # send TaskDone ahead of results (see _flush)
@@ -309,14 +350,8 @@ class Engine:
             rec = self._chained_values(rec)
             if rec is None:
                 return
-        with self.start_lock:
-            if self.revoked and rec.task_id in self.revoked:
-                self.revoked.discard(rec.task_id)
-                return
-            started = self.started
-            started[rec.task_id] = None
-            if len(started) > 4096:
-                del started[next(iter(started))]
+        if not self.give_backs.start(rec.task_id):
+            return
         self.running.append(rec)
         context.set_current(task_id=rec.task_id)
         gpu_env = None
@@ -552,10 +587,7 @@ class Engine:
                     if isinstance(msg, P.CancelTask):
                         self._cancel(msg.task_id, msg.force)
                     elif isinstance(msg, P.Revoke):
-                        with self.start_lock:
-                            given = [t for t in msg.task_ids if t not in self.started]
-                            self.revoked.update(given)
-                        ctl.send(P.Revoked(given))
+                        ctl.send(P.Revoked(self.give_backs.grant(msg.task_ids)))
                     elif isinstance(msg, P.StartActorProcess):
                         self.actor_procs.start(msg.actor, ctl)
                     elif isinstance(msg, P.StopActorProcess):
