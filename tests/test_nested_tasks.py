@@ -159,3 +159,22 @@ def test_fan_out_parents_sharing_two_engines_never_hang(two_engines):
     waiting for ever with their engines polling at full CPU (about one round in fifteen)."""
     for _ in range(40):
         assert jpar.get([fan.remote(5) for _ in range(4)], timeout=30) == [30] * 4
+
+
+@jpar.remote
+def logged_fan(n, log):
+    with open(log, "a") as f:
+        f.write(jpar.get_runtime_context().get_task_id() + "\n")
+    return sum(jpar.get([square.remote(i) for i in range(n)]))
+
+
+def test_fan_out_parents_run_once_each(two_engines, tmp_path):
+    """A parent the head took back from a blocked engine, queued there again and took back again
+    ran on that engine anyway while it also ran elsewhere (about one parent in seven, over 200
+    rounds of this): each parent's body must run exactly once."""
+    log = str(tmp_path / "runs")
+    for _ in range(100):
+        assert jpar.get([logged_fan.remote(5, log) for _ in range(4)], timeout=30) == [30] * 4
+    runs = (tmp_path / "runs").read_text().split()
+    assert len(set(runs)) == 400                 # every parent ran...
+    assert len(runs) == 400                      # ... and none twice
