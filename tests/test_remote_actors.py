@@ -60,10 +60,17 @@ def _by_value():
     def total(arr):
         return float(arr.sum())
 
-    return jpar.remote(Probe), jpar.remote(ones), jpar.remote(total)
+    def made_where(n):
+        return jpar.get_runtime_context().get_node_id(), np.ones(n)
+
+    def second_total(pair):
+        return float(pair[1].sum())
+
+    return (jpar.remote(Probe), jpar.remote(ones), jpar.remote(total), jpar.remote(made_where),
+            jpar.remote(second_total))
 
 
-Probe, ones, total = _by_value()
+Probe, ones, total, made_where, second_total = _by_value()
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +207,25 @@ def test_an_actor_whose_host_is_lost_restarts_on_another_host_that_fits(site):
     assert _ends(psutil.Process(pid), 30)               # the actor's process went with its engine
     _, node2, pid2 = jpar.get(a.where.remote(), timeout=60)   # sent before or after the restart: it runs there
     assert (node2, pid2 != pid) == ("far-c", True)
+
+
+def test_a_value_lost_with_its_host_is_made_again_by_its_task(site):
+    """Lineage: a task's 8 MB result stored only on one host; that host's engines are SIGKILLed while
+    the driver holds the ref. get() pulls from the dead host at first, gives up when the head says
+    the node left and the task runs again, and returns the value made anew on the other host; tasks
+    given the ref, just before the head knew and after, get it too."""
+    procs = {n: site.join(1, "--resources", '{"lin": 1}', node=n) for n in ("far-d", "far-e")}
+    deadline = time.monotonic() + 60
+    while not set(procs) <= {e["node"] for e in hooks.engines()}:
+        assert time.monotonic() < deadline, hooks.engines()
+    value = made_where.options(resources={"lin": 1}).remote(1_000_000)
+    node, arr = jpar.get(value, timeout=60)
+    assert node in procs and arr.sum() == 1_000_000
+    for p in procs[node]:
+        p.send_signal(signal.SIGKILL)
+    user = second_total.remote(value)                    # sent the old location, or waits for the new one
+    t0 = time.monotonic()
+    node2, arr2 = jpar.get(value, timeout=60)
+    assert time.monotonic() - t0 < 25, "the pull from the lost host waited out its timeout"
+    assert node2 == ({"far-d", "far-e"} - {node}).pop() and arr2.sum() == 1_000_000
+    assert jpar.get([user, second_total.remote(value)], timeout=60) == [1_000_000] * 2

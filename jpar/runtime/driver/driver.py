@@ -252,6 +252,22 @@ class Driver:
             for fut in cbs:
                 _complete(fut, status, blob)
 
+    def _forget_lost(self, object_ids, node: str) -> None:
+        """The head rebuilds these values, lost with ``node``, by running their tasks again: forget the
+        locations held for them there, so get() and wait() wait for the new results (one that came
+        first, stored elsewhere, is kept)."""
+        from ..store.segments import LOCATION_MAGIC, decode_location
+        from ..store.transfer import node_lost
+
+        node_lost(node)                    # a pull from it under way gives up at once
+        with self.cond:
+            for oid in object_ids:
+                entry = self.results.get(oid)
+                if entry is not None and entry[1][:4] == LOCATION_MAGIC and decode_location(entry[1]).node == node:
+                    del self.results[oid]
+            self.errors_seen += 1          # wakes a get() waiting on other refs, to look again
+            self.cond.notify_all()
+
     def query(self, what: str, arg: Any = None, timeout: float | None = None) -> Any:
         """Ask the head something and wait for the answer."""
         req = next(self._req)
@@ -374,6 +390,8 @@ class Driver:
             self._store(msg.objects)
         elif t is P.ObjectsLost:
             self._overwrite(msg.objects)
+        elif t is P.ObjectsRebuilding:
+            self._forget_lost(msg.object_ids, msg.node)
         elif t is P.Output:
             for chunk in msg.chunks:
                 try:
@@ -450,15 +468,31 @@ class Driver:
                     break
             self._wait_for(lambda: refs[i].id in results or self.errors_seen != seen_errors, deadline, timeout)
         out = []
+        asked_again: set = set()
         for r in refs:
-            entry = results.get(r.id)
-            if entry is None:
-                continue
-            try:
-                out.append(serialization.load_result(*entry))
-            except ObjectLostError as exc:
-                self._blame_a_dead_head(exc)
-                raise
+            while True:
+                entry = results.get(r.id)
+                if entry is None or r.id in self._requested:
+                    if any(results.get(x.id, (0,))[0] for x in refs):
+                        break      # not ready, and another ref failed: that error is raised below
+                    # its value was lost with its node and is being made again (ObjectsRebuilding)
+                    self._wait_for(lambda: r.id in results and r.id not in self._requested, deadline, timeout)
+                    continue
+                try:
+                    out.append(serialization.load_result(*entry))
+                    break
+                except ObjectLostError as exc:
+                    if results.get(r.id) is not entry:
+                        continue   # the owner heard meanwhile that it is being rebuilt: wait for that
+                    if r.owner != self.client_no and not entry[0] and r.id not in asked_again:
+                        asked_again.add(r.id)   # not ours: the owner was told; ask the head where it is now
+                        with self.cond:
+                            if results.get(r.id) is entry:
+                                del results[r.id]
+                        self._request_missing([r])
+                        continue
+                    self._blame_a_dead_head(exc)
+                    raise
         return out
 
     def _wait_for(self, pred: Callable[[], bool], deadline: float | None, timeout: float | None) -> None:

@@ -291,6 +291,8 @@ class Head(ActorHead, EngineMembership, Liveness):
                         noted = self.stores.note(r.objects, self.sched.objects)
                         if noted:
                             self.stores.made_by(noted, self._maker(r.task_id))
+                            if eng.node != self.sched.head_node:   # lives with that host: keep its lineage
+                                self.sched.keep_lineage(r.task_id, noted)
                 self.done_info = task_events.finished(msg.results, self.stores.locations) if self.pub.listened else None
                 self._apply(self.sched.tasks_done(eng.id, msg.results))
                 self.done_info = None

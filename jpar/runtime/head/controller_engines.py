@@ -8,9 +8,11 @@ why. Removing drains engines through the scheduler (no new work, prefetched work
 running task finished) and answers with the resources given back.
 
 When a node other than the head's has no engine left (lost, or its last engine removed), the
-values stored only there cannot be pulled any more: each becomes an ObjectLostError naming the
-node and what made it, in the head's table (tasks taking it fail at once) and at its owner (its
-``get`` raises at once instead of waiting for a server that is gone).
+values stored only there cannot be pulled any more: each is made again by its task where the
+scheduler kept its lineage (scheduler_lineage: its owner is told to wait for the new value), or
+becomes an ObjectLostError naming the node, what made it and why it cannot be rebuilt, in the
+head's table (tasks taking it fail at once) and at its owner (its ``get`` raises at once instead
+of waiting for a server that is gone).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING
 from ..wire import protocol as P
 from ..wire import serialization
 from ...errors import ObjectLostError, ResourceError
-from .scheduler_state import DrainEngine, Queued
+from .scheduler_state import DrainEngine
 
 if TYPE_CHECKING:
     from .controller import Client
@@ -123,23 +125,38 @@ class EngineMembership:
         return f"the result of task {spec.name}" if spec is not None else "a task's result"
 
     def _objects_lost_with(self, node: str, why: str) -> None:
+        """Values stored only on ``node`` (gone): rebuilt by running their tasks again where the
+        scheduler can (lineage), the others an ObjectLostError saying why not. Owners hear first
+        (ObjectsRebuilding: forget the location and wait; ObjectsLost: the error), then the rebuilt
+        tasks are dispatched, so no new result can reach an owner before the notice."""
         lost = self.stores.forget_node(node)
         if not lost:
             return
+        makers = dict(lost)
+
+        def lost_blob(oid: int, why_not: str) -> bytes:
+            return serialization.dumps_error(ObjectLostError(
+                f"Object {oid:#x} ({makers.get(oid) or 'a value'}) was stored only on node {node!r}, which has no "
+                f"engine left ({why}): its value is gone, and jpar cannot rebuild it: {why_not}. Values that must "
+                "outlive a host belong on the head's host (get() them there, or put() them from a driver on it)."))
+
+        rebuilt, records, actions = self.sched.rebuild(node, [oid for oid, _ in lost], lost_blob)
         by_owner: dict[int, list] = {}
-        for oid, maker in lost:
-            blob = serialization.dumps_error(ObjectLostError(
-                f"Object {oid:#x} ({maker or 'a value'}) was stored only on node {node!r}, which has no engine left "
-                f"({why}): its value is gone. Compute it again; jpar does not rebuild lost objects from their tasks "
-                "yet. Values that must outlive a host belong on the head's host (get() them there, or put() them "
-                "from a driver on it)."))
-            obj = self.sched.objects.get(oid)
-            if obj is None or type(obj) is Queued or not obj.ready or obj.status:
-                continue
-            obj.status, obj.blob = P.ERROR, blob   # tasks given it from now on fail with this error
-            by_owner.setdefault(obj.owner, []).append(P.ObjectRecord(oid, P.ERROR, blob))
-        for owner, records in by_owner.items():
+        for owner, record in records:
+            by_owner.setdefault(owner, []).append(record)
+        for owner, recs in by_owner.items():
             client = self.clients_by_no.get(owner)
             if client is not None:
-                client.push.send(P.ObjectsLost(records), nowait=True)
-        log.warning("%d object(s) stored only on node %r are lost with it", len(lost), node)
+                client.push.send(P.ObjectsLost(recs), nowait=True)
+        again: dict[int, list] = {}
+        for oid in rebuilt:
+            again.setdefault(self.sched.objects[oid].owner, []).append(oid)
+        for owner, oids in again.items():
+            client = self.clients_by_no.get(owner)
+            if client is not None:
+                client.push.send(P.ObjectsRebuilding(oids, node), nowait=True)
+        self._apply(actions)
+        if records:
+            log.warning("%d object(s) stored only on node %r are lost with it", len(records), node)
+        if rebuilt:
+            log.warning("%d object(s) stored only on node %r are being rebuilt by their tasks", len(rebuilt), node)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from ..wire.protocol import TaskSpec
 from .scheduler_actors import ACTOR_TRANSITIONS, ActorScheduling, ActorState  # noqa: F401  (actors: see there)
 from .scheduler_chaining import Chaining
+from .scheduler_lineage import Lineage
 from .scheduler_placement import Placement
 from .scheduler_rebalance import Rebalancing
 from .scheduler_state import (PER_ENGINE, TERMINAL, TRANSITIONS, CancelOnEngine, DispatchTask,  # noqa: F401
@@ -44,7 +45,7 @@ __all__ = ["Scheduler", "TaskState", "TRANSITIONS", "DispatchTask", "SendFailure
 
 
 # ---------------------------------------------------------------- the state machine
-class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement):
+class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement, Lineage):
     """All scheduling state of one cluster; every public method is one event (actor events: scheduler_actors)."""
 
     def __init__(self, prefetch: int = 64, prefetch_s: float = 0.002, chain: bool = True):
@@ -71,6 +72,7 @@ class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement):
         self.extras = 0                                  # extra engines alive or asked for, all nodes
         self.blocked_engines = 0                         # engines with a task blocked in get()
         self._init_actors(Obj)
+        self._init_lineage()
 
     # ---- helpers
     def _move(self, task: Task, new: TaskState, stimulus: str) -> None:
@@ -378,6 +380,8 @@ class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement):
         obj = self.objects.get(oid)
         if obj is not None and obj.ready and not obj.held_by_owner and obj.task_refs <= 0 and not obj.requests:
             del self.objects[oid]
+            if self.lineage_of:
+                self._drop_lineage(oid)
             self.actions.append(FreeObjects((oid,)))
 
     # ---- tasks
@@ -391,14 +395,7 @@ class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement):
         if spec.actor:
             self._actor_call_submitted(client, spec)
             return
-        key = (spec.resources, spec.placement)
-        form = self._forms.get(key)
-        if form is None:   # tasks share few resource requests: build each demand once (never mutated)
-            demand = {k: float(v) for k, v in spec.resources if v}
-            dshape = tuple(sorted(demand.items()))
-            if len(self._forms) >= 1024:
-                self._forms.clear()
-            form = self._forms[key] = (demand, dshape, (spec.placement, *dshape))
+        form = self._form(spec)
         dshape = form[1]
         tid = spec.task_id
         if (spec.num_returns <= 1 and spec.placement < 0 and (not self.nodes or self._feasible(dshape))
@@ -451,6 +448,19 @@ class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement):
         else:
             self._move(task, S.QUEUED, "submitted")
             self._enqueue(task)
+
+    def _form(self, spec: TaskSpec) -> tuple:
+        """A task's (demand, dshape, shape): tasks share few resource requests, so each is built once
+        and shared (never mutated)."""
+        key = (spec.resources, spec.placement)
+        form = self._forms.get(key)
+        if form is None:
+            demand = {k: float(v) for k, v in spec.resources if v}
+            dshape = tuple(sorted(demand.items()))
+            if len(self._forms) >= 1024:
+                self._forms.clear()
+            form = self._forms[key] = (demand, dshape, (spec.placement, *dshape))
+        return form
 
     @staticmethod
     def _chained_behind(task) -> bool:

@@ -37,13 +37,15 @@ TRANSITIONS: dict[tuple[TaskState | None, TaskState], str] = {
     (S.WAITING, S.ASSIGNED): "chained: sent to the engine making its last missing argument, behind that task",
     (S.QUEUED, S.ASSIGNED): "placed behind another task on an engine (prefetch)",
     (S.QUEUED, S.RUNNING): "placed on an idle engine",
+    (S.QUEUED, S.WAITING): "an argument was lost with its host and is being rebuilt by its task (lineage)",
     (S.QUEUED, S.FAILED): "the last node able to run it left",
     (S.QUEUED, S.CANCELLED): "cancelled before it could run",
     (S.ASSIGNED, S.RUNNING): "the engine finished the task ahead of it",
     (S.ASSIGNED, S.QUEUED): "taken back unstarted: its engine died, is being removed, or was busy far longer "
                             "than usual",
     (S.ASSIGNED, S.WAITING): "chained, and taken back unstarted before its argument was ready (its engine gave "
-                             "it back, died, or is being removed)",
+                             "it back, died, or is being removed); or an argument it was sent was lost with its "
+                             "host and is being rebuilt",
     (S.ASSIGNED, S.CANCELLED): "cancelled while prefetched",
     (S.ASSIGNED, S.DONE): "finished (run while the task ahead was blocked)",
     (S.ASSIGNED, S.FAILED): "raised (run while the task ahead was blocked)",
@@ -53,7 +55,8 @@ TRANSITIONS: dict[tuple[TaskState | None, TaskState], str] = {
                            "or its engine gave it back unstarted (revoked as the task ahead finished)",
     (S.RUNNING, S.CANCELLED): "cancelled while running",
     (S.RUNNING, S.WAITING): "chained, and given back by its engine: the task ahead of it, which the head took it "
-                            "to follow, did not make its argument there (it raised, was retried or cancelled)",
+                            "to follow, did not make its argument there (it raised, was retried or cancelled); or "
+                            "an argument it was sent was lost with its host: stopped, it waits for the rebuilt value",
 }
 
 

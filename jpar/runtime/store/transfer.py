@@ -29,12 +29,20 @@ from ..wire import protocol as P
 from ..wire import transport
 from ...errors import ObjectLostError
 
-__all__ = ["ObjectServer", "fetch"]
+__all__ = ["ObjectServer", "fetch", "node_lost"]
 
 CHUNK = 4 << 20
 _WINDOW = 4
 _TIMEOUT_S = 30.0
+_SLICE_S = 0.25           # a pull waiting for chunks looks this often whether its node was lost
 _req = itertools.count(1)
+_lost: dict[str, int] = {}   # node -> how often this process heard that the node left the cluster
+
+
+def node_lost(node: str) -> None:
+    """This process heard from the head that ``node`` left: pulls from it under way give up now
+    (ObjectLostError) instead of waiting out their timeout for a server that is gone."""
+    _lost[node] = _lost.get(node, 0) + 1
 
 
 class ObjectServer:
@@ -102,17 +110,26 @@ def fetch(loc, key: bytes) -> bytearray:
         offsets = list(range(0, loc.size, CHUNK))
         pending: dict[int, int] = {}
         got = 0
+        lost_before = _lost.get(loc.node, 0)
+        waited = 0.0
         while got < loc.size:
             while offsets and len(pending) < _WINDOW:
                 off = offsets.pop(0)
                 req = next(_req)
                 pending[req] = off
                 ch.send(P.FetchObject(req, loc.name, off, CHUNK))
-            msg = ch.recv(timeout_ms=int(_TIMEOUT_S * 1000))
+            msg = ch.recv(timeout_ms=int(_SLICE_S * 1000))
             if msg is None:
+                waited += _SLICE_S
+                if _lost.get(loc.node, 0) != lost_before:
+                    raise ObjectLostError(f"Object segment {loc.name} could not be pulled: its node {loc.node!r} left "
+                                          "the cluster meanwhile.")
+                if waited < _TIMEOUT_S:
+                    continue
                 raise ObjectLostError(f"Object segment {loc.name} could not be pulled from node {loc.node!r} "
                                       f"({loc.endpoint}): no answer in {_TIMEOUT_S:.0f} s. Its writer process may "
                                       "have exited; recompute the object or keep its writer alive.")
+            waited = 0.0
             if type(msg) is not P.ObjectChunk or msg.req_id not in pending:
                 continue
             del pending[msg.req_id]

@@ -33,7 +33,7 @@ Who sends what (D = driver or any client, H = head, E = engine)::
     H->E  Define DriverInfo Dispatch CancelTask Heartbeat Shutdown
           StartActorProcess StopActorProcess         (actors on the engine's host, not the head's)
     H->A  ActorSetup CancelTask Shutdown
-    H->D  Welcome Answer Objects TaskFailed ActorInfo ObjectsLost
+    H->D  Welcome Answer Objects TaskFailed ActorInfo ObjectsLost ObjectsRebuilding
     D->A  Calls                                      (method calls go straight to the actor)
     *->*  FetchObject ObjectChunk                    (a reader pulls a stored object from its writer's node)
     E->D  Results Output                             (A->D too: method results)
@@ -527,6 +527,15 @@ class ObjectsLost(Message):
     objects: list
 
 
+@_msg(46)
+@dataclass(slots=True)
+class ObjectsRebuilding(Message):
+    """Head to an owner: these values lived only on ``node``, which left the cluster, and their tasks
+    run again (lineage): the owner forgets the locations it held there and waits for new results."""
+    object_ids: list
+    node: str
+
+
 @_msg(44)
 @dataclass(slots=True)
 class ActorInfo(Message):
@@ -575,7 +584,7 @@ MESSAGES: dict[int, type[Message]] = {
         Shutdown, StartActorProcess, StopActorProcess, ActorProcessExited,
         EngineWelcome, Welcome, Answer, Objects, TaskFailed, Results, Output, Events,
         CreateActor, ActorLookup, KillActor, ReleaseActor, ActorCallsDone, ActorHello, ActorReady, ActorSetup,
-        ActorInfo, Calls, FetchObject, ObjectChunk, ObjectsLost,
+        ActorInfo, Calls, FetchObject, ObjectChunk, ObjectsLost, ObjectsRebuilding,
     )
 }
 _FIELDS = {code: tuple(f.name for f in dataclasses.fields(cls)) for code, cls in MESSAGES.items()}
