@@ -66,11 +66,14 @@ def _by_value():
     def second_total(pair):
         return float(pair[1].sum())
 
+    def node_of(value):
+        return jpar.get_runtime_context().get_node_id()
+
     return (jpar.remote(Probe), jpar.remote(ones), jpar.remote(total), jpar.remote(made_where),
-            jpar.remote(second_total))
+            jpar.remote(second_total), jpar.remote(node_of))
 
 
-Probe, ones, total, made_where, second_total = _by_value()
+Probe, ones, total, made_where, second_total, node_of = _by_value()
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +166,28 @@ def test_a_remote_actor_that_crashes_restarts_on_its_host(site):
         jpar.get(a.crash.remote(), timeout=60)                 # no restart left: dead,
     with pytest.raises(jpar.ActorDiedError, match="exited with code 7"):   # saying how
         jpar.get(a.where.remote(), timeout=60)
+
+
+def test_a_task_runs_where_its_large_argument_is(site):
+    """Locality: a task given a value stored on one host runs there when an engine of that host is
+    free, instead of pulling it across the link to the first free engine (the head's host's comes
+    first otherwise), and a value stored on the head's host keeps its tasks here."""
+
+    def placed(value) -> list:
+        nodes = []
+        for _ in range(5):
+            nodes.append(jpar.get(node_of.remote(value), timeout=60))
+            while hooks.status()["scheduler"]["tasks"]["running"]:   # the head saw it end: engines idle
+                pass
+        return nodes
+
+    far_value = made_where.options(**FAR_ONLY).remote(1_000_000)     # 8 MB, in node "far"'s store
+    assert jpar.wait([far_value], timeout=60)[0] == [far_value]
+    assert placed(far_value) == [netns.FAR] * 5
+    [near_engine] = [e["id"] for e in hooks.engines() if e["node"] == netns.NEAR]
+    near_value = made_where.options(placement=near_engine).remote(1_000_000)   # in the head's host's store
+    assert jpar.get(near_value, timeout=60)[0] == netns.NEAR
+    assert placed(near_value) == [netns.NEAR] * 5
 
 
 def test_what_lived_on_a_lost_host_says_where_it_was(site):

@@ -689,3 +689,25 @@ def test_a_task_whose_other_arguments_are_ready_chains_behind_its_last_one(sched
     acts = done(sched, sched.tasks[1].engine, 1)
     assert (3, S.WAITING, S.ASSIGNED) in moves(acts) and DispatchTask(other, 3, ()) in acts
     assert sched.tasks[3].chained == 2
+
+
+def _stored_on(node, size):
+    """A location record as engines report a stored value (what the head keeps as its blob)."""
+    import pickle
+
+    from jpar.runtime.store.segments import LOCATION_MAGIC, Location
+
+    return LOCATION_MAGIC + pickle.dumps(tuple(Location("tag", node, f"seg-{node}", size, "host", "")))
+
+
+def test_a_task_goes_to_a_free_engine_of_the_node_holding_its_stored_arguments(sched):
+    """Locality: engine 0 (node a) comes first otherwise; the task's bytes are mostly on node b."""
+    sched.engine_added(0, "a", {"CPU": 1})
+    sched.engine_added(1, "b", {"CPU": 1})
+    sched.put(1, [100, 101, 102], 0, [_stored_on("b", 8 << 20), _stored_on("a", 1 << 20), b"inline"])
+    acts = sched.submit(1, [spec(1, deps=[100, 101, 102])])
+    assert [a.engine_id for a in of(acts, DispatchTask)] == [1]
+    acts = sched.submit(1, [spec(2, deps=[100])])            # node b's engine is busy: not waited for
+    assert [a.engine_id for a in of(acts, DispatchTask)] == [0]
+    acts = sched.submit(1, [spec(3, deps=[102])])             # nothing stored: the usual order (both busy: queued)
+    assert of(acts, DispatchTask) == []

@@ -3,14 +3,18 @@ that placement holds and gives back.
 
 A ready task waits in the queue of its resource shape; :meth:`Placement._schedule` hands tasks to
 engines with free resources (prefetching a few per engine so they never idle between tasks), a
-pinned task only to its engine, and a task no node can ever hold fails (ResourceError). Pure
-state, like the rest of the scheduler: a mixin of :class:`jpar.runtime.head.scheduler.Scheduler`.
+pinned task only to its engine, and a task no node can ever hold fails (ResourceError). On a
+cluster of several nodes, a task whose arguments are stored values goes to a free engine of the
+node holding most of their bytes when there is one (locality: a pull across hosts costs more than
+the task often does), else where it would have gone. Pure state, like the rest of the scheduler:
+a mixin of :class:`jpar.runtime.head.scheduler.Scheduler`.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
+from ..store.segments import LOCATION_MAGIC, decode_location
 from .scheduler_state import DispatchTask, Engine, Failure, Node, S, Task
 
 __all__ = ["Placement"]
@@ -100,8 +104,13 @@ class Placement:
         simple = "GPU" not in demand
         best, best_len = None, 1 << 30
         pin = task.spec.placement
-        for eng in ((only,) if only is not None else self.engines.values() if pin < 0
-                    else [self.engines[pin]] if pin in self.engines else []):
+        engines = ((only,) if only is not None else self.engines.values() if pin < 0
+                   else [self.engines[pin]] if pin in self.engines else [])
+        if only is None and pin < 0 and task.spec.deps and len(self.nodes) > 1:
+            home = self._data_node(task.spec.deps)
+            if home:   # its engines first: the first idle one is taken
+                engines = sorted(engines, key=lambda e: e.node != home)
+        for eng in engines:
             if eng.blocked and task.spec.parent != eng.blocked[-1]:
                 continue  # a blocked engine runs only what its top blocked task submitted
             n = eng.active
@@ -124,6 +133,16 @@ class Placement:
                 if n == 0:
                     break
         return best
+
+    def _data_node(self, deps) -> str:
+        """The node whose store holds the most bytes of these arguments ("" if none is stored)."""
+        sizes: dict = {}
+        for oid in deps:
+            obj = self.objects.get(oid)
+            if obj is not None and obj.ready and obj.blob[:4] == LOCATION_MAGIC:
+                loc = decode_location(obj.blob)
+                sizes[loc.node] = sizes.get(loc.node, 0) + loc.size
+        return max(sizes, key=sizes.__getitem__) if sizes else ""
 
     def _hold(self, task: Task, held: dict) -> None:
         """Keep a stuck task's demand away from younger tasks on the nodes it could run on."""
