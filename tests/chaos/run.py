@@ -54,7 +54,7 @@ from jpar.runtime.store.segments import cluster_tag
 
 __all__ = ["ChaosReport", "run_chaos", "main"]
 
-KINDS = ("task", "put", "put-arg task", "actor (task retries)", "actor (no task retries)", "detached head")
+KINDS = ("task", "put", "put-arg task", "nested tasks", "actor (task retries)", "actor (no task retries)", "detached head")
 OUTCOMES = ("correct", "documented", "wrong", "undocumented", "hangs")
 
 
@@ -63,6 +63,13 @@ OUTCOMES = ("correct", "documented", "wrong", "undocumented", "hangs")
 def square(i: int, hold: float) -> int:
     time.sleep(hold)
     return i * i
+
+
+@jpar.remote
+def fan_sum(xs: list, retries: int, hold: float) -> int:
+    """A parent that blocks in get() on children it submitted (nested tasks: the engine runs them on
+    top of it, or the head elsewhere, taking back what it had queued there)."""
+    return sum(jpar.get([square.options(max_retries=retries).remote(x, hold) for x in xs]))
 
 
 @jpar.remote
@@ -212,6 +219,11 @@ class Round:
             retries = rng.randint(1, 3)
             self.items.append(("put-arg task", digest.options(max_retries=retries).remote(ref, rng.uniform(0, 0.05)),
                                hashlib.sha256(blob).hexdigest(), retries))
+        for _ in range(rng.randint(1, 2) if light else rng.randint(2, 4)):
+            xs = [rng.randint(0, 1000) for _ in range(rng.randint(2, 5))]
+            retries = rng.randint(1, 3)
+            self.items.append(("nested tasks", fan_sum.options(max_retries=retries).remote(
+                xs, retries, rng.uniform(0, 0.03)), sum(x * x for x in xs), retries))
         for cls_name, handle in actors.items():
             kind = "actor (task retries)" if cls_name == "Steady" else "actor (no task retries)"
             for _ in range(rng.randint(2, 5) if light else rng.randint(5, 15)):
@@ -249,7 +261,7 @@ def judge(report: ChaosReport, results: list, killed: list, round_no: int) -> No
             report.problems.append(f"round {round_no}: {kind}: get timed out ({got})")
         elif head_killed and isinstance(got, HeadDiedError):
             c["documented"] += 1
-        elif (kind in ("task", "put-arg task") and isinstance(got, EngineCrashedError)
+        elif (kind in ("task", "put-arg task", "nested tasks") and isinstance(got, EngineCrashedError)
               and engine_kills > retries):
             c["documented"] += 1
         elif kind == "actor (no task retries)" and isinstance(got, ActorDiedError) and fragile_killed:
