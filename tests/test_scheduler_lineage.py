@@ -36,11 +36,16 @@ def run_on_far_a(s, tid, **kw):
     done(s, 0, tid, blob=b"loc-a")
 
 
+def lose_far_a(s, *oids):
+    """Node far-a's engine dies; the head asks to rebuild what lived only there."""
+    s.engine_removed(0, "killed")
+    return s.rebuild("far-a", list(oids), why)
+
+
 def test_a_lost_value_is_made_again_by_its_task_on_another_node(two_far):
     s = two_far
     run_on_far_a(s, 1)
-    s.engine_removed(0, "killed")
-    rebuilt, lost, acts = s.rebuild("far-a", [1], why)
+    rebuilt, lost, acts = lose_far_a(s, 1)
     assert (rebuilt, lost) == ([1], [])
     assert of(acts, DispatchTask) == [DispatchTask(1, 1, ())]          # on far-b, the node left that fits
     assert not s.objects[1].ready and s.tasks[1].attempt == 1
@@ -55,8 +60,7 @@ def test_a_lost_value_is_made_again_by_its_task_on_another_node(two_far):
 def test_no_retries_left_is_lost_and_says_why(two_far):
     s = two_far
     run_on_far_a(s, 1, retries=0)
-    s.engine_removed(0, "killed")
-    rebuilt, lost, acts = s.rebuild("far-a", [1], why)
+    rebuilt, lost, acts = lose_far_a(s, 1)
     assert rebuilt == [] and of(acts, DispatchTask) == []
     [(owner, rec)] = lost
     assert owner == 1 and rec.status == P.ERROR and b"no retries left" in rec.blob and b"max_retries=0" in rec.blob
@@ -76,17 +80,15 @@ def test_a_task_whose_argument_was_released_cannot_be_rebuilt(two_far):
     run_on_far_a(s, 1, deps=[100])
     s.release(1, [100])                       # the only ref to the argument is gone: freed
     assert 100 not in s.objects
-    s.engine_removed(0, "killed")
-    rebuilt, lost, _ = s.rebuild("far-a", [1], why)
+    rebuilt, lost, _ = lose_far_a(s, 1)
     assert rebuilt == [] and b"no longer exists" in lost[0][1].blob
 
 
-def test_a_chain_is_rebuilt_in_order_and_a_lost_argument_sinks_its_users(two_far):
+def test_a_chain_is_rebuilt_in_order(two_far):
     s = two_far
     run_on_far_a(s, 1)
     run_on_far_a(s, 2, deps=[1])
-    s.engine_removed(0, "killed")
-    rebuilt, lost, acts = s.rebuild("far-a", [1, 2], why)
+    rebuilt, lost, acts = lose_far_a(s, 1, 2)
     assert sorted(rebuilt) == [1, 2] and lost == []
     assert of(acts, DispatchTask)[0].task_id == 1                       # 2 waits for (or is chained behind) 1
     assert s.tasks[2].state in (S.WAITING, S.ASSIGNED)
@@ -95,14 +97,12 @@ def test_a_chain_is_rebuilt_in_order_and_a_lost_argument_sinks_its_users(two_far
     done(s, 1, 2, blob=b"loc-b2")
     assert s.objects[2].ready and s.objects[2].blob == b"loc-b2"
 
-    t = Scheduler(prefetch=0)
-    t.client_added(1)
-    t.engine_added(0, "far-a", {"CPU": 1, "far": 1})
-    t.engine_added(1, "far-b", {"CPU": 1, "far": 1})
+
+def test_a_lost_argument_that_cannot_come_back_sinks_its_users(two_far):
+    t = two_far
     run_on_far_a(t, 1, retries=0)
     run_on_far_a(t, 2, deps=[1])
-    t.engine_removed(0, "killed")
-    rebuilt, lost, _ = t.rebuild("far-a", [1, 2], why)
+    rebuilt, lost, _ = lose_far_a(t, 1, 2)
     assert rebuilt == []
     reasons = {rec.object_id: rec.blob for _, rec in lost}
     assert b"no retries left" in reasons[1] and b"was lost too" in reasons[2]
@@ -113,8 +113,7 @@ def test_what_no_node_left_can_run_is_lost(two_far):
     s.engine_added(2, "head", {"CPU": 1})        # the head's node stays, without "far"
     run_on_far_a(s, 1)
     s.engine_removed(1, "killed")
-    s.engine_removed(0, "killed")
-    rebuilt, lost, _ = s.rebuild("far-a", [1], why)
+    rebuilt, lost, _ = lose_far_a(s, 1)
     assert rebuilt == [] and b"no node left can run" in lost[0][1].blob
 
 

@@ -433,20 +433,30 @@ class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement, Lineage):
                 return
             if not obj.ready:
                 task.missing += 1
-                if obj.waiters:
-                    obj.waiters.append(tid)
-                else:
-                    obj.waiters = [tid]
+                self._add_waiter(obj, tid)
             elif obj.status and failed is None:
                 failed = obj.blob
         if failed is not None:
             self._fail(task, Failure.DEPENDENCY, failed, "an argument had failed")
-        elif task.missing:
-            self._move(task, S.WAITING, "submitted; some arguments are not ready")
+        else:
+            self._wait_or_queue(task, "submitted; some arguments are not ready", "submitted")
+
+    @staticmethod
+    def _add_waiter(obj, tid: int) -> None:
+        if obj.waiters:
+            obj.waiters.append(tid)
+        else:
+            obj.waiters = [tid]
+
+    def _wait_or_queue(self, task, waiting: str, queued: str) -> None:
+        """A task whose missing arguments are counted: waiting for them (chained behind the task making
+        the last one, where it can be), or ready in its queue."""
+        if task.missing:
+            self._move(task, S.WAITING, waiting)
             if task.missing == 1:
                 self._chain_to_producer(task)
         else:
-            self._move(task, S.QUEUED, "submitted")
+            self._move(task, S.QUEUED, queued)
             self._enqueue(task)
 
     def _form(self, spec: TaskSpec) -> tuple:

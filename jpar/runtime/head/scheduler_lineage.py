@@ -157,8 +157,7 @@ class Lineage:
             for d in task.spec.deps:
                 if d in rebuilt:
                     task.missing += 1
-                    obj = self.objects[d]
-                    obj.waiters = [*obj.waiters, tid]
+                    self._add_waiter(self.objects[d], tid)
 
     def _resubmit(self, spec, owner: int, attempt: int, why: str) -> None:
         """Run a finished task again (its return objects, kept, were reset to pending)."""
@@ -171,14 +170,5 @@ class Lineage:
             obj.task_refs += 1
             if not obj.ready:
                 task.missing += 1
-                if obj.waiters:
-                    obj.waiters.append(tid)
-                else:
-                    obj.waiters = [tid]
-        if task.missing:
-            self._move(task, S.WAITING, why)
-            if task.missing == 1:
-                self._chain_to_producer(task)
-        else:
-            self._move(task, S.QUEUED, why)
-            self._enqueue(task)
+                self._add_waiter(obj, tid)
+        self._wait_or_queue(task, why, why)
