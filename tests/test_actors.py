@@ -302,6 +302,24 @@ def test_constructor_error_makes_calls_raise_actor_died():
         jpar.get(b.ping.remote(), timeout=20)
 
 
+@jpar.remote
+class BrokenLoudly:
+    def __init__(self):
+        raise RuntimeError("x" * 30_000_000 + " constructor exploded")
+
+    def ping(self):
+        return "pong"
+
+
+def test_a_large_constructor_error_reaches_the_caller_too():
+    """The process whose __init__ raised sent its error and exited at once: a message not yet out of
+    its socket was dropped (30 MB: every time), and callers read "exited with code 0" instead (also
+    seen, rarely, with a small error under load). It now stays until the head has read it."""
+    b = BrokenLoudly.remote()
+    with pytest.raises(jpar.ActorDiedError, match="constructor exploded"):
+        jpar.get(b.ping.remote(), timeout=60)
+
+
 def test_kill_fails_pending_and_later_calls_quickly():
     c = Counter.remote()
     pid = jpar.get(c.pid.remote())

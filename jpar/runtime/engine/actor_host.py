@@ -47,6 +47,7 @@ from ...errors import ActorDiedError, TaskCancelledError
 log = logging.getLogger("jpar.actor")
 
 _current_call: contextvars.ContextVar = contextvars.ContextVar("jpar_actor_call", default=None)
+LAST_WORD_S = 5.0   # how long a process whose __init__ raised waits for the head to stop it
 
 
 class ActorHost:
@@ -136,6 +137,7 @@ class ActorHost:
                 "Fix the constructor (or its arguments) and create the actor again.")
             self.flush_output()
             self.head.send(P.ActorReady(self.actor_id, self.incarnation, P.ERROR, [], serialization.dumps_error(err)))
+            self._await_end(LAST_WORD_S)
             return
         finally:
             _current_call.reset(token)
@@ -159,6 +161,16 @@ class ActorHost:
         self.flush_output()
         self.head.send(P.ActorReady(self.actor_id, self.incarnation, P.OK, bound, b""))
         self._serve()
+
+    def _await_end(self, timeout: float) -> None:
+        """Stay until the head, having read this process's last message, stops it (SIGKILL, or a
+        Shutdown), at most ``timeout`` s. Exiting at once dropped a message not yet sent (sockets
+        close without lingering) or let the head see the exit first: callers then read "exited with
+        code 0" instead of the error the message carried."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._orphaned():
+            if isinstance(self.head.recv(timeout_ms=100), P.Shutdown):
+                return
 
     def _close(self) -> None:
         if self.loop is not None:
