@@ -141,22 +141,21 @@ class EngineMembership:
                 "outlive a host belong on the head's host (get() them there, or put() them from a driver on it)."))
 
         rebuilt, records, actions = self.sched.rebuild(node, [oid for oid, _ in lost], lost_blob)
-        by_owner: dict[int, list] = {}
-        for owner, record in records:
-            by_owner.setdefault(owner, []).append(record)
-        for owner, recs in by_owner.items():
-            client = self.clients_by_no.get(owner)
-            if client is not None:
-                client.push.send(P.ObjectsLost(recs), nowait=True)
-        again: dict[int, list] = {}
-        for oid in rebuilt:
-            again.setdefault(self.sched.objects[oid].owner, []).append(oid)
-        for owner, oids in again.items():
-            client = self.clients_by_no.get(owner)
-            if client is not None:
-                client.push.send(P.ObjectsRebuilding(oids, node), nowait=True)
+        self._tell_owners(records, P.ObjectsLost)
+        self._tell_owners([(self.sched.objects[oid].owner, oid) for oid in rebuilt],
+                          lambda oids: P.ObjectsRebuilding(oids, node))
         self._apply(actions)
         if records:
             log.warning("%d object(s) stored only on node %r are lost with it", len(records), node)
         if rebuilt:
             log.warning("%d object(s) stored only on node %r are being rebuilt by their tasks", len(rebuilt), node)
+
+    def _tell_owners(self, items, message) -> None:
+        """``items``: (owner, item) pairs; each connected owner gets one ``message(its items)``."""
+        by_owner: dict[int, list] = {}
+        for owner, item in items:
+            by_owner.setdefault(owner, []).append(item)
+        for owner, batch in by_owner.items():
+            client = self.clients_by_no.get(owner)
+            if client is not None:
+                client.push.send(message(batch), nowait=True)

@@ -114,8 +114,9 @@ class Lineage:
                     "raise max_retries in .options() to let jpar run it again")
         if spec.placement >= 0:
             return f"its task {spec.name} was pinned to engine {spec.placement}"
-        if self.nodes and not self._feasible(self._form(spec)[1]):
-            return f"no node left can run its task {spec.name} (it asks for {dict(self._form(spec)[0])})"
+        demand, dshape, _ = self._form(spec)
+        if self.nodes and not self._feasible(dshape):
+            return f"no node left can run its task {spec.name} (it asks for {demand})"
         return ""
 
     def _lost_argument(self, spec, why_not: dict) -> str:
