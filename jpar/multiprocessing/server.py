@@ -44,7 +44,7 @@ from typing import Any
 from jpar import backends
 from jpar.errors import ClusterError
 
-from . import fastsync
+from . import fastqueue, fastsync
 from .objects import _KINDS, _CallerGone, _Condition, _State, wait_readable
 
 __all__ = ["SERVER_NAME", "OwnerDiedWarning", "owner_id", "StateServer", "Client", "Handle", "client",
@@ -93,6 +93,8 @@ class StateServer:
             return fastsync.FastLockState(self, kind, **params)
         if kind == "event" and params.pop("fast", True) and fastsync.events_available():
             return fastsync.FastEventState(self)
+        if kind == "queue" and params.pop("fast", True) and "writer" not in params and fastqueue.available():
+            return fastqueue.FastQueueState(self, **params)   # a Queue's items in shared memory (not a Pipe's)
         return _KINDS[kind](self, **params)
 
     # -------------------------------------------------- requests
@@ -130,7 +132,7 @@ class StateServer:
         if op == "listen":
             if address in self.listeners:
                 raise OSError(98, f"Address already in use: a jpar Listener listens at {address!r}")
-            oid = self.add(self._make("queue", {}), None)
+            oid = self.add(self._make("queue", {"fast": False}), None)
             self.listeners[address] = (oid, digest)
             return oid
         if op == "listener":
