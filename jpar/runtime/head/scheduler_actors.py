@@ -394,7 +394,8 @@ class ActorScheduling:
             self.cancel_acks[task_id] = (spec.actor, failure)
         else:
             self.actions.append(failure)
-        self.actions.append(CallEvent(task_id, "cancelled", None, {"why": "jpar.cancel()"}))
+        if self.transitions:
+            self.actions.append(CallEvent(task_id, "cancelled", None, {"why": "jpar.cancel()"}))
         for oid in ids:
             obj = self.objects.get(oid)
             if obj is not None and not obj.ready:
@@ -499,8 +500,9 @@ class ActorScheduling:
             obj = self._obj(oid)
             if obj is not None:
                 obj.task_refs += 1
-        self.actions.append(CallEvent(tid, "queued", None, {
-            "name": spec.name, "deps": spec.deps, "parent": spec.parent, "owner": client, "actor": spec.actor}))
+        if self.transitions:   # someone listens to the event stream (as for tasks' Transitions)
+            self.actions.append(CallEvent(tid, "queued", None, {
+                "name": spec.name, "deps": spec.deps, "parent": spec.parent, "owner": client, "actor": spec.actor}))
         actor = self.actors.get(spec.actor)
         if actor is not None and actor.state is A.DEAD:
             self._fail_call(spec, actor.detail)
@@ -533,9 +535,10 @@ class ActorScheduling:
             return
         self._forget_call(actor_id, r.task_id)
         failed = bool(r.status) or any(status for _, status, _ in r.objects)
-        if r.start:
-            self.actions.append(CallEvent(r.task_id, "running", r.start, {"actor": actor_id}))
-        self.actions.append(CallEvent(r.task_id, "failed" if failed else "done", r.end or None, None))
+        if self.transitions:
+            if r.start:
+                self.actions.append(CallEvent(r.task_id, "running", r.start, {"actor": actor_id}))
+            self.actions.append(CallEvent(r.task_id, "failed" if failed else "done", r.end or None, None))
         for oid, status, blob in r.objects:
             obj = self.objects.get(oid)
             if obj is not None:
@@ -564,7 +567,8 @@ class ActorScheduling:
         ids = tuple(range(tid, tid + max(1, spec.num_returns)))
         owner = self.objects[tid].owner if tid in self.objects else -1
         self.actions.append(SendFailure(owner, tid, ids, Failure.ACTOR_DIED, self._death_text(spec.actor, detail)))
-        self.actions.append(CallEvent(tid, "failed", None, {"why": "actor died"}))
+        if self.transitions:
+            self.actions.append(CallEvent(tid, "failed", None, {"why": "actor died"}))
         for oid in ids:
             obj = self.objects.get(oid)
             if obj is not None and not obj.ready:
