@@ -69,11 +69,21 @@ def _by_value():
     def node_of(value):
         return jpar.get_runtime_context().get_node_id()
 
+    def made_here_and_where(n):
+        return jpar.get_runtime_context().get_node_id(), np.ones(n)
+
+    made_remote = jpar.remote(made_here_and_where)
+
+    def handed_over(n, resources):
+        """A value whose owner is this task's process, not the test's driver: [its ref, where it is]."""
+        node_ref, value = made_remote.options(num_returns=2, resources=resources).remote(n)
+        return [value, jpar.get(node_ref)]
+
     return (jpar.remote(Probe), jpar.remote(ones), jpar.remote(total), jpar.remote(made_where),
-            jpar.remote(second_total), jpar.remote(node_of))
+            jpar.remote(second_total), jpar.remote(node_of), made_remote, jpar.remote(handed_over))
 
 
-Probe, ones, total, made_where, second_total, node_of = _by_value()
+Probe, ones, total, made_where, second_total, node_of, made_here_and_where, handed_over = _by_value()
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +264,28 @@ def test_a_value_lost_with_its_host_is_made_again_by_its_task(site):
     assert time.monotonic() - t0 < 25, "the pull from the lost host waited out its timeout"
     assert node2 == ({"far-d", "far-e"} - {node}).pop() and arr2.sum() == 1_000_000
     assert jpar.get([user, second_total.remote(value)], timeout=60) == [1_000_000] * 2
+
+
+def test_a_reader_that_does_not_own_a_lost_value_gets_it_made_again_without_waiting(site):
+    """The test's driver reads a value owned by another process (a task's, handed over inside a list)
+    and already holds its location on the far host when that host's engines are SIGKILLed: the head
+    tells every process (NodeLost), so get() asks for the value again and returns the one made anew on
+    the other host. Before, only the owner heard: get() pulled from the dead host, waited out the
+    pull's 30 s timeout, then asked again."""
+    procs = {n: site.join(1, "--resources", '{"lin2": 1}', node=n) for n in ("far-h", "far-i")}
+    deadline = time.monotonic() + 60
+    while not set(procs) <= {e["node"] for e in hooks.engines()}:
+        assert time.monotonic() < deadline, hooks.engines()
+    near = next(e["id"] for e in hooks.engines() if e["node"] == netns.NEAR)
+    value, node = jpar.get(handed_over.options(placement=near).remote(1_000_000, {"lin2": 1}), timeout=60)
+    assert node in procs and value.owner != hooks.driver_info()["client_no"]
+    ready, _ = jpar.wait([value], timeout=60, fetch_local=False)   # its location, not its bytes
+    assert ready == [value]
+    for p in procs[node]:
+        p.send_signal(signal.SIGKILL)
+    while node in {e["node"] for e in hooks.engines()}:           # the head saw the host go
+        assert time.monotonic() < deadline + 60, hooks.engines()
+    t0 = time.monotonic()
+    arr = jpar.get(value, timeout=60)
+    assert time.monotonic() - t0 < 20, "the pull from the lost host waited out its timeout"
+    assert arr.sum() == 1_000_000

@@ -252,6 +252,34 @@ class Driver:
             for fut in cbs:
                 _complete(fut, status, blob)
 
+    def _node_lost(self, node: str, lost, rebuilding) -> None:
+        """Any process: ``node`` left the cluster (the owners heard first). Locations held there for
+        values this process reads without owning them are dropped: a lost value's error replaces its
+        location, a rebuilt one is asked of the head again (it answers once the value is made anew),
+        so a get() neither pulls from a dead node nor waits out a pull's timeout."""
+        from ..store.segments import LOCATION_MAGIC, decode_location
+        from ..store.transfer import node_lost
+
+        node_lost(node)
+        results = self.results
+
+        def there(oid: int) -> bool:
+            entry = results.get(oid)
+            return entry is not None and entry[1][:4] == LOCATION_MAGIC and decode_location(entry[1]).node == node
+
+        with self.cond:
+            errors = [rec for rec in lost if there(rec.object_id)]
+            again = [oid for oid in rebuilding if there(oid)]
+            for oid in again:
+                del results[oid]
+            self._requested.update(again)
+            self.errors_seen += 1          # wakes a get() waiting on other refs, to look again
+            self.cond.notify_all()
+        if errors:
+            self._overwrite(errors)
+        if again:
+            self._send(P.GetObjects(next(self._req), again))
+
     def _forget_lost(self, object_ids, node: str) -> None:
         """The head rebuilds these values, lost with ``node``, by running their tasks again: forget the
         locations held for them there, so get() and wait() wait for the new results (one that came
@@ -392,6 +420,8 @@ class Driver:
             self._overwrite(msg.objects)
         elif t is P.ObjectsRebuilding:
             self._forget_lost(msg.object_ids, msg.node)
+        elif t is P.NodeLost:
+            self._node_lost(msg.node, msg.lost, msg.rebuilding)
         elif t is P.Output:
             for chunk in msg.chunks:
                 try:

@@ -144,6 +144,9 @@ class EngineMembership:
         self._tell_owners(records, P.ObjectsLost)
         self._tell_owners([(self.sched.objects[oid].owner, oid) for oid in rebuilt],
                           lambda oids: P.ObjectsRebuilding(oids, node))
+        notice = P.NodeLost(node, [rec for _, rec in records], list(rebuilt))
+        for client in self.clients_by_no.values():   # readers that are not owners may hold locations there
+            client.push.send(notice, nowait=True)
         self._apply(actions)
         if records:
             log.warning("%d object(s) stored only on node %r are lost with it", len(records), node)

@@ -33,7 +33,7 @@ Who sends what (D = driver or any client, H = head, E = engine)::
     H->E  Define DriverInfo Dispatch CancelTask Heartbeat Shutdown
           StartActorProcess StopActorProcess         (actors on the engine's host, not the head's)
     H->A  ActorSetup CancelTask Shutdown
-    H->D  Welcome Answer Objects TaskFailed ActorInfo ObjectsLost ObjectsRebuilding
+    H->D  Welcome Answer Objects TaskFailed ActorInfo ObjectsLost ObjectsRebuilding NodeLost
     D->A  Calls                                      (method calls go straight to the actor)
     *->*  FetchObject ObjectChunk                    (a reader pulls a stored object from its writer's node)
     E->D  Results Output                             (A->D too: method results)
@@ -536,6 +536,17 @@ class ObjectsRebuilding(Message):
     node: str
 
 
+@_msg(47, {"lost": ObjectRecord})
+@dataclass(slots=True)
+class NodeLost(Message):
+    """Head to every client (after the owners' ObjectsLost / ObjectsRebuilding): ``node`` left the
+    cluster with these values. A reader that is not their owner and holds a location there drops it:
+    a lost one's record replaces it, a rebuilt one is asked for again; a pull from the node gives up."""
+    node: str
+    lost: list           # ObjectRecords (errors) of values that cannot be rebuilt
+    rebuilding: list     # object ids whose tasks run again
+
+
 @_msg(44)
 @dataclass(slots=True)
 class ActorInfo(Message):
@@ -584,7 +595,7 @@ MESSAGES: dict[int, type[Message]] = {
         Shutdown, StartActorProcess, StopActorProcess, ActorProcessExited,
         EngineWelcome, Welcome, Answer, Objects, TaskFailed, Results, Output, Events,
         CreateActor, ActorLookup, KillActor, ReleaseActor, ActorCallsDone, ActorHello, ActorReady, ActorSetup,
-        ActorInfo, Calls, FetchObject, ObjectChunk, ObjectsLost, ObjectsRebuilding,
+        ActorInfo, Calls, FetchObject, ObjectChunk, ObjectsLost, ObjectsRebuilding, NodeLost,
     )
 }
 _FIELDS = {code: tuple(f.name for f in dataclasses.fields(cls)) for code, cls in MESSAGES.items()}
