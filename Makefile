@@ -119,6 +119,7 @@ clean:
 CHAOS_ARGS ?=
 chaos: $(STAMP)
 	$(PY) -m tests.chaos.run --rounds 100 $(CHAOS_ARGS)
+	$(PY) -m tests.chaos.queues --rounds 40
 
 # Mutation testing (mutmut, config in pyproject.toml [tool.mutmut]) over the scheduler, driver, engine and
 # notebook routing, in a copy under build/mutation so the tree is never mutated; not part of `make test`.

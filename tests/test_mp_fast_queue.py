@@ -212,3 +212,27 @@ def test_plain_items_skip_cloudpickle_and_notebook_functions_still_travel_by_val
         p.join(60)
     finally:
         del main.from_main
+
+
+def test_a_get_with_a_timeout_ends_while_an_overflowed_put_is_on_its_way():
+    """The ring is empty and its count says an item is in the overflow that the server does not have
+    yet (a put on its way there): get(timeout) keeps asking, and raises Empty when its time is up.
+    Before, a get on that path never gave up: its deadline was only set on the other path."""
+    q = mp.Queue()
+    q.put("x")
+    assert q.get() == "x"
+    ring = q._ring()
+    ring.acquire()
+    ring.w[fastqueue.W_OVER] += 1          # as a put on its way to the overflow
+    ring.release()
+    try:
+        t = time.monotonic()
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.5)
+        assert time.monotonic() - t < 5
+    finally:
+        ring.acquire()
+        ring.w[fastqueue.W_OVER] -= 1
+        ring.release()
+    q.put("y")
+    assert q.get(timeout=5) == "y"

@@ -23,9 +23,11 @@ stdlib's Queue may be corrupted by either). The lock's holder is reaped like any
 
 An unbounded queue never blocks a put: when the ring's bytes are full (``RING_BYTES`` of pickled items
 not yet got; an item of ``queues.LARGE_ITEM_BYTES`` or more travels as an object-store ref), puts go
-to the server's overflow deque, in order: once anything overflowed, every later put overflows too,
-until the server has moved the overflow back into the ring (it does so whenever room appears and a
-put or a get reaches it), so items always come out in the order they were put.
+to the server's overflow deque: once anything overflowed, every later put overflows too, until the
+server has moved the overflow back into the ring (it does so whenever room appears and a put or a get
+reaches it), so each producer's items come out in the order it put them. An overflowing put is a
+server call answered once the server holds the item and has counted it in the header: a process
+killed on its way there leaves no count for an item that will never come.
 """
 
 from __future__ import annotations
@@ -59,6 +61,18 @@ S_ITEMS, S_SPACE, S_DONE = 20, 21, 22
 def available() -> bool:
     """Same-host locks and the futex system call (see fastsync)."""
     return fastsync.events_available()
+
+
+def _end(block: bool, timeout) -> float | None:
+    """When a wait gives up (monotonic clock; None: never). No block: at once."""
+    if not block:
+        return 0.0
+    return None if timeout is None else time.monotonic() + max(0.0, timeout)
+
+
+def _left(end: float | None) -> float | None:
+    """Seconds left until ``end`` (None: for ever, <= 0: none)."""
+    return None if end is None else end - time.monotonic()
 
 
 class Ring:
@@ -140,38 +154,36 @@ class Ring:
             check=None) -> None:
         """Add ``item``; a full bounded queue waits up to ``timeout`` seconds, then ``queue.Full``."""
         w, f = self.w, self.f
-        deadline = None
+        end = _end(block, timeout)
         while True:
             self.acquire()
             try:
                 if not self.maxsize or w[W_COUNT] + w[W_OVER] < self.maxsize:
-                    if joinable:
+                    over = bool(w[W_OVER]) or not self.write(item)
+                    if not over and joinable:
                         w[W_UNFINISHED] += 1
-                    if not w[W_OVER] and self.write(item):
-                        over, wake = False, f[S_ITEMS] > 0
-                    else:
-                        w[W_OVER] += 1       # reserved here, kept by the server: the order holds
-                        over, wake = True, False
+                    wake = not over and f[S_ITEMS] > 0
                     break
                 seq = f[F_SPACE]
-                left = self._left(block, timeout, deadline)
+                left = _left(end)
                 if left is not None and left <= 0:
                     raise queue.Full()
-                if deadline is None and left is not None:
-                    deadline = time.monotonic() + left
                 f[S_SPACE] += 1
             finally:
                 self.release()
             self._doze(F_SPACE, S_SPACE, seq, left, check)
         if over:
-            self.over_put(item)      # the server keeps it, moves what fits into the ring, wakes getters
+            # the server appends it and counts it (W_OVER, W_UNFINISHED) under this lock, and answers
+            # only then: this process's next put sees the overflow and follows it there (its order kept),
+            # and a put killed before the server had it leaves no count behind
+            self.over_put(item)
         elif wake:
             self.wake(F_ITEMS)
 
     def get(self, block: bool = True, timeout: float | None = None, check=None):
         """The oldest item; waits up to ``timeout`` seconds (None: for ever), then ``queue.Empty``."""
         w, f = self.w, self.f
-        deadline = None
+        end = _end(block, timeout)
         spun = not block
         while True:
             if not spun and not w[W_COUNT]:    # a moment's look before sleeping: a producer that is
@@ -187,7 +199,7 @@ class Ring:
                 else:
                     item = None
                     over, seq = w[W_OVER], f[F_ITEMS]
-                    left = self._left(block, timeout, deadline)
+                    left = _left(end)
                     if not over and (left is None or left > 0):
                         f[S_ITEMS] += 1
             finally:
@@ -200,15 +212,13 @@ class Ring:
                 item = self.over_get()
                 if item is not None:
                     return item
-                left = self._left(block, timeout, deadline)
+                left = _left(end)
                 if left is not None and left <= 0:
                     raise queue.Empty()
-                self._doze(F_ITEMS, None, seq, min(SLICE, SLICE if left is None else left), check)
+                self._doze(F_ITEMS, None, seq, SLICE if left is None else min(SLICE, left), check)
                 continue
             if left is not None and left <= 0:
                 raise queue.Empty()
-            if deadline is None and left is not None:
-                deadline = time.monotonic() + left
             self._doze(F_ITEMS, S_ITEMS, seq, left, check)
 
     def task_done(self) -> None:
@@ -253,17 +263,6 @@ class Ring:
         return bool(self.maxsize) and self.qsize() >= self.maxsize
 
     # ---------------------------------------------------------------- waiting
-    @staticmethod
-    def _left(block: bool, timeout, deadline) -> float | None:
-        """Seconds left to wait (None: for ever, <= 0: none)."""
-        if not block:
-            return 0.0
-        if deadline is not None:
-            return deadline - time.monotonic()
-        if timeout is None:
-            return None
-        return max(0.0, timeout)
-
     def _doze(self, word: int, sleepers: int | None, seq: int, left: float | None, check) -> None:
         """One sleep on a futex word: at most SLICE (then the caller looks again: a holder reaped, an
         overflow moved), and ``check()`` after it (the server: does the caller still listen?). The
@@ -327,10 +326,20 @@ class FastQueueState(_State):
 
     # ---- overflow (also what clients on this host call)
     def _over_put(self, item) -> None:
-        with self.over_lock:
-            self.over.append(item)
+        """A put that found the ring full (or an overflow already there): kept here, counted under the
+        ring's lock (a getter sees the count and the item together), then what fits goes to the ring."""
+        r = self.ring
+        r.acquire()
+        try:
+            with self.over_lock:
+                self.over.append(item)
+            r.w[W_OVER] += 1
+            if self.joinable:
+                r.w[W_UNFINISHED] += 1
+        finally:
+            r.release()
         self._drain()
-        self.ring.wake(F_ITEMS)    # a getter waiting for an overflowed item in flight looks again
+        r.wake(F_ITEMS)            # a getter that saw the ring empty looks again
 
     def _over_get(self):
         r = self.ring
@@ -462,5 +471,5 @@ def _ring_over(client, info, oid: int) -> Ring | None:
     # a holder that died was reaped: the ring is consistent whatever it was doing (see the module's doc)
     acquire, release = fs.bind(slow, lambda dead: True)
     return Ring(memoryview(arena.mm)[:arena.size], arena.base, acquire, release,
-                lambda item: client.call("over_put", oid, item, reply=False),
+                lambda item: client.call("over_put", oid, item),
                 lambda: client.call("over_get", oid))
