@@ -135,6 +135,27 @@ def test_terminate_and_kill_give_minus_the_signal(method, code):
     assert not p.is_alive()
 
 
+def count_up(v, started):
+    started.set()
+    while True:
+        v.value += 1
+
+
+def test_kill_returns_once_the_process_runs_no_more():
+    """As with the stdlib (os.kill with SIGKILL), a killed Process does nothing after kill() returns:
+    its count in shared memory stays where it was. Before, kill() only asked the head to stop it, and
+    the process ran on for a while (a consumer "killed" that way took a queue's next item)."""
+    for _ in range(4):
+        v, started = mp.RawValue("q", 0), mp.Event()
+        p = _started(count_up, v, started)
+        assert started.wait(60)
+        p.kill()
+        at_kill = v.value
+        p.join(30)
+        assert p.exitcode == -signal.SIGKILL
+        assert v.value == at_kill
+
+
 def test_terminate_runs_the_targets_sigterm_handler():
     installed = threading.Event()
 

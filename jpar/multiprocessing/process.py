@@ -330,21 +330,26 @@ class _Running:
             return self.forced if self.forced is not None else 1
 
     def signal(self, signum: int) -> None:
-        """SIGTERM to the process itself when it runs on this host (its handlers run); else, and
-        for SIGKILL, jpar.kill() its actor and record the signal as the exit code."""
+        """The signal to the process itself when it runs on this host (SIGTERM's handlers run; after
+        a SIGKILL it runs no more code once this returns, as with the stdlib); for SIGKILL also, and
+        elsewhere for any signal, jpar.kill() its actor, recording the signal as the exit code."""
         import jpar
 
         if self.poll() is not None:
             return
-        if signum != signal.SIGKILL:
-            self._info()
-            if self.known_pid is not None and self._host == socket.gethostname() and self.poll() is None:
-                try:
-                    os.kill(self.known_pid, signum)
-                    self.signalled = -signum
-                    return
-                except ProcessLookupError:
-                    return   # it ended on its own meanwhile
+        self._info()
+        if self.known_pid is not None and self._host == socket.gethostname() and self.poll() is None:
+            if signum == signal.SIGKILL:
+                self.forced = -signum        # first: the death it causes reads as this signal
+            try:
+                os.kill(self.known_pid, signum)
+            except ProcessLookupError:
+                return   # it ended on its own meanwhile
+            if signum != signal.SIGKILL:
+                self.signalled = -signum
+                return
+            # SIGKILLed here, as the stdlib does it: when kill() returns the process runs no more
+            # code; the head is told as well (below), so it restarts nothing
         handle = self.handle
         if handle is not None and not self.backend.closed:
             self.forced = -signum
