@@ -9,28 +9,13 @@ import time
 
 import pytest
 
-import jpar
 import jpar.multiprocessing as mp
 from jpar.multiprocessing import fastqueue
 from jpar.multiprocessing import queues as jq
 from tests.test_mp_fast_sync import _as_if_on_another_host, _CallCounter
 
-pytestmark = [pytest.mark.timeout(120),
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("cluster"),
               pytest.mark.skipif(not fastqueue.available(), reason="no shared memory futexes on this platform")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    from tests.conftest import jpar_children, wait_gone
-
-    before = set(os.listdir("/dev/shm"))
-    ctx = jpar.init(num_engines=2)
-    yield ctx
-    procs = jpar_children()
-    jpar.shutdown()
-    assert wait_gone(procs) == [], "cluster processes survived shutdown()"
-    new = {n for n in set(os.listdir("/dev/shm")) - before if "jpar" in n or n.startswith("sem.")}
-    assert not new, f"left in /dev/shm after shutdown(): {sorted(new)}"
 
 
 # ------------------------------------------------------------------ Process targets

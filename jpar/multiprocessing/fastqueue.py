@@ -325,16 +325,21 @@ class FastQueueState(_State):
         return ring
 
     # ---- overflow (also what clients on this host call)
-    def _over_put(self, item) -> None:
+    def _over_put(self, item, first: bool = False) -> None:
         """A put that found the ring full (or an overflow already there): kept here, counted under the
-        ring's lock (a getter sees the count and the item together), then what fits goes to the ring."""
+        ring's lock (a getter sees the count and the item together), then what fits goes to the ring.
+        ``first``: an item that was got and goes back (undo_get): first in line, already counted as
+        unfinished."""
         r = self.ring
         r.acquire()
         try:
             with self.over_lock:
-                self.over.append(item)
+                if first:
+                    self.over.appendleft(item)
+                else:
+                    self.over.append(item)
             r.w[W_OVER] += 1
-            if self.joinable:
+            if self.joinable and not first:
                 r.w[W_UNFINISHED] += 1
         finally:
             r.release()
@@ -394,19 +399,7 @@ class FastQueueState(_State):
         """A get whose reader went away before it had the item (the server could not send it): the
         item goes back, first in the overflow. Done by a thread: this runs under the server's mutex,
         which a wait for the ring's lock may need (to reap its holder)."""
-        threading.Thread(target=self._undo, args=(item,), daemon=True).start()
-
-    def _undo(self, item) -> None:
-        r = self.ring
-        r.acquire()
-        try:
-            with self.over_lock:
-                self.over.appendleft(item)
-            r.w[W_OVER] += 1
-        finally:
-            r.release()
-        self._drain()
-        r.wake(F_ITEMS)
+        threading.Thread(target=self._over_put, args=(item, True), daemon=True).start()
 
     # ---- without the server's mutex: clients on other hosts, and this host's overflow calls
     def _check(self, gone):
