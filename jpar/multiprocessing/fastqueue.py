@@ -33,6 +33,7 @@ killed on its way there leaves no count for an item that will never come.
 from __future__ import annotations
 
 import collections
+import copy
 import ctypes
 import os
 import queue
@@ -301,27 +302,24 @@ class FastQueueState(_State):
         self.joinable = joinable
         self.over: collections.deque = collections.deque()
         self.over_lock = threading.Lock()
-        self.own_code = arenas.code(owner_id(), os.getpid())
-        fs = self.lock.fs
-        tid = threading.get_ident
+        own = arenas.code(owner_id(), os.getpid())
+        self.ring = Ring(mm, arena.base, *self._lock_as(own, threading.get_ident), self._over_put, self._over_get)
 
-        def reap():
-            with server.mutex:
-                self.lock.op_reap(None, None)
+    def _reap(self) -> None:
+        with self.server.mutex:
+            self.lock.op_reap(None, None)
 
-        self._reap = reap
-        self.ring = Ring(mm, arena.base, lambda: fs.acquire(self.own_code, tid(), None, reap),
-                         lambda: fs.release(self.own_code, tid()), self._over_put, self._over_get)
+    def _lock_as(self, code: int, tid) -> tuple:
+        """(acquire, release) of the queue's lock held under owner ``code``, thread ``tid()``."""
+        fs, reap = self.lock.fs, self._reap
+        return (lambda: fs.acquire(code, tid(), None, reap)), (lambda: fs.release(code, tid()))
 
     def _ring_for(self, who) -> Ring:
         """The ring operated for ``who`` (a process on another host): the lock held under its code."""
         with self.server.mutex:
             code = self.server.fast_arenas().code(who[0], self.server.peer_pids.get(who[0]))
-        fs, reap, r = self.lock.fs, self._reap, self.ring
-        ring = Ring.__new__(Ring)
-        ring.__dict__.update(r.__dict__)
-        ring.acquire = lambda: fs.acquire(code, who[1], None, reap)
-        ring.release = lambda: fs.release(code, who[1])
+        ring = copy.copy(self.ring)
+        ring.acquire, ring.release = self._lock_as(code, lambda: who[1])
         return ring
 
     # ---- overflow (also what clients on this host call)
@@ -390,7 +388,7 @@ class FastQueueState(_State):
 
     # ---- under the server's mutex
     def op_fast_info(self, who, gone):
-        return self.lock.op_fast_info(who, gone), self.where[0], self.joinable
+        return self.lock.op_fast_info(who, gone), self.where[0]
 
     def op_reap(self, who, gone):
         self.lock.op_reap(who, gone)
@@ -448,9 +446,9 @@ def open_ring(handle) -> Ring | None:
 
 
 def _ring_over(client, info, oid: int) -> Ring | None:
-    if info is None or len(info) != 3:     # a queue of the server's plain kind (a Pipe's direction)
+    if info is None:                       # a queue of the server's plain kind (a Pipe's direction)
         return None
-    lock_info, data_arena, _joinable = info
+    lock_info, data_arena = info
     fs = fastsync._sem_over(client, lock_info)
     arena = client.arena(data_arena, fastsync._map)
     if fs is None or arena is None:

@@ -257,19 +257,13 @@ class Driver:
         values this process reads without owning them are dropped: a lost value's error replaces its
         location, a rebuilt one is asked of the head again (it answers once the value is made anew),
         so a get() neither pulls from a dead node nor waits out a pull's timeout."""
-        from ..store.segments import LOCATION_MAGIC, decode_location
         from ..store.transfer import node_lost
 
         node_lost(node)
         results = self.results
-
-        def there(oid: int) -> bool:
-            entry = results.get(oid)
-            return entry is not None and entry[1][:4] == LOCATION_MAGIC and decode_location(entry[1]).node == node
-
         with self.cond:
-            errors = [rec for rec in lost if there(rec.object_id)]
-            again = [oid for oid in rebuilding if there(oid)]
+            errors = [rec for rec in lost if _held_on(results.get(rec.object_id), node)]
+            again = [oid for oid in rebuilding if _held_on(results.get(oid), node)]
             for oid in again:
                 del results[oid]
             self._requested.update(again)
@@ -284,14 +278,12 @@ class Driver:
         """The head rebuilds these values, lost with ``node``, by running their tasks again: forget the
         locations held for them there, so get() and wait() wait for the new results (one that came
         first, stored elsewhere, is kept)."""
-        from ..store.segments import LOCATION_MAGIC, decode_location
         from ..store.transfer import node_lost
 
         node_lost(node)                    # a pull from it under way gives up at once
         with self.cond:
             for oid in object_ids:
-                entry = self.results.get(oid)
-                if entry is not None and entry[1][:4] == LOCATION_MAGIC and decode_location(entry[1]).node == node:
+                if _held_on(self.results.get(oid), node):
                     del self.results[oid]
             self.errors_seen += 1          # wakes a get() waiting on other refs, to look again
             self.cond.notify_all()
@@ -678,6 +670,13 @@ class DriverStatistics:
     unsent_submissions: int
     releases_pending: int
     dropped_messages: int      # unsigned or malformed messages dropped on the receiving socket
+
+
+def _held_on(entry, node: str) -> bool:
+    """Whether a results entry is a location of a value stored on ``node``."""
+    from ..store.segments import LOCATION_MAGIC, decode_location
+
+    return entry is not None and entry[1][:4] == LOCATION_MAGIC and decode_location(entry[1]).node == node
 
 
 def _complete(fut: concurrent.futures.Future, status: int, blob: bytes) -> None:

@@ -394,8 +394,7 @@ class ActorScheduling:
             self.cancel_acks[task_id] = (spec.actor, failure)
         else:
             self.actions.append(failure)
-        if self.transitions:
-            self.actions.append(CallEvent(task_id, "cancelled", None, {"why": "jpar.cancel()"}))
+        self._call_event(task_id, "cancelled", None, {"why": "jpar.cancel()"})
         for oid in ids:
             obj = self.objects.get(oid)
             if obj is not None and not obj.ready:
@@ -488,6 +487,12 @@ class ActorScheduling:
         actor.gpu_ids = ()
 
     # ---- calls
+    def _call_event(self, task_id: int, state: str, when, info) -> None:
+        """An actor call's event for the stream, made only while someone listens (``transitions``,
+        the same switch as tasks' Transition records)."""
+        if self.transitions:
+            self.actions.append(CallEvent(task_id, state, when, info))
+
     def _actor_call_submitted(self, client: int, spec: TaskSpec) -> None:
         """A call notice (a TaskSpec with ``actor`` set): register its return objects."""
         tid = spec.task_id
@@ -500,9 +505,9 @@ class ActorScheduling:
             obj = self._obj(oid)
             if obj is not None:
                 obj.task_refs += 1
-        if self.transitions:   # someone listens to the event stream (as for tasks' Transitions)
-            self.actions.append(CallEvent(tid, "queued", None, {
-                "name": spec.name, "deps": spec.deps, "parent": spec.parent, "owner": client, "actor": spec.actor}))
+        if self.transitions:   # (the details are built only then)
+            self._call_event(tid, "queued", None, {
+                "name": spec.name, "deps": spec.deps, "parent": spec.parent, "owner": client, "actor": spec.actor})
         actor = self.actors.get(spec.actor)
         if actor is not None and actor.state is A.DEAD:
             self._fail_call(spec, actor.detail)
@@ -535,10 +540,9 @@ class ActorScheduling:
             return
         self._forget_call(actor_id, r.task_id)
         failed = bool(r.status) or any(status for _, status, _ in r.objects)
-        if self.transitions:
-            if r.start:
-                self.actions.append(CallEvent(r.task_id, "running", r.start, {"actor": actor_id}))
-            self.actions.append(CallEvent(r.task_id, "failed" if failed else "done", r.end or None, None))
+        if r.start:
+            self._call_event(r.task_id, "running", r.start, {"actor": actor_id})
+        self._call_event(r.task_id, "failed" if failed else "done", r.end or None, None)
         for oid, status, blob in r.objects:
             obj = self.objects.get(oid)
             if obj is not None:
@@ -567,8 +571,7 @@ class ActorScheduling:
         ids = tuple(range(tid, tid + max(1, spec.num_returns)))
         owner = self.objects[tid].owner if tid in self.objects else -1
         self.actions.append(SendFailure(owner, tid, ids, Failure.ACTOR_DIED, self._death_text(spec.actor, detail)))
-        if self.transitions:
-            self.actions.append(CallEvent(tid, "failed", None, {"why": "actor died"}))
+        self._call_event(tid, "failed", None, {"why": "actor died"})
         for oid in ids:
             obj = self.objects.get(oid)
             if obj is not None and not obj.ready:
