@@ -75,6 +75,7 @@ class RayBackend(Backend):
         self.started = time.time()
         self._cancelled: set = set()
         self._actor_calls: set = set()
+        self._killed: set[str] = set()    # Ray ids of the actors this driver killed for good
         self._recancel: dict = {}         # task id -> [ray ref, force, recursive, first cancel, next delay]
         self._metas: weakref.WeakValueDictionary = weakref.WeakValueDictionary()   # actor metas holding Ray handles
         self.frontend = RayFrontEnd(self)
@@ -309,7 +310,7 @@ class RayBackend(Backend):
             cause = getattr(exc, "cause", None)
             if isinstance(cause, TaskError):
                 return cause if type(cause) is not TaskError else cause.as_instanceof_cause()
-            if isinstance(cause, (TaskCancelledError, ObjectFreedError)):
+            if isinstance(cause, (TaskCancelledError, ObjectFreedError, ActorDiedError)):
                 return cause
             if isinstance(cause, E.TaskCancelledError):
                 return TaskCancelledError(self._name_of(refs))
@@ -488,8 +489,15 @@ class RayBackend(Backend):
         task_id = W.new_id(num_returns)
         name = f"{m['class_name']}.{method}"
         meta = self._meta(task_id, name, method, kw_names)
-        call = h.call if num_returns == 1 else h.call.options(num_returns=num_returns)
-        rr = call.remote([meta, values], *rrs)
+        if h._actor_id.hex() in self._killed:
+            # ray.kill is asynchronous in the core worker: a call right after it may still reach the
+            # actor, so the driver that killed it fails the call itself, as the API promises.
+            error = ActorDiedError(f"The actor {m['class_name']} was killed (jpar.kill).")
+            call = W.fail_with if num_returns == 1 else W.fail_with.options(num_returns=num_returns)
+            rr = call.remote(error)
+        else:
+            call = h.call if num_returns == 1 else h.call.options(num_returns=num_returns)
+            rr = call.remote([meta, values], *rrs)
         rrs = [rr] if num_returns == 1 else list(rr)
         refs = [self.table.make(task_id + i, self.client_no, rrs[i]) for i in range(num_returns)]
         self._actor_calls.add(task_id)
@@ -505,6 +513,7 @@ class RayBackend(Backend):
         except ValueError:
             return
         if no_restart:   # ray.kill is asynchronous: return once the GCS has it dead, so later calls fail
+            self._killed.add(h._actor_id.hex())
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 try:
