@@ -21,7 +21,7 @@ import bisect
 import sys
 import threading
 
-__all__ = ["note", "site_of", "clear", "submitting", "RUNS_MAX"]
+__all__ = ["begin", "note", "current", "site_number", "site_of", "clear", "submitting", "RUNS_MAX"]
 
 RUNS_MAX = 8192          # site runs kept (each a change of call site between two submissions)
 _ODD_MAX = 8192          # out-of-order ids kept
@@ -34,30 +34,75 @@ _runs: list = []         # [first, last, site, code, line, mixed] per run, same 
 _odd: dict = {}          # task id -> site, for ids below the newest run's end
 _lock = threading.Lock()
 _get_ident = threading.get_ident
-#: idents of the threads inside a ``.remote()`` now: the head may publish a task's first event before
-#: its submission returns and notes the site, so a reader that finds no site while this is not empty
-#: asks again a moment later (the dashboard does) instead of taking the task for another process's
-submitting: set = set()
+#: idents of the threads inside a ``.remote()`` now (-> the site :func:`begin` found): the head may
+#: publish a task's first event before its submission returns and notes the site, so a reader that
+#: finds no site while this is not empty asks again a moment later (the dashboard does) instead of
+#: taking the task for another process's
+submitting: dict = {}
+_numbers: dict = {}      # (code, line) -> its number (what a task's spec carries: see current())
+_sites: list = [None]    # number -> (file, line, function); 0 is "no site"
+SITES_MAX = 65536
 _COMPREHENSIONS = frozenset({"<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"})
 
 
-def begin() -> int:
-    """A ``.remote()`` starts submitting (see :data:`submitting`); it discards the result from
-    :data:`submitting` once it noted the site."""
+def begin(depth: int = 2) -> int:
+    """A ``.remote()`` starts submitting (see :data:`submitting`): finds its caller (``depth`` frames
+    above this call, past jpar's own code) and numbers that site (:func:`current`, which the native
+    backend puts in the task's spec so the head can count tasks per call site); :func:`note` then
+    records it for the task id. The caller discards the result from :data:`submitting` once noted."""
     ident = _get_ident()
-    submitting.add(ident)
-    return ident
-
-
-def note(task_id: int, depth: int = 2) -> None:
-    """Record the call site of the submission that made ``task_id``: the first frame, from ``depth``
-    frames above this call, that is not jpar's own code."""
     f = sys._getframe(depth)
     name = f.f_globals.get("__name__", "")
     while (name == "jpar" or name.startswith("jpar.")) and f.f_back is not None:   # jpar submits for users
         f = f.f_back
         name = f.f_globals.get("__name__", "")
     code, line = f.f_code, f.f_lineno
+    number = _numbers.get((code, line))
+    if number is None:
+        number = _number(f, code, line)
+    submitting[ident] = (code, line, number, f)
+    return ident
+
+
+def _number(f, code, line) -> int:
+    scope = code.co_name
+    if scope in _COMPREHENSIONS and f.f_back is not None:   # Python < 3.12: a comprehension is a function
+        scope = f.f_back.f_code.co_name
+    with _lock:
+        number = _numbers.get((code, line))
+        if number is None:
+            if len(_sites) >= SITES_MAX:   # past it, new sites go unnumbered (grouped by function only):
+                return 0                   # a number is never reused, so none ever names another site
+            number = _numbers[(code, line)] = len(_sites)
+            _sites.append((code.co_filename, line, scope))
+    return number
+
+
+def current() -> int:
+    """The number of the call site of the ``.remote()`` this thread is in (0 outside one)."""
+    located = submitting.get(_get_ident())
+    return located[2] if located is not None else 0
+
+
+def site_number(number: int) -> tuple | None:
+    """(file, line, function) of a call site by its number (:func:`current`), None if unknown."""
+    return _sites[number] if 0 < number < len(_sites) else None
+
+
+def note(task_id: int, depth: int = 2, ident: int | None = None) -> None:
+    """Record the call site of the submission that made ``task_id``: the site :func:`begin` found for
+    thread ``ident``, or else the first frame, from ``depth`` frames above this call, that is not
+    jpar's own code."""
+    located = submitting.get(ident) if ident is not None else None
+    if located is not None:
+        code, line, _, f = located
+    else:
+        f = sys._getframe(depth)
+        name = f.f_globals.get("__name__", "")
+        while (name == "jpar" or name.startswith("jpar.")) and f.f_back is not None:
+            f = f.f_back
+            name = f.f_globals.get("__name__", "")
+        code, line = f.f_code, f.f_lineno
     last = _runs[-1] if _runs else None
     # the loop's case, without the lock (a list item store is atomic under the GIL; two threads
     # submitting at the same instant from different lines may name one task by the other's line)

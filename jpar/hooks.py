@@ -148,11 +148,16 @@ def engines(timeout: float = 10.0) -> list[dict]:
     return sorted(status(timeout)["engines"], key=lambda e: e["id"])
 
 
-def subscribe_events():
+def subscribe_events(summary: bool = False):
     """Subscribe to the current cluster's event stream (events published from now on): an object
     with ``poll(timeout)`` returning event records (``kind``, ``id``, ``state``, ``info``...),
-    iteration, and ``close()``."""
-    return _fe("subscribe_events()").subscribe_events()
+    iteration, ``close()`` and ``summary``.
+
+    ``summary=True`` asks for what a dashboard needs at any scale, where the backend can make it
+    (the native one; elsewhere the full stream, and ``summary`` is False on the result): every
+    0.25 s a ``summary`` event with each call site's task counts per state (absolute), and every
+    event of the first 500 tasks submitted each second and of every failed task, not every task's."""
+    return _fe("subscribe_events()").subscribe_events(summary)
 
 
 # ---------------------------------------------------------------- progress reporting

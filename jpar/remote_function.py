@@ -47,14 +47,14 @@ class RemoteFunction(Generic[Params, R]):
             backend = first_use_backend(f"{self._name}.remote()")
         if self._options.placement >= 0 and not backend.capabilities.placement:
             backend.require("placement")
-        ident = call_sites.begin()   # the dashboard groups a function's tasks by where they were submitted
+        ident = call_sites.begin(2)   # the dashboard groups a function's tasks by where they were submitted
         try:
             refs = backend.submit(self, args, kwargs, self._options)
             tid = getattr(refs[0] if type(refs) is list and refs else refs, "id", None)   # the task's id
             if tid is not None:
-                call_sites.note(tid, 2)
+                call_sites.note(tid, ident=ident)
         finally:
-            call_sites.submitting.discard(ident)   # after the note: a reader never sees neither
+            call_sites.submitting.pop(ident, None)   # after the note: a reader never sees neither
         return refs
 
     def __repr__(self) -> str:

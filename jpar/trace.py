@@ -15,7 +15,10 @@ of the run), so Perfetto shows where a task's time went. The head publishes per-
 only while someone subscribes, so recording is not free and starts on demand: at the first
 ``jpar.timeline()`` call or at :func:`start` (a subscription and a thread of its own), and while a
 dashboard is open (its updater thread hands over the events it reads: :func:`feed`; a second
-subscription would decode every event twice, which halved throughput). It stops with the cluster
+subscription would decode every event twice, which halved throughput). On the native backend a
+dashboard reads the summary stream, which past 500 new tasks a second carries a sample of tasks:
+a timeline recorded only that way then says how many tasks it misses (a warning), and one
+started before the work (:func:`start`, or a first ``jpar.timeline()``) has every task. It stops with the cluster
 and keeps what it saw, so ``jpar.timeline()`` still answers after ``jpar.shutdown()``.
 """
 
@@ -25,6 +28,7 @@ import collections
 import json
 import os
 import threading
+import warnings
 from typing import Any
 
 from . import backends, hooks
@@ -53,6 +57,11 @@ class _Recorder:
         self.sub: Any = None
         self.thread: threading.Thread | None = None
         self.backend: Any = None      # the cluster connection recorded (task ids are unique within one)
+        # fed by a dashboard on the summary stream (a sample of tasks past 500 a second): tasks the head
+        # counted finished since its first summary, and the ends recorded since, to tell what is missing
+        self.summary_base: int | None = None
+        self.summary_done = 0
+        self.ends_since = 0
 
     def adopt(self, backend: Any) -> None:
         if backend is not self.backend:          # another cluster (or a new init): its ids start over
@@ -63,6 +72,7 @@ class _Recorder:
                 self.ready.clear()
                 self.waiting.clear()
                 self.ended.clear()
+                self.summary_base = None
             self.backend = backend
 
     def begin(self) -> None:
@@ -117,6 +127,7 @@ class _Recorder:
                         self.ready.setdefault(key, t)    # taken back unstarted: ready since the first
                         self.waiting.pop(key, None)
                     elif state in FINISHED:
+                        self.ends_since += 1
                         self.names.pop(key, None)
                         self.ready.pop(key, None)
                         self.waiting.pop(key, None)
@@ -130,6 +141,11 @@ class _Recorder:
                             self.ended[key] = t
                 elif kind in ("metrics", "engine") and info and info.get("node"):
                     self.nodes[key] = info["node"]
+                elif kind == "summary" and isinstance(info, dict):
+                    done = sum(n for g in info.get("groups") or () for s, n in g[3].items() if s in FINISHED)
+                    if self.summary_base is None:
+                        self.summary_base, self.ends_since = done, 0
+                    self.summary_done = done - self.summary_base
             self.changed.notify_all()
 
     def _ready(self, key: int) -> float:
@@ -262,7 +278,13 @@ def timeline(path: str | os.PathLike | None = None) -> list | None:
     With ``path``, writes the events there as a JSON array and returns None; else returns them."""
     if _recorder is None or (not _recorder.alive and not _fed() and _initialized()):
         start()
-    events = _recorder.trace() if _recorder is not None else []
+    rec = _recorder
+    if rec is not None and rec.summary_base is not None and rec.summary_done > rec.ends_since:
+        warnings.warn(f"jpar.timeline(): about {rec.summary_done - rec.ends_since} of {rec.summary_done} tasks "
+                      "finished since the dashboard opened are not in this timeline: a dashboard follows a sample "
+                      "of tasks past 500 new ones a second. Call jpar.timeline() (or jpar.trace.start()) before "
+                      "the work to record every task.", stacklevel=2)
+    events = rec.trace() if rec is not None else []
     if path is None:
         return events
     with open(path, "w") as f:

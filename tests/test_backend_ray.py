@@ -430,7 +430,7 @@ def test_store_figures_are_each_nodes_own_used_and_available(cluster):
     """With grpcio (the ``ray`` extra), each node's store figures are the raylet's own: an object no
     jpar ref holds (Ray's own put here) counts, and the dashboard shows used and capacity per node."""
     pytest.importorskip("grpc")
-    from jpar.notebook.dashboard import normalize_store
+    from jpar.notebook.store_view import normalize_store
 
     def used() -> int:
         return sum(row["bytes_used"] for row in hooks.store_statistics().values())

@@ -16,7 +16,7 @@ import pytest
 import jpar
 from jpar import hooks
 from jpar.errors import ObjectFreedError, ObjectLostError
-from jpar.notebook.dashboard import normalize_store
+from jpar.notebook.store_view import normalize_store
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -12,7 +12,7 @@ from jpar import hooks
 from jpar.multiprocessing import connection as jconn
 from jpar.multiprocessing import queues as jq
 from jpar.multiprocessing import server as jsrv
-from jpar.notebook.dashboard import normalize_store
+from jpar.notebook.store_view import normalize_store
 
 from .test_mp_fast_sync import _CallCounter   # counts the state server calls a test makes
 

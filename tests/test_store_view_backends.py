@@ -177,7 +177,7 @@ def test_rays_driver_only_listing_uses_the_dashboards_ids(backend):
     import gc
 
     from jpar import backends, hooks
-    from jpar.notebook.dashboard import normalize_store
+    from jpar.notebook.store_view import normalize_store
 
     ref = None
     while ref is None:                      # ~4 tries: a ref whose 62-bit id has a leading zero hex digit

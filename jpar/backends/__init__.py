@@ -225,8 +225,10 @@ class FrontEnd:
         "actors": [...], "clients": [...], "tasks": {state: count}, ...}`` as the native head reports it."""
         raise NotImplementedError
 
-    def subscribe_events(self) -> Any:
-        """An object with ``poll(timeout) -> list[Event]``, iteration and ``close()``, live from now on."""
+    def subscribe_events(self, summary: bool = False) -> Any:
+        """An object with ``poll(timeout) -> list[Event]``, iteration, ``close()`` and ``summary`` (True
+        where it reads the summary stream that ``summary=True`` asks for; backends without one give
+        the full stream), live from now on."""
         raise NotImplementedError
 
     def task_error(self, task_id: int) -> str | None:

@@ -13,6 +13,7 @@ import pickle
 from typing import Any
 
 from . import Backend, Capabilities
+from .. import call_sites
 from ..config import Config
 from ..errors import ClusterError
 from ..refs import ObjectRef
@@ -132,7 +133,7 @@ class NativeBackend(Backend):
         if max_retries < 0:
             max_retries = 1 << 30
         driver.submit(P.TaskSpec(task_id, fn_id, fn._name, payload, deps, n, resources,
-                                 max_retries, retry, driver.current_task, 0, options.placement))
+                                 max_retries, retry, driver.current_task, 0, options.placement, call_sites.current()))
         if n == 1:
             return ObjectRef(task_id, driver.client_no, driver)
         return [ObjectRef(task_id + i, driver.client_no, driver) for i in range(n)]

@@ -115,7 +115,8 @@ class DaskFrontEnd(FrontEnd):
         for e in m.get("batch") or (m,):      # workers send theirs in batches (worker._Events)
             self._publish(Event(e["t"], "task", e["id"], e["state"], e.get("info") or {}))
 
-    def subscribe_events(self) -> "EventSubscription":
+    def subscribe_events(self, summary: bool = False) -> "EventSubscription":
+        """Every event (Dask has no summary stream: ``summary`` is False on the result)."""
         if self.b._engine:
             raise RuntimeError("subscribe_events() is for drivers, not tasks.")
         with self._lock:
@@ -284,6 +285,8 @@ class DaskFrontEnd(FrontEnd):
 
 class EventSubscription:
     """Events from now on (:class:`jpar.events.Event`): ``poll(timeout)``, iteration, ``close()``."""
+
+    summary = False        # the full stream (see Backend.subscribe_events)
 
     def __init__(self, fe: DaskFrontEnd):
         self._fe = fe

@@ -222,7 +222,8 @@ class RayFrontEnd(FrontEnd):
         for s in self.subs:
             s.q.put(ev)
 
-    def subscribe_events(self) -> "Subscription":
+    def subscribe_events(self, summary: bool = False) -> "Subscription":
+        """Every event (no summary stream on Ray: ``summary`` is False on the result)."""
         sub = Subscription(self)
         with self.lock:
             self.subs = self.subs + [sub]
@@ -534,6 +535,8 @@ def _node_store_stats(address: str, port: int, timeout: float) -> Any:
 
 class Subscription:
     """The Ray backend's event stream as seen from this process, from now on."""
+
+    summary = False        # the full stream (see Backend.subscribe_events)
 
     def __init__(self, fe: RayFrontEnd):
         self.fe = fe

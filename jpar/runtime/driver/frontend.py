@@ -74,13 +74,13 @@ class FrontEnd(_FrontEndInterface):
     def status(self, timeout: float) -> dict:
         return self.driver.query("status", timeout=timeout)
 
-    def subscribe_events(self) -> "EventSubscription":
+    def subscribe_events(self, summary: bool = False) -> "EventSubscription":
         d = self.driver
         endpoint = d.conn.get("events") or (getattr(d, "info", None) or {}).get("events")
         if not endpoint:
             raise RuntimeError("This cluster's head publishes no event stream (no 'events' endpoint in its "
                                "connection record). Connect to a newer head, or use hooks.status() instead.")
-        sub = EventSubscription(endpoint, d.signer)
+        sub = EventSubscription(endpoint, d.signer, summary)
         sub._wait_live(d)
         return sub
 
@@ -126,11 +126,16 @@ class EventSubscription:
 
     Owned by one thread: call :meth:`poll` (or iterate) from the thread that reads; :meth:`close`
     may be called from any thread and takes effect at that thread's next poll.
+
+    With ``summary`` it reads the dashboards' stream instead (``self.summary`` True): ``summary``
+    events with counts per call site every 0.25 s, and the events of a sample of tasks (see
+    :mod:`jpar.runtime.head.task_summary`).
     """
 
-    def __init__(self, endpoint: str, signer: Any):
+    def __init__(self, endpoint: str, signer: Any, summary: bool = False):
         self.endpoint = endpoint
-        self._ch = transport.connect_sub(endpoint, signer)
+        self.summary = summary
+        self._ch = transport.connect_sub(endpoint, signer, summary)
         self._closing = False
         self._owner: threading.Thread | None = None   # the thread that reads (set by poll)
         self.closed = False

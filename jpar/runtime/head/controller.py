@@ -22,6 +22,7 @@ so a crashed notebook leaves no process behind.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -42,8 +43,8 @@ from ..driver.launcher import prune_run_dirs, remove_sockets
 from .controller_actors import ACTOR_ACTIONS, ACTOR_CLIENT_MESSAGES, ActorHead
 from .controller_engines import EngineMembership
 from .controller_liveness import Liveness
-from . import task_events
 from ...errors import ActorDiedError, EngineCrashedError, ObjectLostError, ResourceError, TaskCancelledError
+from .controller_events import EventStream
 from .scheduler import CancelOnEngine, DispatchTask, DrainEngine, Failure, FreeObjects, ReplyObjects, RetireEngine, RevokeOnEngine, Scheduler, SendFailure, SpawnEngine, TaskState, Transition
 
 log = logging.getLogger("jpar.head")
@@ -81,7 +82,21 @@ class EngineInfo:
         self.live_since = 0.0             # when its liveness connection was tracked (see controller_liveness)
 
 
-class Head(ActorHead, EngineMembership, Liveness):
+class _RefCounts:
+    """Refs held on an object, looked up for the few a store lists (not a dict of every object the
+    scheduler holds, which a dashboard's once-a-second store figures would build anew)."""
+
+    __slots__ = ("objects",)
+
+    def __init__(self, objects: dict):
+        self.objects = objects
+
+    def get(self, oid: int, default: int = 0) -> int:
+        o = self.objects.get(oid)
+        return default if o is None else int(o.held_by_owner) + o.task_refs
+
+
+class Head(ActorHead, EngineMembership, Liveness, EventStream):
     def __init__(self, setup: dict):
         self.setup = setup
         self.config = Config.from_env(**setup.get("config", {}))
@@ -99,7 +114,7 @@ class Head(ActorHead, EngineMembership, Liveness):
         self.ctl_ids: dict[bytes, EngineInfo] = {}
         self.next_client = 1
         self.next_engine = 0
-        self.events: list = []
+        self._init_events()
         self.failures: dict[int, list] = {}
         self.wait_engines: list = []            # (client_no, req_id, n)
         self.wait_gone: list = []               # (client_no, req_id, engine ids): answered once all are gone
@@ -215,6 +230,7 @@ class Head(ActorHead, EngineMembership, Liveness):
                     next_check = now + 0.1
                     self._check_liveness(now)
                     self._update_listeners()   # dashboards and sidebars come and go
+                    self._summarize(now)
                     self.stores.tick(now)   # recycle freed segments once no process maps them
                     self.sched.now = now
                     self._apply(self.sched.tick())
@@ -229,13 +245,6 @@ class Head(ActorHead, EngineMembership, Liveness):
                         c.push.send(P.Heartbeat(), nowait=True)
         finally:
             self._shutdown()
-
-    def _update_listeners(self, someone: bool = False) -> None:
-        """Per-task transitions are made (by the scheduler) and published only while someone listens."""
-        listened = self.pub.update_listeners()
-        if someone and not listened:
-            self.pub.listened = listened = True   # the last subscriber leaving sends a notice: False again
-        self.sched.transitions = listened
 
     def _request_stop(self, why: str) -> None:
         log.info("stopping: %s", why)
@@ -293,7 +302,7 @@ class Head(ActorHead, EngineMembership, Liveness):
                             self.stores.made_by(noted, self._maker(r.task_id))
                             if eng.node != self.sched.head_node:   # lives with that host: keep its lineage
                                 self.sched.keep_lineage(r.task_id, noted)
-                self.done_info = task_events.finished(msg.results, self.stores.locations) if self.pub.listened else None
+                self.done_info = self._done_info(msg.results)
                 self._apply(self.sched.tasks_done(eng.id, msg.results))
                 self.done_info = None
             elif t is P.GiveBack:
@@ -315,7 +324,7 @@ class Head(ActorHead, EngineMembership, Liveness):
             elif t is P.Metrics:
                 eng.metrics = msg
                 if self.pub.listened:
-                    self.events.append(P.Event(time.time(), "metrics", eng.id, "sample", {
+                    self._event(P.Event(time.time(), "metrics", eng.id, "sample", {
                         "cpu": msg.cpu_percent, "rss": msg.rss, "shared": msg.shared, "task": msg.task_id,
                         "node": eng.node, "pid": eng.pid}))
             return
@@ -345,7 +354,7 @@ class Head(ActorHead, EngineMembership, Liveness):
         push.send(P.Welcome(no, self.cluster_id, {"head": plain(transport.advertised_endpoint(self.head_bound, msg.endpoint)),
                                                    "events": plain(transport.advertised_endpoint(self.pub_bound, msg.endpoint)),
                                                    "engines": len(self.engines)}))
-        self.events.append(P.Event(time.time(), "cluster", no, "client-joined",
+        self._event(P.Event(time.time(), "cluster", no, "client-joined",
                                    {"kind": msg.kind, "pid": msg.pid, "host": msg.host}))
 
     def _engine_hello(self, identity: bytes, msg: P.EngineHello) -> None:
@@ -358,7 +367,7 @@ class Head(ActorHead, EngineMembership, Liveness):
         self._track_fd(eng)
         resources = dict(msg.resources) or _default_resources()
         self.router.send_to(identity, P.EngineWelcome(eid, self.config.heartbeat_s, self.config.dead_after_s))
-        self.events.append(P.Event(time.time(), "engine", eid, "alive", {"pid": msg.pid, "node": msg.node}))
+        self._event(P.Event(time.time(), "engine", eid, "alive", {"pid": msg.pid, "node": msg.node}))
         self._apply(self.sched.engine_added(eid, msg.node or msg.host, resources, extra=msg.pid in self.extra_pids))
         self._answer_engine_waits()
         if self.adding:
@@ -401,14 +410,14 @@ class Head(ActorHead, EngineMembership, Liveness):
             # A subscriber proves its subscription: events from here on must reach it, even if XPUB's
             # notice of it is still on its way (it may come in while this ping is being sent).
             self._update_listeners(someone=True)
-            self.events.append(P.Event(time.time(), "cluster", 0, "ping", {"token": msg.arg}))
+            if self.summary is not None:   # where a summary reader starts counting from (its baseline)
+                self.sum_events.append(self._summary_event())
+            self._event(P.Event(time.time(), "cluster", 0, "ping", {"token": msg.arg}))
             value = True
         elif what == "actor":
             value = self._named_actor(msg.arg)
         elif what == "object_store":   # node -> object_store.StoreStatistics (nodes on the head's host)
-            value = self.stores.statistics(
-                {oid: int(o.held_by_owner) + o.task_refs for oid, o in self.sched.objects.items()},
-                {e.node for e in self.engines_by_id.values()})
+            value = self.stores.statistics(_RefCounts(self.sched.objects), {e.node for e in self.engines_by_id.values()})
         else:
             value = None
         self._answer(client.no, msg.req_id, value)
@@ -419,9 +428,10 @@ class Head(ActorHead, EngineMembership, Liveness):
             c.push.send(P.Answer(req_id, value), nowait=True)
 
     def status(self) -> dict:
-        owned: dict[int, int] = {}          # client -> its unfinished tasks (the scheduler forgets finished ones)
-        for t in self.sched.tasks.values():
-            owned[t.owner] = owned.get(t.owner, 0) + 1
+        # client -> its unfinished tasks (the scheduler forgets finished ones): a task's id is its
+        # submitter's number << 40 + a counter, so this is one C loop over the ids, not a Python
+        # attribute read per task (dashboards ask every second, with 100,000s queued)
+        owned = collections.Counter(map((40).__rrshift__, self.sched.tasks))
         engines = []
         for e in self.engines_by_id.values():
             m = e.metrics
@@ -451,17 +461,7 @@ class Head(ActorHead, EngineMembership, Liveness):
                     continue
                 if now is None:
                     now = time.time()
-                info = None
-                if a.old is None:
-                    task = self.sched.tasks.get(a.task_id)
-                    if task is not None:
-                        info = task_events.submitted(task)
-                elif a.new.value in ("running", "assigned"):
-                    task = self.sched.tasks.get(a.task_id)
-                    info = {"engine": task.engine} if task is not None else None
-                elif self.done_info:    # a finished (or retried) task of the TaskDone being applied
-                    info = self.done_info.pop(a.task_id, None)
-                self.events.append(P.Event(now, "task", a.task_id, a.new.value, info))
+                self._task_event(a, now)
             elif t is DispatchTask:
                 self._dispatch(a)
             elif t is SendFailure:
@@ -479,7 +479,7 @@ class Head(ActorHead, EngineMembership, Liveness):
             elif t is FreeObjects:
                 self.stores.free(a.object_ids)   # shared-memory segments of those objects, if any
             elif t is DrainEngine:
-                self.events.append(P.Event(time.time(), "engine", a.engine_id, "draining", None))
+                self._event(P.Event(time.time(), "engine", a.engine_id, "draining", None))
             elif t is RetireEngine:
                 e = self.engines_by_id.get(a.engine_id)
                 if e is not None:
@@ -561,10 +561,7 @@ class Head(ActorHead, EngineMembership, Liveness):
                 c = self.clients_by_no.get(owner)
                 if c is not None:
                     c.push.send(P.TaskFailed(recs), nowait=True)
-        if self.events:
-            events, self.events = self.events, []
-            self.events_published += len(events)
-            self.pub.send(P.Events(events), nowait=True)
+        self._flush_events()
 
     # ------------------------------------------------------------ control messages
     def _send_ctl(self, eng: EngineInfo, msg: P.Message) -> None:
@@ -583,7 +580,7 @@ class Head(ActorHead, EngineMembership, Liveness):
         self.engines.pop(eng.identity, None)
         self.engines_by_id.pop(eng.id, None)
         self.ctl_ids.pop(eng.identity + b"/ctl", None)
-        self.events.append(P.Event(time.time(), "engine", eng.id, state, {"why": why}))
+        self._event(P.Event(time.time(), "engine", eng.id, state, {"why": why}))
         self._apply(self.sched.engine_removed(eng.id, why))
         self._remote_actors_lost(eng)
         if eng.node not in self.sched.nodes and eng.node != self.sched.head_node:
@@ -606,7 +603,7 @@ class Head(ActorHead, EngineMembership, Liveness):
         self.clients.pop(client.identity, None)
         self.clients_by_no.pop(client.no, None)
         client.push.close()
-        self.events.append(P.Event(time.time(), "cluster", client.no, "client-left", {"why": why}))
+        self._event(P.Event(time.time(), "cluster", client.no, "client-left", {"why": why}))
         self._apply(self.sched.client_removed(client.no, graceful=why == "said goodbye"))
         if client.owns and not self.stopping:
             self._request_stop(f"owning client {client.no} left ({why})")

@@ -136,7 +136,7 @@ class ActorHead:
             self._apply(self.sched.actor_ready(msg.actor_id, msg.incarnation, msg.status == P.OK, msg.endpoints,
                                                host, msg.blob))
             if actor is not None:
-                self.events.append(P.Event(time.time(), "actor", msg.actor_id, "process", {
+                self._event(P.Event(time.time(), "actor", msg.actor_id, "process", {
                     "pid": self.actor_pids.get((msg.actor_id, msg.incarnation), 0),
                     "incarnation": msg.incarnation, "endpoints": list(msg.endpoints)}))
 
@@ -144,7 +144,7 @@ class ActorHead:
     def _apply_actor(self, a) -> None:
         t = type(a)
         if t is CallEvent:
-            self.events.append(P.Event(a.time or time.time(), "task", a.task_id, a.state, a.info))
+            self._event(P.Event(a.time or time.time(), "task", a.task_id, a.state, a.info))
         elif t is NotifyActor:
             info = self._actor_info(a.actor_id)
             for no in a.clients:
@@ -163,7 +163,7 @@ class ActorHead:
                 info["incarnation"] = actor.incarnation
                 if a.new is ActorState.DEAD:
                     info["why"] = actor.detail if isinstance(actor.detail, str) else "__init__ raised"
-            self.events.append(P.Event(time.time(), "actor", a.actor_id, a.new.value, info))
+            self._event(P.Event(time.time(), "actor", a.actor_id, a.new.value, info))
         elif t is SpawnActor:
             if self.stopping:
                 pass

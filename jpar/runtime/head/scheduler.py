@@ -64,7 +64,9 @@ class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement, Lineage):
         self._feasible_cache: dict = {}                  # demand shape -> can some node ever run it
         self._forms: dict = {}                           # (resources, placement) -> Task.form, shared
         self._protos: dict = {}                          # what Queued tasks of one call site share (Queued.proto)
-        self.transitions = True                          # emit Transition actions (the controller's events)
+        self.transitions = True                          # someone reads the event stream (the controller's events)
+        self.full_stream = True                          # ... every task's every Transition (else the summary's told ones)
+        self.summary = None                              # a TaskSummary counting transitions for the summary stream
         self.removed: set[int] = set()                   # ids of engines retired on request
         self.spawn_nodes: set[str] = set()               # nodes whose engines the controller can start
         self.spawn_after_s = 0.1                         # blocked this long with work waiting: add an engine
@@ -84,7 +86,13 @@ class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement, Lineage):
             self.counts[old] -= 1
         self.counts[new] += 1
         if self.transitions:
-            self.actions.append(Transition(task.spec.task_id, old, new, stimulus))
+            tid = task.spec.task_id
+            told = 0
+            summary = self.summary
+            if summary is not None:      # counted here, in the move: no action unless it is told
+                told = summary.submitted(task, new, self.now) if old is None else summary.moved(tid, old, new, self.now)
+            if told or self.full_stream:
+                self.actions.append(Transition(tid, old, new, stimulus, told))
 
     def _take(self) -> list:
         out, self.actions = self.actions, []
@@ -496,12 +504,12 @@ class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement, Lineage):
         """Submit a task that goes straight to a ready queue in the compact :class:`Queued` form."""
         tid = spec.task_id
         key = (spec.fn_id, spec.name, spec.num_returns, spec.resources, spec.max_retries, spec.retry_exceptions,
-               spec.parent, spec.placement, client)
+               spec.parent, spec.placement, client, spec.site)
         proto = self._protos.get(key)
         if proto is None:   # shared by the tasks of one call site; like _forms, a bounded cache
             if len(self._protos) >= 4096:
                 self._protos.clear()
-            proto = self._protos[key] = (*key, form)
+            proto = self._protos[key] = (*key[:9], form, spec.site)
         q = Queued(tid, spec.args, spec.deps, proto)
         self.tasks[tid] = q
         self.objects[tid] = q
@@ -512,7 +520,9 @@ class Scheduler(ActorScheduling, Rebalancing, Chaining, Placement, Lineage):
             objects[oid].task_refs += 1
         self.counts[S.QUEUED] += 1
         if self.transitions:
-            self.actions.append(Transition(tid, None, S.QUEUED, "submitted"))
+            told = self.summary.submitted(q, S.QUEUED, self.now) if self.summary is not None else 0
+            if told or self.full_stream:
+                self.actions.append(Transition(tid, None, S.QUEUED, "submitted", told))
         shape = form[2]
         rq = self.ready.get(shape)
         if rq is None:

@@ -132,6 +132,7 @@ class Transition(NamedTuple):
     old: TaskState | None
     new: TaskState
     stimulus: str
+    told: int = 0        # on the summary stream: 0 not told, else task_summary.DETAILED / FAILED_UNTOLD
 
 
 class FreeObjects(NamedTuple):
@@ -206,7 +207,7 @@ class Queued:
 
     __slots__ = ("task_id", "args", "deps", "proto")
 
-    # proto: (fn_id, name, num_returns, resources, max_retries, retry_exceptions, parent, placement, owner, form)
+    # proto: (fn_id, name, num_returns, resources, max_retries, retry_exceptions, parent, placement, owner, form, site)
     def __init__(self, task_id: int, args: bytes, deps: tuple, proto: tuple):
         self.task_id, self.args, self.deps, self.proto = task_id, args, deps, proto
 
@@ -233,9 +234,9 @@ class Queued:
 
     @property
     def spec(self) -> TaskSpec:
-        fn_id, name, nret, resources, max_retries, retry_exceptions, parent, placement, _, _ = self.proto
+        fn_id, name, nret, resources, max_retries, retry_exceptions, parent, placement, _, _, site = self.proto
         return TaskSpec(self.task_id, fn_id, name, self.args, self.deps, nret, resources, max_retries,
-                        retry_exceptions, parent, 0, placement)
+                        retry_exceptions, parent, 0, placement, site)
 
     @property
     def owner(self) -> int:

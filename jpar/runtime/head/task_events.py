@@ -1,6 +1,7 @@
 """What the head's per-task events carry besides the new state (built only while someone listens).
 
-A submission's event names the task, its ref arguments (``deps``), parent and owner, and ``args``:
+A submission's event names the task, its ref arguments (``deps``), parent, owner and call site
+(``site``, the owner's number for it: see :mod:`jpar.call_sites`), and ``args``:
 the bytes of its pickled arguments, which the driver already made for the TaskSpec (a ``len()``,
 no pickling here). A finished task's event carries what its engine reported in the TaskDone record,
 ``fetch``: the seconds it spent resolving the task's ref arguments (mapping them from its host's
@@ -22,7 +23,7 @@ def submitted(task) -> dict:
     """The info of a task's first event (``task``: the scheduler's record, with its TaskSpec)."""
     spec = task.spec
     return {"name": spec.name, "deps": spec.deps, "parent": spec.parent, "owner": task.owner,
-            "args": len(spec.args)}
+            "args": len(spec.args), "site": spec.site}
 
 
 def finished(records, locations: dict) -> dict:

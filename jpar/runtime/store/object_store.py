@@ -513,7 +513,8 @@ class ObjectStore:
 
     # ------------------------------------------------------------ accounting
     def statistics(self, refcounts: dict | None = None) -> StoreStatistics:
-        """What this node's store holds now; ``refcounts`` (object id -> refs) comes from the head."""
+        """What this node's store holds now; ``refcounts`` (object id -> refs: anything with ``get``)
+        comes from the head."""
         kind = len(self.prefix)
         used = pooled = held = spilled = 0
         objects = []

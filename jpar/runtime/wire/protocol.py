@@ -63,7 +63,8 @@ from ...events import Event, OutputRecord
 
 __all__ = ["PROTOCOL_VERSION", "Signer", "Session", "ReplayGuard", "encode", "decode", "MESSAGES"]
 
-PROTOCOL_VERSION = 2   # 2: a signed header (session, sequence, time) in every message; replays refused
+PROTOCOL_VERSION = 3   # 2: a signed header (session, sequence, time) in every message; replays refused
+                       # 3: a TaskSpec names its call site (site), for the summary event stream
 
 HEADER = struct.Struct("<16sQd")   # session id, sequence number, time sent (seconds since the epoch)
 SIGNATURE_BYTES = 32
@@ -91,6 +92,7 @@ class TaskSpec(NamedTuple):
     parent: int           # task id of the submitting task, 0 from a driver
     actor: int            # actor id for a method call / creation, 0 for a plain task
     placement: int        # run only on this engine id; -1 for anywhere
+    site: int = 0         # the submitting process's number for the line that submitted it (0: none): dashboards count by it
 
 
 class DispatchRecord(NamedTuple):

@@ -475,22 +475,30 @@ def bind_pull(endpoints: list[str], signer) -> tuple[Channel, list[str]]:
 
 
 class Publisher(Channel):
-    """The head's event stream: an XPUB socket that publishes under a topic derived from the key and
-    admits only subscriptions to that topic (manual mode), so a peer without the key gets nothing,
-    and knows whether such a subscriber is connected, so the head builds no per-task events while
-    no dashboard or sidebar listens."""
+    """The head's event stream: an XPUB socket that publishes under topics derived from the key and
+    admits only subscriptions to those (manual mode), so a peer without the key gets nothing, and
+    knows who listens, so the head builds no per-task events while no dashboard or sidebar does.
 
-    __slots__ = ("listened", "topic", "subscribers")
+    Two topics: the full stream (every task's every transition) and the summary stream (counts per
+    call site and a sample of tasks, see :mod:`jpar.runtime.head.task_summary`), which dashboards
+    read; the other events (engines, metrics, actors) go to both."""
+
+    __slots__ = ("listened", "full", "summary", "topic", "summary_topic", "subscribers", "summary_subscribers")
 
     def __init__(self, sock: zmq.Socket, signer: protocol.Signer, endpoint: str = ""):
         super().__init__(sock, signer, endpoint)
-        self.listened = False
+        self.listened = False          # anyone subscribed
+        self.full = False              # someone reads the full stream
+        self.summary = False           # someone reads the summary stream
         self.topic = signer.derive(b"events")
+        self.summary_topic = signer.derive(b"summary")
         self.subscribers = 0
+        self.summary_subscribers = 0
 
-    def send(self, msg: protocol.Message, nowait: bool = False) -> bool:
+    def send(self, msg: protocol.Message, nowait: bool = False, summary: bool = False) -> bool:
+        topic = self.summary_topic if summary else self.topic
         try:
-            self.sock.send_multipart([self.topic, *protocol.encode(msg, self.signer, self.session)], flags=zmq.DONTWAIT)
+            self.sock.send_multipart([topic, *protocol.encode(msg, self.signer, self.session)], flags=zmq.DONTWAIT)
             return True
         except zmq.Again:
             return False
@@ -506,19 +514,24 @@ class Publisher(Channel):
                 notice = sock.recv(zmq.DONTWAIT)
             except zmq.Again:
                 break
-            if notice[1:] != self.topic:
+            topic = notice[1:]
+            if topic != self.topic and topic != self.summary_topic:
                 if notice[:1] == b"\x01":
                     self._drop("a subscription without the cluster key")
                 continue
-            if notice[:1] == b"\x01":
-                sock.setsockopt(zmq.SUBSCRIBE, self.topic)   # manual mode: admits the peer that just asked
-                self.subscribers += 1
+            step = 1 if notice[:1] == b"\x01" else -1 if notice[:1] == b"\x00" else 0
+            if step == 1:
+                sock.setsockopt(zmq.SUBSCRIBE, topic)   # manual mode: admits the peer that just asked
+            if step and topic == self.topic:
+                self.subscribers = max(0, self.subscribers + step)
                 changed = True
-            elif notice[:1] == b"\x00":
-                self.subscribers = max(0, self.subscribers - 1)
+            elif step:
+                self.summary_subscribers = max(0, self.summary_subscribers + step)
                 changed = True
         if changed:
-            self.listened = self.subscribers > 0
+            self.full = self.subscribers > 0
+            self.summary = self.summary_subscribers > 0
+            self.listened = self.full or self.summary
         return self.listened
 
 
@@ -566,10 +579,11 @@ def connect_push(endpoint: str, signer) -> Channel:
     return Channel(sock, signer, endpoint)
 
 
-def connect_sub(endpoint: str, signer) -> Channel:
-    """A subscriber of the head's event stream: subscribes to the keyed topic and strips it."""
+def connect_sub(endpoint: str, signer, summary: bool = False) -> Channel:
+    """A subscriber of the head's event stream (the full one, or with ``summary`` the dashboards'):
+    subscribes to the keyed topic and strips it."""
     sock = _socket(zmq.SUB)
-    sock.setsockopt(zmq.SUBSCRIBE, signer.derive(b"events"))
+    sock.setsockopt(zmq.SUBSCRIBE, signer.derive(b"summary" if summary else b"events"))
     _connect(sock, endpoint)
     ch = Channel(sock, signer, endpoint)
     ch.prefix = 1
