@@ -552,7 +552,9 @@ function render({ model, el: root }) {
     const age = streamAt ? Date.now() / 1000 - streamAt : 0;   // time since the snapshot: the picture moves on
     const span = w - LEFT - 6;
     const xOf = (t) => LEFT + Math.max(0, Math.min(span, ((t - age + win) / win) * span));
-    el("text", { x: 4, y: 12, "font-size": 11, class: "jpar-label", text: "task stream" }, streamSvg, SVGNS);
+    const sampled = (model.get("totals") || {}).sampled;   // summary stream: past 500 new tasks/s, a sample
+    el("text", { x: 4, y: 12, "font-size": 11, class: "jpar-label",
+      text: sampled ? "task stream (a sample: past 500 new tasks a second)" : "task stream" }, streamSvg, SVGNS);
     for (let sec = 0; sec < win; sec += win >= 60 ? 10 : 5) {
       const x = LEFT + span - (sec / win) * span;
       el("text", { x, y: 12, "font-size": 10, "text-anchor": "middle", class: "jpar-label-dim",
