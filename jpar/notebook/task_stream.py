@@ -17,6 +17,7 @@ snapshot stays a few milliseconds at any rate. Times are seconds relative to the
 from __future__ import annotations
 
 import collections
+import operator
 
 __all__ = ["TaskStream"]
 
@@ -55,43 +56,66 @@ class TaskStream:
         (relative, like start and end) is when the bar's first task became ready, None when unknown or
         not before its start; ``fetch`` and ``wait`` are seconds, summed over the tasks of a merged bar."""
         cutoff = now - self.window
-        picked = []
+        by_row: dict = {}                          # row -> its spans (a few rows: sorted apart, in C)
         for span in reversed(self.spans):          # finish order: stop at the first one long gone
             if span[1] < cutoff:
                 if span[1] < cutoff - 5.0:
                     break
                 continue
-            picked.append(span)
+            row = by_row.get(span[2])
+            if row is None:
+                row = by_row[span[2]] = []
+            row.append(span)
         for tid, task in self.running.items():
             if task[3]:
-                picked.append((task[3], None, _row(task[2], task), task[5], tid, "running", task[6], 0.0))
-        picked.sort(key=lambda s: (_order(s[2]), s[0]))
+                r = _row(task[2], task)
+                by_row.setdefault(r, []).append((task[3], None, r, task[5], tid, "running", task[6], 0.0))
+        picked = []
+        for r in sorted(by_row, key=_order):
+            spans = by_row[r]
+            spans.sort(key=_START)
+            picked += spans
         slack = self.window / 1000.0                # about a pixel of a 1000 px wide stream
         names: dict = {}
-        bars: list = []
+        bars: list = []                             # times as floats here; rounded once, for the kept bars
         for start, end, engine, name, tid, state, ready, fetch in picked:
             ni = names.setdefault(name, len(names))
             wait = start - ready if 0.0 < ready < start else 0.0
             if bars:
                 last = bars[-1]
                 if (last[0] == engine and last[3] == ni and last[2] is not None and end is not None
-                        and start - (now + last[2]) < slack and last[5] == state):
-                    last[2] = round(end - now, 3)
+                        and start - last[2] < slack and last[5] == state):
+                    last[2] = end
                     last[6] += 1
-                    last[8] = round(last[8] + fetch, 7)
-                    last[9] = round(last[9] + wait, 4)
+                    last[8] += fetch
+                    last[9] += wait
                     continue
-            bars.append([engine, round(max(start, cutoff) - now, 3), None if end is None else round(end - now, 3),
-                         ni, f"{tid:x}", state, 1, round(max(ready, cutoff) - now, 3) if wait else None,
-                         round(fetch, 7), round(wait, 4)])
+            bars.append([engine, max(start, cutoff), end, ni, tid, state, 1, max(ready, cutoff) if wait else None,
+                         fetch, wait])
         if len(bars) > self.max_bars:
-            bars.sort(key=lambda b: b[2] if b[2] is not None else 0.0)
+            bars.sort(key=_END_OR_RUNNING)
             bars = bars[-self.max_bars:]
+        for b in bars:
+            b[1] = round(b[1] - now, 3)
+            if b[2] is not None:
+                b[2] = round(b[2] - now, 3)
+            b[4] = f"{b[4]:x}"
+            if b[7] is not None:
+                b[7] = round(b[7] - now, 3)
+            b[8] = round(b[8], 7)
+            b[9] = round(b[9], 4)
         rows = sorted({b[0] for b in bars} | {e for e in engines if e is not None}, key=_order)
         labels = labels or {}
         return {"now": now, "window": self.window, "names": list(names), "bars": bars,
                 "rows": [[r, labels.get(r, str(r)) if isinstance(r, str) else
                           (f"engine {r}" if r >= 0 else "no engine")] for r in rows]}
+
+
+_START = operator.itemgetter(0)
+
+
+def _END_OR_RUNNING(bar) -> float:
+    return bar[2] if bar[2] is not None else float("inf")   # a running bar is the newest
 
 
 def _row(engine: int, task: list):
