@@ -4,7 +4,8 @@ The head's CPU per task is mostly this plus message decoding. Wall time on a sha
 machine is noisy; for a steady figure count instructions instead:
 
     .venv/bin/python benchmarks/scheduler_cost.py                      # us per task, median of 5
-    .venv/bin/python benchmarks/scheduler_cost.py --transitions        # as while a dashboard listens
+    .venv/bin/python benchmarks/scheduler_cost.py --transitions        # as while the full stream is read
+    .venv/bin/python benchmarks/scheduler_cost.py --summary            # as while a dashboard listens (summary stream)
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         .venv/bin/python benchmarks/scheduler_cost.py --tasks 8000 --repeat 1   # minus a --tasks 10 run
 """
@@ -15,16 +16,19 @@ import time
 
 from jpar.runtime.wire import protocol as P
 from jpar.runtime.head.scheduler import DispatchTask, Scheduler
+from jpar.runtime.head.task_summary import TaskSummary
 
 
 def spec(task_id: int) -> P.TaskSpec:
-    return P.TaskSpec(task_id, 1, "noop", b"", (), 1, (("CPU", 1.0),), 3, False, 0, 0, -1)
+    return P.TaskSpec(task_id, 1, "noop", b"", (), 1, (("CPU", 1.0),), 3, False, 0, 0, -1, 1)
 
 
-def run(n: int, transitions: bool) -> float:
+def run(n: int, transitions: bool, summary: bool = False) -> float:
     """Seconds per task for n tasks submitted in batches of 100 to two engines, finished and released."""
     s = Scheduler(prefetch=64)
-    s.transitions = transitions
+    s.transitions = transitions or summary
+    if summary:                  # the head's setting while only summary readers listen
+        s.full_stream, s.summary = False, TaskSummary()
     s.client_added(1)
     for e in (0, 1):
         s.engine_added(e, "node", {"CPU": 2})
@@ -57,10 +61,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--transitions", action="store_true", help="emit Transition records (a dashboard listens)")
+    ap.add_argument("--transitions", action="store_true", help="emit Transition records (the full stream is read)")
+    ap.add_argument("--summary", action="store_true", help="count for the summary stream (a dashboard listens)")
     a = ap.parse_args()
-    per = statistics.median(run(a.tasks, a.transitions) for _ in range(a.repeat))
-    print(f"scheduler: {per * 1e6:.1f} us per task ({a.tasks} tasks, transitions {'on' if a.transitions else 'off'})")
+    per = statistics.median(run(a.tasks, a.transitions, a.summary) for _ in range(a.repeat))
+    mode = "summary" if a.summary else "transitions on" if a.transitions else "transitions off"
+    print(f"scheduler: {per * 1e6:.1f} us per task ({a.tasks} tasks, {mode})")
 
 
 if __name__ == "__main__":
