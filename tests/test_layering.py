@@ -37,6 +37,7 @@ FORBIDDEN = {
     "jpar.runtime.head.scheduler_rebalance": PURE_HEAD,
     "jpar.runtime.head.scheduler_placement": PURE_HEAD,
     "jpar.runtime.head.scheduler_chaining": PURE_HEAD,
+    "jpar.runtime.head.task_summary": PURE_HEAD,      # the scheduler calls it in its moves
     "jpar.runtime.wire.protocol": {"zmq"},
     "jpar.runtime.wire.serialization": {"zmq"},
     "jpar.runtime.store.segments": {"zmq"},
