@@ -12,7 +12,7 @@ from typing import Any, Callable
 from . import backends
 
 __all__ = ["set_submit_hook", "set_output_handler", "set_front_end", "apply_front_end", "cancel_tasks", "engines",
-           "status", "task_ids_done", "subscribe_events",
+           "status", "task_ids_done", "subscribe_events", "summary_expand",
            "set_progress_reporter", "progress_reporter", "task_error", "store_statistics", "release_now",
            "driver_info", "pending_tasks", "remove_engines", "add_engines", "EngineChange", "cancel_driver_tasks"]
 
@@ -158,6 +158,14 @@ def subscribe_events(summary: bool = False):
     0.25 s a ``summary`` event with each call site's task counts per state (absolute), and every
     event of the first 500 tasks submitted each second and of every failed task, not every task's."""
     return _fe("subscribe_events()").subscribe_events(summary)
+
+
+def summary_expand(groups, on: bool = True) -> bool:
+    """On the summary stream (``subscribe_events(summary=True)``): have every task of these groups
+    (``(owner, name, site)`` as its ``summary`` events name them) told one by one from now on
+    (``on``), as a dashboard does for the group it expands, or no longer. False where the backend
+    has no summary stream."""
+    return _fe("summary_expand()").summary_expand(list(groups), on)
 
 
 # ---------------------------------------------------------------- progress reporting

@@ -802,6 +802,35 @@ def test_updates_are_throttled_and_batched(board):
     assert 0 < len(d.model.tasks) <= 500 * seconds and st.events < 3 * 3000, (len(d.model.tasks), elapsed, st)
 
 
+def test_an_expanded_group_shows_its_newest_tasks_not_only_the_sample(board):
+    """Summary stream: past 500 new tasks a second the dashboard follows a sample; the group it expands
+    has every task told (the head is asked to), so the newest are drawn."""
+    d = board(group_above=50)
+    assert wait_for(d, lambda: d.status == "live"), d.status
+
+    def burst(n):
+        return [nap.remote(0.0) for _ in range(n)]         # one call site: one group
+
+    first = burst(2000)
+    jpar.get(first)
+    assert wait_for(d, lambda: d.totals.get("finished", 0) >= 2000), d.totals
+    key = d.model.tasks[first[0].id][1]                   # its group (the first of the second are told)
+    assert d.model.summary_mode and len([t for t in first if t.id in d.model.tasks]) < 2000   # a sample
+    d._on_front_end_msg(d, {"type": "expand", "key": key}, [])
+    assert wait_for(d, lambda: d.detailed_group == key)   # the head was asked and agreed
+    later = burst(1500)
+    jpar.get(later)
+    assert wait_for(d, lambda: all(t.id in d.model.tasks for t in later)), \
+        sum(t.id in d.model.tasks for t in later)          # every one of them, past the 500 a second
+    assert wait_for(d, lambda: all(f"{t.id:x}" in d.states for t in later[-200:]))   # the newest drawn
+    d._on_front_end_msg(d, {"type": "expand", "key": key}, [])     # fold: the head samples again
+    assert wait_for(d, lambda: d.model.expanded is None and d.detailed_group is None)
+    again = burst(1500)
+    jpar.get(again)
+    assert wait_for(d, lambda: d.totals.get("finished", 0) >= 5000), d.totals
+    assert sum(t.id in d.model.tasks for t in again) < 1500
+
+
 def test_closing_stops_the_thread_and_several_dashboards_work(board):
     d1, d2 = board(), board()
     ref = nap.remote(0.0)

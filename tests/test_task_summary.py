@@ -8,7 +8,7 @@ import pytest
 import jpar
 from jpar import hooks
 from jpar.runtime.head.scheduler import Scheduler, TaskState, Transition
-from jpar.runtime.head.task_summary import DETAILED, FAILED_UNTOLD, TaskSummary
+from jpar.runtime.head.task_summary import DETAILED, UNTOLD, TaskSummary
 from jpar.runtime.wire import protocol as P
 
 S = TaskState
@@ -69,7 +69,7 @@ def test_a_failure_is_told_with_what_places_it_even_when_not_detailed():
     sched.submit(1, [spec(1)])
     acts = done(sched, 0, 1, status=P.ERROR)
     failed = [a for a in acts if type(a) is Transition]
-    assert [(a.task_id, a.new, a.told) for a in failed] == [(1, S.FAILED, FAILED_UNTOLD)]
+    assert [(a.task_id, a.new, a.told) for a in failed] == [(1, S.FAILED, UNTOLD)]
     assert sched.summary.placed(1) == {"name": "f", "owner": 1, "site": 1} and sched.summary.placed(1) == {}
     assert counts(sched.summary) == {("f", 1): {"failed": 1}}
 
@@ -98,6 +98,22 @@ def test_tasks_from_before_the_summary_are_not_counted():
     done(sched, 0, 2)
     done(sched, 0, 3)
     assert counts(sched.summary) == {("f", 1): {"done": 1}}   # only task 3: no negative counts
+
+
+def test_an_expanded_group_has_every_task_told_until_folded():
+    sched = summarized(detail_per_s=0)                    # no sample: only what is asked for
+    sched.engine_added(0, "n", {"CPU": 1})
+    sched.submit(1, [spec(1), spec(2), spec(3, name="g", site=2)])     # 1 runs, 2 and 3 wait
+    sched.summary.expand((1, "f", 1), True)
+    acts = sched.submit(1, [spec(4), spec(5, name="g", site=2)]) + done(sched, 0, 1)
+    told = {(a.task_id, a.told) for a in acts if type(a) is Transition}
+    assert (4, DETAILED) in told and not any(t in (3, 5) for t, _ in told), told   # g's are not expanded
+    assert (1, UNTOLD) in told and (2, UNTOLD) in told, told   # in flight when expanded: told with placing
+    assert sched.summary.placed(2) == {"name": "f", "owner": 1, "site": 1}
+    sched.summary.expand((1, "f", 1), False)
+    acts = sched.submit(1, [spec(6)])
+    assert not [a for a in acts if type(a) is Transition and a.task_id == 6]
+    assert counts(sched.summary)[("f", 1)] == {"done": 1, "running": 1, "queued": 2}   # 1 done, 2 runs, 4 and 6 wait
 
 
 def test_the_detail_budget_renews_every_second():

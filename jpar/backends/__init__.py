@@ -231,6 +231,11 @@ class FrontEnd:
         the full stream), live from now on."""
         raise NotImplementedError
 
+    def summary_expand(self, groups: list, on: bool) -> bool:
+        """Ask for every task of these summary groups ``(owner, name, site)`` one by one (``on``), or no
+        longer; False where there is no summary stream (the full stream has every task anyway)."""
+        return False
+
     def task_error(self, task_id: int) -> str | None:
         raise NotImplementedError
 

@@ -91,6 +91,7 @@ class Dashboard(anywidget.AnyWidget):
         self._stop = threading.Event()
         self._clear = False
         self._expand: list = []        # group keys the browser asked to expand or fold
+        self.detailed_group: str | None = None   # the expanded group whose every task the head tells
         self._free: list = []          # object ids (hex) the browser's "free" buttons asked to free
         self._graph_version = -1
         self._thread: threading.Thread | None = None
@@ -160,7 +161,12 @@ class Dashboard(anywidget.AnyWidget):
                     model.reset()
                     model.dirty = True
                 while self._expand:
+                    before = model.expanded
                     model.expand(self._expand.pop(0))
+                    if model.summary_mode and model.expanded != before:
+                        self._detail(before, False)
+                        on = self._detail(model.expanded, True)
+                        self.detailed_group = model.expanded if on else None
                 if self._free:
                     while self._free:
                         self.free_object(self._free.pop(0))
@@ -183,9 +189,23 @@ class Dashboard(anywidget.AnyWidget):
             except Exception:
                 pass
         finally:
+            if model.summary_mode and model.expanded:
+                self._detail(model.expanded, False)
             sub.close()
             trace.detach()
             self._cpu = time.thread_time() - cpu0
+
+    def _detail(self, group: str | None, on: bool) -> bool:
+        """On the summary stream: have the head tell every task of the group this dashboard expands
+        (its newest tasks, not only the sample), or no longer once folded. Whether the head agreed."""
+        keys = self.model.head_keys.get(group) if group else None
+        if not keys:
+            return False
+        try:
+            return hooks.summary_expand(sorted(keys), on)
+        except Exception:   # a stopping cluster: the expanded group shows the sample it has
+            log.info("could not ask the head to detail group %r", group, exc_info=True)
+            return False
 
     def free_object(self, object_id: Any) -> bool:
         """A "free" button's message: :func:`jpar.free` the object, if it is a row of the largest-objects

@@ -70,6 +70,7 @@ class DashboardModel:
         self.summary_mode = False
         self._last_summary: dict | None = None
         self._fresh = True                 # no summary seen yet
+        self.head_keys: dict = {}          # group key -> the summaries' (owner, name, site) it stands for
         self._baseline: dict = {}          # (owner, name, site) -> (finished counts, run seconds, runs) at the last reset
         # (its tasks are grouped by function and the block of code that submitted them)
         self.namespace = namespace         # () -> the namespace whose variables name stored objects
@@ -220,6 +221,8 @@ class DashboardModel:
             if gs != gkey and (gs, gkey) not in self.group_edges:
                 self.group_edges.add((gs, gkey))
                 self.structure += 1
+        if gkey == self.expanded:     # the expanded group's block shows its newest tasks as they come
+            self.structure += 1
         self._timing(key, task, t, state, info)
         if len(tasks) > self.max_tasks:
             self._forget_finished()
@@ -294,6 +297,7 @@ class DashboardModel:
                 keys.append(None)
                 continue
             gkey = self._summary_group(owner, name, site)
+            self.head_keys.setdefault(gkey, set()).add((owner, name, site))
             keys.append(gkey)
             acc = fed.get(gkey)
             if acc is None:

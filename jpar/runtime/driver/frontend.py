@@ -84,6 +84,12 @@ class FrontEnd(_FrontEndInterface):
         sub._wait_live(d)
         return sub
 
+    def summary_expand(self, groups: list, on: bool) -> bool:
+        ok = True
+        for key in groups:
+            ok = bool(self.driver.query("summary_expand", [list(key), on], timeout=10.0)) and ok
+        return ok
+
     def task_error(self, task_id: int) -> str | None:
         entry = self.driver.results.get(task_id)
         if entry is None or not entry[0]:

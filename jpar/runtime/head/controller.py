@@ -414,6 +414,8 @@ class Head(ActorHead, EngineMembership, Liveness, EventStream):
                 self.sum_events.append(self._summary_event())
             self._event(P.Event(time.time(), "cluster", 0, "ping", {"token": msg.arg}))
             value = True
+        elif what == "summary_expand":   # a dashboard expanded a group: its tasks told one by one
+            value = self._expand_group(msg.arg)
         elif what == "actor":
             value = self._named_actor(msg.arg)
         elif what == "object_store":   # node -> object_store.StoreStatistics (nodes on the head's host)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..wire import protocol as P
 from . import task_events
 from .scheduler_state import Transition
-from .task_summary import FAILED_UNTOLD, TaskSummary
+from .task_summary import UNTOLD, TaskSummary
 
 __all__ = ["EventStream"]
 
@@ -59,7 +59,7 @@ class EventStream:
         ev = P.Event(now, "task", a.task_id, a.new.value, info)
         if pub.full:
             self.events.append(ev)
-        if told == FAILED_UNTOLD and self.summary is not None:   # its first event there: with what places it
+        if told == UNTOLD and self.summary is not None:   # its first event there: with what places it
             ev = ev._replace(info={**self.summary.placed(a.task_id), **(info or {})})
         if told:
             self.sum_events.append(ev)
@@ -75,6 +75,16 @@ class EventStream:
             return None
         detailed = summary.detailed
         return task_events.finished([r for r in results if r.task_id in detailed], self.stores.locations)
+
+    def _expand_group(self, arg) -> bool:
+        """A summary reader expanded or folded a group: ``[[owner, name, site], on]``."""
+        if self.summary is None or not isinstance(arg, (list, tuple)) or len(arg) != 2:
+            return False
+        key, on = arg
+        if not isinstance(key, (list, tuple)) or len(key) != 3:
+            return False
+        self.summary.expand(key, bool(on))
+        return True
 
     def _summary_event(self) -> P.Event:
         info = self.summary.snapshot()

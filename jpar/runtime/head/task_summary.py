@@ -10,8 +10,9 @@ event with the absolute counts of every group, so a lost or late message leaves 
 
 Some tasks are still told one by one, *detailed*, so the dashboard can draw them (the DAG below
 ``group_above`` tasks, the task stream, an expanded group, hovering): the first
-:data:`DETAIL_PER_S` tasks submitted in each second, and every task that fails. Below that rate
-every task is detailed, so a small run looks exactly as it did with the full stream.
+:data:`DETAIL_PER_S` tasks submitted in each second, every task of a group a reader expanded
+(:meth:`TaskSummary.expand`), and every task that fails. Below that rate every task is detailed,
+so a small run looks exactly as it did with the full stream.
 
 Groups are keyed by (owner client, function name, call-site number): the number is the submitting
 process's (``TaskSpec.site``, from :mod:`jpar.call_sites`), which that process alone can name.
@@ -25,7 +26,7 @@ import time
 
 from .scheduler_state import TERMINAL, Queued, TaskState
 
-__all__ = ["TaskSummary", "PERIOD_S", "DETAIL_PER_S", "STATE_ORDER", "DETAILED", "FAILED_UNTOLD"]
+__all__ = ["TaskSummary", "PERIOD_S", "DETAIL_PER_S", "STATE_ORDER", "DETAILED", "UNTOLD"]
 
 PERIOD_S = 0.25           # seconds between two summary events (while anything changed)
 DETAIL_PER_S = 500        # tasks submitted per second that are also told one by one
@@ -37,7 +38,8 @@ STATE_ORDER = tuple(s for s in TaskState)
 _INDEX = {s: i for i, s in enumerate(STATE_ORDER)}
 _RUNNING = TaskState.RUNNING
 DETAILED = 1              # moved(): tell this event (the task is detailed)
-FAILED_UNTOLD = 2         # moved(): tell it with the task's submission info (a failure not detailed so far)
+UNTOLD = 2                # moved(): tell it with what places the task (name, owner, site): its first event
+                          # there (a failure, or a task of a group expanded since it was submitted)
 
 
 class TaskSummary:
@@ -51,7 +53,8 @@ class TaskSummary:
         self.finished_rows: dict = {}  # task id -> row index of finished tasks (edges to later tasks)
         self.edges: set = set()       # (row index, row index): a task of the first fed one of the second
         self.detailed: set = set()    # ids of unfinished detailed tasks
-        self.untold: dict = {}        # task id -> row index of a failure not detailed, until it is told
+        self.untold: dict = {}        # task id -> row index of a task first told now (see placed)
+        self.expanded: dict = {}      # (owner, name, site) -> readers that expanded it: its tasks are told
         self.detail_per_s = detail_per_s
         self._second = 0
         self._left = detail_per_s
@@ -82,8 +85,9 @@ class TaskSummary:
         sec = int(now)
         if sec != self._second:
             self._second, self._left = sec, self.detail_per_s
-        if self._left > 0:
-            self._left -= 1
+        if self._left > 0 or (self.expanded and key in self.expanded):
+            if self._left > 0:
+                self._left -= 1
             self.detailed.add(task_id)
             return True
         return False
@@ -114,14 +118,33 @@ class TaskSummary:
             if task_id in self.detailed:
                 self.detailed.discard(task_id)
                 return DETAILED
-            if new is TaskState.FAILED:
+            if new is TaskState.FAILED or self._expanded(entry[0]):
                 self.untold[task_id] = entry[0]
-                return FAILED_UNTOLD
+                return UNTOLD
             return 0
-        return DETAILED if task_id in self.detailed else 0
+        if task_id in self.detailed:
+            return DETAILED
+        if self._expanded(entry[0]):   # its group was expanded after it was submitted
+            self.detailed.add(task_id)
+            self.untold[task_id] = entry[0]
+            return UNTOLD
+        return 0
+
+    def _expanded(self, row: int) -> bool:
+        return bool(self.expanded) and tuple(self.rows[row][:3]) in self.expanded
+
+    def expand(self, key: tuple, on: bool) -> None:
+        """A reader expanded (``on``) or folded a group (owner, name, site): while any reader has it
+        expanded, every task of it is told, whatever the rate."""
+        key = tuple(key)
+        n = self.expanded.get(key, 0) + (1 if on else -1)
+        if n > 0:
+            self.expanded[key] = n
+        else:
+            self.expanded.pop(key, None)
 
     def placed(self, task_id: int) -> dict:
-        """What places a failure told without its submission (name, owner, site), once."""
+        """What places a task first told without its submission (name, owner, site), once."""
         i = self.untold.pop(task_id, None)
         if i is None:
             return {}
