@@ -51,11 +51,7 @@ def begin(depth: int = 2) -> int:
     backend puts in the task's spec so the head can count tasks per call site); :func:`note` then
     records it for the task id. The caller discards the result from :data:`submitting` once noted."""
     ident = _get_ident()
-    f = sys._getframe(depth)
-    name = f.f_globals.get("__name__", "")
-    while (name == "jpar" or name.startswith("jpar.")) and f.f_back is not None:   # jpar submits for users
-        f = f.f_back
-        name = f.f_globals.get("__name__", "")
+    f = _caller(depth)
     code, line = f.f_code, f.f_lineno
     number = _numbers.get((code, line))
     if number is None:
@@ -64,10 +60,26 @@ def begin(depth: int = 2) -> int:
     return ident
 
 
-def _number(f, code, line) -> int:
-    scope = code.co_name
-    if scope in _COMPREHENSIONS and f.f_back is not None:   # Python < 3.12: a comprehension is a function
+def _caller(depth: int):
+    """The first frame, ``depth`` frames above the caller of this function, that is not jpar's own code."""
+    f = sys._getframe(depth + 1)
+    name = f.f_globals.get("__name__", "")
+    while (name == "jpar" or name.startswith("jpar.")) and f.f_back is not None:   # jpar submits for users
+        f = f.f_back
+        name = f.f_globals.get("__name__", "")
+    return f
+
+
+def _scope(f) -> str:
+    """The function whose code a frame runs (Python < 3.12: a comprehension's enclosing one)."""
+    scope = f.f_code.co_name
+    if scope in _COMPREHENSIONS and f.f_back is not None:
         scope = f.f_back.f_code.co_name
+    return scope
+
+
+def _number(f, code, line) -> int:
+    scope = _scope(f)
     with _lock:
         number = _numbers.get((code, line))
         if number is None:
@@ -97,11 +109,7 @@ def note(task_id: int, depth: int = 2, ident: int | None = None) -> None:
     if located is not None:
         code, line, _, f = located
     else:
-        f = sys._getframe(depth)
-        name = f.f_globals.get("__name__", "")
-        while (name == "jpar" or name.startswith("jpar.")) and f.f_back is not None:
-            f = f.f_back
-            name = f.f_globals.get("__name__", "")
+        f = _caller(depth)
         code, line = f.f_code, f.f_lineno
     last = _runs[-1] if _runs else None
     # the loop's case, without the lock (a list item store is atomic under the GIL; two threads
@@ -109,9 +117,7 @@ def note(task_id: int, depth: int = 2, ident: int | None = None) -> None:
     if last is not None and 0 < task_id - last[1] <= _GAP and last[3] is code and last[4] == line:
         last[1] = task_id
         return
-    scope = code.co_name
-    if scope in _COMPREHENSIONS and f.f_back is not None:   # Python < 3.12: a comprehension is a function
-        scope = f.f_back.f_code.co_name
+    scope = _scope(f)
     with _lock:
         if _runs and task_id <= _runs[-1][1]:
             _odd[task_id] = (code.co_filename, line, scope)

@@ -24,8 +24,12 @@ class EventStream:
     def _init_events(self) -> None:
         self.events: list = []       # the full event stream's next message
         self.sum_events: list = []   # the summary stream's (dashboards)
-        self.summary: TaskSummary | None = None   # while someone reads the summary stream
         self.summary_sent = 0.0
+
+    @property
+    def summary(self) -> TaskSummary | None:
+        """The summary stream's counts while someone reads it (the scheduler's: it moves them)."""
+        return self.sched.summary
 
     def _update_listeners(self, someone: bool = False) -> None:
         """Per-task transitions are made (by the scheduler) and published only while someone listens."""
@@ -33,12 +37,12 @@ class EventStream:
         listened = pub.update_listeners()
         if someone and not listened:
             pub.listened = pub.full = listened = True   # the last subscriber leaving sends a notice: False again
-        if pub.summary and self.summary is None:
-            self.summary = TaskSummary()
-        elif not pub.summary:
-            self.summary = None
         sched = self.sched
-        sched.transitions, sched.full_stream, sched.summary = listened, pub.full, self.summary
+        sched.transitions, sched.full_stream = listened, pub.full
+        if not pub.summary:        # the counts live in the scheduler, which moves them (see _move)
+            sched.summary = None
+        elif sched.summary is None:
+            sched.summary = TaskSummary()
 
     def _task_event(self, a: Transition, now: float) -> None:
         """A task's transition on the full stream, and on the summary stream where it is told (a
