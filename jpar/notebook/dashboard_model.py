@@ -64,6 +64,7 @@ class DashboardModel:
         self.group_above = group_above
         self.submitting = submitting       # not empty while a .remote() of this process is in flight
         self.site_of = site_of             # task id -> (file, line, function) where this process submitted it
+        # (its tasks are grouped by function and the block of code that submitted them)
         self.site_number = site_number     # a call site's number (a summary's groups name it) -> the same
         # summary mode (the native backend's summary stream, see apply_summary): function groups are
         # counted by the head's summaries, and only a sample of tasks comes one by one
@@ -72,7 +73,6 @@ class DashboardModel:
         self._fresh = True                 # no summary seen yet
         self.head_keys: dict = {}          # group key -> the summaries' (owner, name, site) it stands for
         self._baseline: dict = {}          # (owner, name, site) -> (finished counts, run seconds, runs) at the last reset
-        # (its tasks are grouped by function and the block of code that submitted them)
         self.namespace = namespace         # () -> the namespace whose variables name stored objects
         self.client_no = client_no         # this process's client number: its objects are "this notebook"
         self.host_memory = host_memory or {}     # node name -> its memory in bytes, where known
