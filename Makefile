@@ -35,7 +35,7 @@ $(LABEXT): $(LABEXT_SRC) | $(TOOLS)
 
 # The package, editable, with its test extras; reinstalled when the extension is rebuilt so that
 # share/jupyter/labextensions/jpar holds the new build (the wheel's shared-data mapping copies it).
-$(STAMP): pyproject.toml $(LOCK) $(LABEXT) | $(TOOLS)
+$(STAMP): pyproject.toml build_native.py jpar/multiprocessing/_slotlock.c $(LOCK) $(LABEXT) | $(TOOLS)
 	SKIP_JUPYTER_BUILDER=1 $(PY) -m pip install --quiet $(PIPC) --no-build-isolation -e '.[test]'
 	$(VENV)/bin/jupyter labextension list 2>&1 | grep -q 'jpar.*enabled.*OK'
 	touch $(STAMP)

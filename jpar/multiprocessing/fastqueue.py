@@ -455,7 +455,7 @@ def _ring_over(client, info, oid: int) -> Ring | None:
         return None
     code, tid = fs.code, threading.get_ident
 
-    def slow(block, timeout):       # contended: wait, asking the server to reap a dead holder
+    def slow(block=True, timeout=None):       # contended: wait, asking the server to reap a dead holder
         fs.acquire(code, tid(), None, lambda: client.call("reap", oid))
         return True
 

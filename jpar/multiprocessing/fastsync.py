@@ -27,9 +27,9 @@ from the socket's peer credentials, so liveness checks work across pid namespace
 
 Owner death: the next acquirer after the death gets :class:`OwnerDiedWarning`, as on the server
 path. The one gap of a userspace lock: a process SIGKILLed between taking the semaphore and
-recording itself in the slot (a few bytecodes) is not seen as the holder, and the unit it took is
-lost; the kernel's robust futexes would close that window, but they allow no release by another
-process, which multiprocessing's Lock permits.
+recording itself in the slot (a few instructions in the C module, a few bytecodes without it) is
+not seen as the holder, and the unit it took is lost; the kernel's robust futexes would close that
+window, but they allow no release by another process, which multiprocessing's Lock permits.
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ SLICE = 0.25              # seconds a blocked acquire waits before asking the se
 H, T, C, A = 4, 5, 6, 7   # word indexes in a slot: holder code, holder thread, recursion count, abandoned code
 _KIND = 1                 # _multiprocessing's SEMAPHORE kind (recursion is kept in the slot, not per process)
 _MISSING = object()
+
+try:   # the C fast path of a lock's acquire and release, built with the package (see _slotlock.c)
+    from . import _slotlock
+except ImportError:
+    _slotlock = None
 
 
 def _sem_init():
@@ -109,7 +114,9 @@ class FastSem:
                  entry: tuple[_Arena, int] | None, code: int = 0):
         import _multiprocessing
 
-        self.sem = _multiprocessing.SemLock._rebuild(arena.base + offset, _KIND, maxvalue, None)
+        self.address = arena.base + offset
+        self.anchor = arena
+        self.sem = _multiprocessing.SemLock._rebuild(self.address, _KIND, maxvalue, None)
         self.w = arena.words[offset // 8:offset // 8 + SLOT // 8]
         self.units = None if entry is None else entry[0].words[entry[1] // 8:entry[1] // 8 + 1]
         self.recursive = recursive
@@ -171,10 +178,15 @@ class FastSem:
             raise
 
     def bind(self, slow, warn) -> tuple:
-        """A lock's ``acquire`` and ``release`` as closures over this slot, for this process: one
-        Python frame each where the uncontended case needs no more (the stdlib binds its Lock's
-        methods to the C semaphore the same way). ``slow(block, timeout)`` is the full path;
-        ``warn(code)`` reports a dead previous holder."""
+        """A lock's ``acquire`` and ``release`` for this process, bound to this slot: the stdlib
+        binds its Lock's methods to the C semaphore, and these match it where the package's C
+        module was built (``_slotlock``: no Python frame in the uncontended case); otherwise they
+        are closures, one Python frame each. ``slow(block=True, timeout=None)`` is the full path
+        (the semaphore is taken), ``warn(code)`` reports a dead previous holder; both paths write
+        the same words and hand over to them in the same cases."""
+        if _slotlock is not None:
+            fast = _slotlock.SlotLock(self.address, self.code, self.recursive, self.anchor, slow, warn)
+            return fast.acquire, fast.release
         w, code, recursive = self.w, self.code, self.recursive
         trywait, post, ident = self.sem.acquire, self.sem.release, threading.get_ident
 

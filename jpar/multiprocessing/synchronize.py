@@ -62,7 +62,7 @@ class _Fast(Handle):
             return _acquired(self._call("acquire", True, _timeout(block, timeout)), type(self).__name__)
         return self._acquire_slot(block, timeout)
 
-    def _acquire_slot(self, block: bool, timeout: float | None) -> bool:
+    def _acquire_slot(self, block: bool = True, timeout: float | None = None) -> bool:
         fs = self._fs
         result = fs.acquire(fs.code, _get_ident(), _timeout(block, timeout), self._reap)
         if result is True or result is False:
