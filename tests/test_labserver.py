@@ -325,6 +325,10 @@ def test_wheel_ships_the_prebuilt_extension(tmp_path):
         if f.is_file():
             assert f"jpar-0.1.0.data/data/share/jupyter/labextensions/jpar/{f.relative_to(built)}" in names
     assert "jpar-0.1.0.data/data/etc/jupyter/jupyter_server_config.d/jpar.json" in names
+    from jpar.multiprocessing import fastsync
+    if fastsync._slotlock is not None:   # built here (tests/test_mp_slotlock.py): the wheel carries it, tagged
+        assert [n for n in names if n.startswith("jpar/multiprocessing/_slotlock.") and n.endswith(".so")], names
+        assert not wheel.name.endswith("-none-any.whl"), wheel.name
     prefix = tmp_path / "prefix"   # --ignore-installed: never uninstall the jpar under test
     out = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q",
                           "--prefix", str(prefix), str(wheel)],
