@@ -1,8 +1,9 @@
 """What CurveZMQ costs: signed jpar messages over TCP with CURVE vs plaintext, as ratios, in one run.
 
-An echo process holds a ROUTER made by jpar's transport (bind_router: what the head and the object
-servers use); this process talks to it through a DEALER (connect_dealer: what engines and drivers
-use). Every message is a real protocol message, HMAC-signed and checked as in a cluster, so the
+A server process holds a ROUTER made by jpar's transport (bind_router: what the head and the object
+servers use); a client talks to it through a DEALER (connect_dealer: what engines and drivers use),
+as a reader pulls an object: each request is a FetchObject, each answer an ObjectChunk of the size
+asked for (its bytes in a frame of their own, as in a real pull). Every message is a real protocol message, HMAC-signed and checked as in a cluster, so the
 only difference between the two modes is CURVE. Both modes run on 127.0.0.1, interleaved, so the
 network and the machine's load are the same for both: CURVE is forced there by treating loopback
 as "off loopback" in both processes (a cluster never does that; on loopback it stays plaintext).
@@ -43,7 +44,8 @@ def _setup(mode: str, keydir: str, role: str) -> None:
 
 
 def _echo(mode: str, keydir: str, pipe) -> None:
-    """The echo peer: answers every message with itself until a Shutdown comes."""
+    """The serving peer: answers every FetchObject with a chunk of the length asked for (and a
+    Shutdown with itself), as an object server does."""
     _setup(mode, keydir, keys.SERVER)
     ch, bound = transport.bind_router(["tcp://127.0.0.1:0"], P.Signer(KEY))
     pipe.send(bound[0])
@@ -52,7 +54,10 @@ def _echo(mode: str, keydir: str, pipe) -> None:
     def answer(identity, msg):
         if type(msg) is P.Shutdown:
             stop.append(1)
-        ch.send_to(identity, msg)
+            ch.send_to(identity, msg)
+        else:
+            data = SMALL if msg.length == len(SMALL) else BULK
+            ch.send_to(identity, P.ObjectChunk(msg.req_id, msg.offset, len(data), data))
 
     while not stop:
         ch.sock.poll(1000)
@@ -64,13 +69,13 @@ def _measure(endpoint: str, n_rtt: int, n_msgs: int, n_bulk: int) -> dict:
     signer = P.Signer(KEY)
     t0 = time.perf_counter()
     ch = transport.connect_dealer(endpoint, signer, heartbeat=None)
-    ch.send(P.ObjectChunk(0, 0, 0, SMALL))
-    assert ch.recv(timeout_ms=30000) is not None, "no answer from the echo process"
+    ch.send(P.FetchObject(0, "bench", 0, len(SMALL)))
+    assert ch.recv(timeout_ms=30000) is not None, "no answer from the serving process"
     first = time.perf_counter() - t0
     rtts = []
     for i in range(n_rtt):
         t = time.perf_counter()
-        ch.send(P.ObjectChunk(i, 0, 0, SMALL))
+        ch.send(P.FetchObject(i, "bench", 0, len(SMALL)))
         ch.recv(timeout_ms=30000)
         rtts.append(time.perf_counter() - t)
     out = {"first_ms": first * 1e3, "rtt_us": statistics.median(rtts) * 1e6}
@@ -79,10 +84,10 @@ def _measure(endpoint: str, n_rtt: int, n_msgs: int, n_bulk: int) -> dict:
         sent = got = 0
         while got < n:
             while sent < n and sent - got < window:
-                ch.send(P.ObjectChunk(sent, 0, 0, payload))
+                ch.send(P.FetchObject(sent, "bench", 0, len(payload)))
                 sent += 1
             if ch.recv(timeout_ms=30000) is None:
-                raise RuntimeError("the echo process stopped answering")
+                raise RuntimeError("the serving process stopped answering")
             got += 1
         dt = time.perf_counter() - t
         out[label] = n / dt if label == "msgs_per_s" else n * len(payload) / dt / 1e6
@@ -111,8 +116,12 @@ def run_once(mode: str, keydir: str, sizes: tuple) -> dict:
         endpoint = echo_end.recv()
         assert (transport.CURVE_MARK in endpoint) == (mode == "curve"), endpoint
         client_end.send(endpoint)
-        if not client_end.poll(600):
-            raise RuntimeError(f"{mode}: no result in 600 s")
+        deadline = time.monotonic() + 600
+        while not client_end.poll(1):   # a client that failed says so at once (its traceback is above)
+            if not client.is_alive():
+                raise RuntimeError(f"{mode}: the client process ended without a result (exit code {client.exitcode})")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{mode}: no result in 600 s")
         return client_end.recv()
     finally:
         for p in (client, echo):
