@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from jpar.runtime.wire import transport
+from jpar.runtime.wire import addresses, transport
 
 
 def _is_local(host: str) -> bool:
@@ -37,7 +37,7 @@ def test_primary_host_is_a_concrete_address_of_this_host():
 
 
 def test_primary_host_without_a_default_route(monkeypatch):
-    monkeypatch.setattr(transport, "_PROBE", ("255.255.255.255", 9))   # connect() fails: EACCES on broadcast
+    monkeypatch.setattr(addresses, "_PROBE", ("255.255.255.255", 9))   # connect() fails: EACCES on broadcast
     host = transport.primary_host()
     assert not ipaddress.ip_address(host).is_unspecified and _is_local(host), host
 
